@@ -1,0 +1,475 @@
+"""kohya-compatible LoRA network (``--network_module networks.lora``).
+
+What it targets and how it names modules is the file contract with ComfyUI, A1111 and
+diffusers (REFERENCE.md §1): Linear/Conv2d children of UNet ``Transformer2DModel``s
+(plus ``ResnetBlock2D``/``Downsample2D``/``Upsample2D`` when ``conv_dim`` is set) and of
+text-encoder ``CLIPAttention``/``CLIPMLP``. SD1/SD2 UNet names use diffusers paths,
+SDXL UNet names the original layout; text encoders are ``lora_te`` or ``lora_te1``/``lora_te2``.
+
+A module wraps its base layer by replacing the layer's ``forward`` (as kohya does), so
+the base model's own state dict and module tree stay untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+
+from library.errors import UserError
+from networks import lora_blocks, lora_file
+from networks.compvis_names import UNetLayout, to_compvis
+from networks.lora_math import delta_weight, effective_alpha, max_norm_ratio, rank_dropout_mask
+
+logger = logging.getLogger(__name__)
+
+UNET_TARGETS = ("Transformer2DModel",)
+UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+PREFIX_UNET, PREFIX_TE, PREFIX_TE1, PREFIX_TE2 = "lora_unet", "lora_te", "lora_te1", "lora_te2"
+
+
+class LoRAModule(torch.nn.Module):
+    """One low-rank adapter around a Linear or Conv2d: ``y = base(x) + up(down(x)) * scale * multiplier``."""
+
+    def __init__(self, lora_name, org_module, multiplier=1.0, lora_dim=4, alpha=1, dropout=None, rank_dropout=None, module_dropout=None):
+        super().__init__()
+        self.lora_name = lora_name
+        self.lora_dim = int(lora_dim)
+        if isinstance(org_module, torch.nn.Conv2d):
+            in_dim, out_dim = org_module.in_channels, org_module.out_channels
+            self.lora_down = torch.nn.Conv2d(
+                in_dim, self.lora_dim, org_module.kernel_size, org_module.stride, org_module.padding, bias=False
+            )
+            self.lora_up = torch.nn.Conv2d(self.lora_dim, out_dim, (1, 1), (1, 1), bias=False)
+        else:
+            in_dim, out_dim = org_module.in_features, org_module.out_features
+            self.lora_down = torch.nn.Linear(in_dim, self.lora_dim, bias=False)
+            self.lora_up = torch.nn.Linear(self.lora_dim, out_dim, bias=False)
+        alpha = effective_alpha(alpha, self.lora_dim)
+        self.scale = alpha / self.lora_dim
+        self.register_buffer("alpha", torch.tensor(alpha))
+        torch.nn.init.kaiming_uniform_(self.lora_down.weight, a=5**0.5)
+        torch.nn.init.zeros_(self.lora_up.weight)
+        self.multiplier = multiplier
+        self.dropout = dropout
+        self.rank_dropout = rank_dropout
+        self.module_dropout = module_dropout
+        self.merged = False
+        self._org = [org_module]  # a list, so the base layer is not registered as a submodule
+        self._org_forward = None
+
+    @property
+    def org_module(self) -> torch.nn.Module:
+        return self._org[0]
+
+    def apply_to(self) -> None:
+        """Route the base layer's forward through this module."""
+        if self._org_forward is None:
+            self._org_forward = self.org_module.forward
+            self.org_module.forward = self.forward
+
+    def restore(self) -> None:
+        """Give the base layer its own forward back."""
+        if self._org_forward is not None:
+            self.org_module.forward = self._org_forward
+            self._org_forward = None
+
+    def forward(self, x):
+        out = self._org_forward(x)
+        if self.merged:
+            return out
+        if self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout:
+            return out
+        lx = self.lora_down(x)
+        if self.dropout is not None and self.training:
+            lx = torch.nn.functional.dropout(lx, p=self.dropout)
+        scale = self.scale
+        if self.rank_dropout is not None and self.training:
+            lx = lx * rank_dropout_mask(lx.size(0), self.lora_dim, self.rank_dropout, lx.dim(), lx.device)
+            scale = scale / (1.0 - self.rank_dropout)
+        return out + self.lora_up(lx) * (self.multiplier * scale)
+
+    def get_weight(self, multiplier=None) -> torch.Tensor:
+        """The delta this module adds to the base weight (float32)."""
+        m = self.multiplier if multiplier is None else multiplier
+        return delta_weight(self.lora_down.weight, self.lora_up.weight, self.scale * m)
+
+    @torch.no_grad()
+    def merge(self, sign: float = 1.0) -> None:
+        """Add (sign=1) or subtract (sign=-1) the delta into/from the base weight."""
+        w = self.org_module.weight
+        w.copy_((w.float() + sign * self.get_weight().to(w.device)).to(w.dtype))
+        self.merged = sign > 0
+
+
+def _is_sdxl(text_encoders, unet) -> bool:
+    if unet is not None:
+        return getattr(unet.config, "addition_embed_type", None) == "text_time"
+    return len(text_encoders) == 2
+
+
+def _target_layers(root, targets, prefix, name_fn):
+    """Yield (lora_name, layer, is_linear_or_1x1) for Linear/Conv2d under modules of the target classes."""
+    for name, module in root.named_modules():
+        if type(module).__name__ not in targets:
+            continue
+        for child_name, child in module.named_modules():
+            if isinstance(child, torch.nn.Linear):
+                small = True
+            elif isinstance(child, torch.nn.Conv2d):
+                small = child.kernel_size == (1, 1)
+            else:
+                continue
+            path = f"{name}.{child_name}" if child_name else name
+            yield f"{prefix}_{name_fn(path).replace('.', '_')}", child, small
+
+
+def _hf_clip_path(path: str) -> str:
+    """Module path as in HF CLIP checkpoints: transformers v5's CLIPTextModel drops the ``text_model.`` level."""
+    return path if path.startswith("text_model.") else "text_model." + path
+
+
+class LoRANetwork(torch.nn.Module):
+    """All LoRA modules of a model; the object the trainer optimises and saves."""
+
+    def __init__(
+        self,
+        text_encoder,
+        unet,
+        multiplier=1.0,
+        lora_dim=4,
+        alpha=1.0,
+        dropout=None,
+        rank_dropout=None,
+        module_dropout=None,
+        conv_lora_dim=None,
+        conv_alpha=None,
+        block_dims=None,
+        block_alphas=None,
+        conv_block_dims=None,
+        conv_block_alphas=None,
+        modules_dim=None,
+        modules_alpha=None,
+        module_class=LoRAModule,
+        is_sdxl=None,
+    ):
+        super().__init__()
+        text_encoders = list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
+        text_encoders = [te for te in text_encoders if te is not None]
+        self.is_sdxl = _is_sdxl(text_encoders, unet) if is_sdxl is None else is_sdxl
+        self.multiplier = multiplier
+        self.lora_dim, self.alpha = lora_dim, alpha
+        self.conv_lora_dim, self.conv_alpha = conv_lora_dim, conv_alpha
+        self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
+        self.loraplus_lr_ratio = self.loraplus_unet_lr_ratio = self.loraplus_text_encoder_lr_ratio = None
+        self.block_lr_weight = None
+
+        def pick(lora_name, small, block_idx):
+            if modules_dim is not None:
+                return (modules_dim[lora_name], modules_alpha[lora_name]) if lora_name in modules_dim else (None, None)
+            if block_idx >= 0 and block_dims is not None:
+                if small:
+                    return block_dims[block_idx], block_alphas[block_idx]
+                if conv_block_dims is not None:
+                    return conv_block_dims[block_idx], conv_block_alphas[block_idx]
+                return None, None
+            if small:
+                return lora_dim, alpha
+            if conv_lora_dim is not None:
+                return conv_lora_dim, conv_alpha
+            return None, None
+
+        def create(root, targets, prefix, name_fn, is_unet):
+            loras = []
+            for lora_name, layer, small in _target_layers(root, targets, prefix, name_fn):
+                idx = lora_blocks.block_index(lora_name, self.is_sdxl) if is_unet else -1
+                dim, a = pick(lora_name, small, idx)
+                if not dim:
+                    continue
+                loras.append(module_class(lora_name, layer, multiplier, dim, a, dropout, rank_dropout, module_dropout))
+            return loras
+
+        self.text_encoder_loras = []
+        for i, te in enumerate(text_encoders):
+            prefix = PREFIX_TE if len(text_encoders) == 1 else (PREFIX_TE1, PREFIX_TE2)[i]
+            self.text_encoder_loras += create(te, TEXT_ENCODER_TARGETS, prefix, _hf_clip_path, False)
+
+        self.unet_loras = []
+        if unet is not None:
+            targets = UNET_TARGETS
+            if modules_dim is not None or conv_lora_dim is not None or conv_block_dims is not None:
+                targets = UNET_TARGETS + UNET_CONV_TARGETS
+            if self.is_sdxl:
+                layout = UNetLayout.from_config(unet.config)
+                name_fn = lambda p: to_compvis(p, layout)  # noqa: E731
+            else:
+                name_fn = lambda p: p  # noqa: E731
+            self.unet_loras = create(unet, targets, PREFIX_UNET, name_fn, True)
+
+        names = [lora.lora_name for lora in self.all_loras]
+        if len(set(names)) != len(names):
+            raise RuntimeError("duplicated LoRA module names")
+        for lora in self.all_loras:
+            self.add_module(lora.lora_name, lora)
+        logger.info("LoRA: %d text-encoder modules, %d UNet modules", len(self.text_encoder_loras), len(self.unet_loras))
+
+    @property
+    def all_loras(self) -> list[LoRAModule]:
+        return self.text_encoder_loras + self.unet_loras
+
+    # --- wiring into the model -------------------------------------------------------
+    def apply_to(self, text_encoder=None, unet=None, apply_text_encoder=True, apply_unet=True):
+        """Hook every module into its base layer and register it (kohya's signature)."""
+        dropped = (self.text_encoder_loras if not apply_text_encoder else []) + (self.unet_loras if not apply_unet else [])
+        for lora in dropped:
+            delattr(self, lora.lora_name)
+        if not apply_text_encoder:
+            self.text_encoder_loras = []
+        if not apply_unet:
+            self.unet_loras = []
+        for lora in self.all_loras:
+            lora.apply_to()
+
+    def restore(self):
+        """Unhook all modules (the base model runs as if no LoRA were there)."""
+        for lora in self.all_loras:
+            lora.restore()
+
+    def set_multiplier(self, multiplier: float):
+        self.multiplier = multiplier
+        for lora in self.all_loras:
+            lora.multiplier = multiplier
+
+    def is_mergeable(self) -> bool:
+        return True
+
+    def merge_to(self, text_encoder=None, unet=None, weights_sd=None, dtype=None, device=None):
+        """Add the deltas into the base weights; hooked forwards then skip the LoRA path."""
+        if weights_sd is not None:
+            self.load_state_dict(weights_sd, strict=False)
+        for lora in self.all_loras:
+            if not lora.merged:
+                lora.merge(+1.0)
+
+    def unmerge(self):
+        """Subtract the deltas again: the base weights return (up to float rounding)."""
+        for lora in self.all_loras:
+            if lora.merged:
+                lora.merge(-1.0)
+
+    # --- training hooks kohya's trainer calls ----------------------------------------
+    def set_loraplus_lr_ratio(self, ratio=None, unet_ratio=None, text_encoder_ratio=None):
+        self.loraplus_lr_ratio = ratio
+        self.loraplus_unet_lr_ratio = unet_ratio
+        self.loraplus_text_encoder_lr_ratio = text_encoder_ratio
+
+    def set_block_lr_weight(self, weights):
+        self.block_lr_weight = weights
+
+    def prepare_grad_etc(self, text_encoder=None, unet=None):
+        self.requires_grad_(True)
+
+    def on_epoch_start(self, text_encoder=None, unet=None):
+        self.train()
+
+    def get_trainable_params(self):
+        return self.parameters()
+
+    def enable_gradient_checkpointing(self):
+        """LoRA modules hold no activations of their own; the base model's checkpointing covers them."""
+
+    def prepare_optimizer_params(self, text_encoder_lr, unet_lr, default_lr):
+        """(param_groups, descriptions): text encoder(s), UNet (per block with block lr), LoRA+ 'plus' groups.
+
+        ``text_encoder_lr`` may be a list (one lr per SDXL text encoder). Groups whose lr is
+        0 or None are left out (their modules stay frozen), as in kohya.
+        """
+        self.requires_grad_(True)
+        groups, descriptions = [], []
+
+        def add(loras, lr, ratio, label):
+            plain = [p for lora in loras for n, p in lora.named_parameters() if ratio is None or "lora_up" not in n]
+            plus = [p for lora in loras for n, p in lora.named_parameters() if ratio is not None and "lora_up" in n]
+            for params, group_lr, suffix in ((plain, lr, ""), (plus, None if lr is None else lr * (ratio or 1), " plus")):
+                if not params:
+                    continue
+                if not group_lr:
+                    for p in params:
+                        p.requires_grad_(False)
+                    continue
+                groups.append({"params": params, "lr": group_lr})
+                descriptions.append(label + suffix)
+
+        te_ratio = self.loraplus_text_encoder_lr_ratio or self.loraplus_lr_ratio
+        te_lrs = text_encoder_lr if isinstance(text_encoder_lr, (list, tuple)) else None
+        for prefix in (PREFIX_TE, PREFIX_TE1, PREFIX_TE2):
+            loras = [lora for lora in self.text_encoder_loras if lora.lora_name.startswith(prefix + "_")]
+            if not loras:
+                continue
+            if te_lrs:
+                lr = te_lrs[0] if prefix != PREFIX_TE2 or len(te_lrs) == 1 else te_lrs[1]
+            else:
+                lr = text_encoder_lr
+            lr = default_lr if lr is None else lr
+            label = "textencoder" if prefix == PREFIX_TE else f"textencoder{prefix[-1]}"
+            add(loras, lr, te_ratio, label)
+
+        unet_ratio = self.loraplus_unet_lr_ratio or self.loraplus_lr_ratio
+        base_lr = default_lr if unet_lr is None else unet_lr
+        if self.block_lr_weight is None:
+            add(self.unet_loras, base_lr, unet_ratio, "unet")
+        else:
+            by_block: dict[int, list] = {}
+            for lora in self.unet_loras:
+                by_block.setdefault(lora_blocks.block_index(lora.lora_name, self.is_sdxl), []).append(lora)
+            for idx, loras in sorted(by_block.items()):
+                add(loras, base_lr * self.block_lr_weight[idx], unet_ratio, f"unet_block{idx}")
+        return groups, descriptions
+
+    @torch.no_grad()
+    def apply_max_norm_regularization(self, max_norm_value: float, device=None):
+        """Scale modules whose delta norm exceeds ``max_norm_value`` -> (keys_scaled, mean_norm, max_norm)."""
+        norms, scaled = [], 0
+        for lora in self.all_loras:
+            down, up = lora.lora_down.weight, lora.lora_up.weight
+            norm = delta_weight(down, up, lora.scale).norm()
+            ratio = max_norm_ratio(norm, max_norm_value)
+            if ratio != 1:
+                scaled += 1
+                down.mul_(ratio.sqrt().to(down.dtype))
+                up.mul_(ratio.sqrt().to(up.dtype))
+            norms.append((norm * ratio).item())
+        if not norms:
+            return 0, 0.0, 0.0
+        return scaled, sum(norms) / len(norms), max(norms)
+
+    # --- files -----------------------------------------------------------------------
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """The kohya file layout: ``<name>.lora_down.weight``, ``<name>.lora_up.weight``, ``<name>.alpha``."""
+        sd = {}
+        for lora in self.all_loras:
+            sd[f"{lora.lora_name}.lora_down.weight"] = lora.lora_down.weight
+            sd[f"{lora.lora_name}.lora_up.weight"] = lora.lora_up.weight
+            sd[f"{lora.lora_name}.alpha"] = lora.alpha
+        return sd
+
+    def save_weights(self, file, dtype=None, metadata=None):
+        lora_file.save_lora_file(self.lora_state_dict(), file, metadata, dtype)
+
+    def load_weights(self, file_or_sd, strict: bool = True):
+        """Load weights from a file or state dict; mismatched names or shapes are a clear error."""
+        path = file_or_sd if isinstance(file_or_sd, (str, bytes)) or hasattr(file_or_sd, "__fspath__") else "<state dict>"
+        tensors = lora_file.read_lora_file(path)[0] if path != "<state dict>" else file_or_sd
+        check_fits(self, tensors, path, strict=strict)
+        own = self.lora_state_dict()
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if key in own:
+                    own[key].copy_(value.to(own[key].dtype))
+        for lora in self.all_loras:  # alpha may have changed: recompute the scale
+            lora.scale = effective_alpha(lora.alpha, lora.lora_dim) / lora.lora_dim
+        return {"loaded": sum(k in own for k in tensors), "missing": [k for k in own if k not in tensors]}
+
+
+def guess_lora_family(names) -> str:
+    """Best guess of the base family a LoRA was trained on, from its module names."""
+    names = list(names)
+    if any(n.startswith(("lora_te1_", "lora_te2_")) or "input_blocks" in n or "output_blocks" in n for n in names):
+        return "SDXL"
+    return "SD1.x/SD2.x"
+
+
+def check_fits(network: LoRANetwork, tensors: dict[str, torch.Tensor], path: str, strict: bool = True) -> None:
+    """Raise a one-line error when a LoRA's modules or shapes do not match this model."""
+    own = network.lora_state_dict()
+    unknown = [k for k in tensors if k not in own]
+    if unknown and strict:
+        names = sorted({k.split(".")[0] for k in unknown})
+        this = "SDXL" if network.is_sdxl else "SD1.x/SD2.x"
+        raise lora_file.LoRAFileError(
+            f"{path}: {len(names)} LoRA modules do not exist in this {this} model (e.g. {names[0]}); "
+            f"the file looks like a {guess_lora_family(tensors)} LoRA: use it with a matching base model"
+        )
+    for key, value in tensors.items():
+        if key in own and own[key].shape != value.shape:
+            raise lora_file.LoRAFileError(
+                f"{path}: {key} has shape {tuple(value.shape)} but this model needs {tuple(own[key].shape)}; "
+                "the LoRA was trained on another base model family (e.g. SD2 vs SD1)"
+            )
+
+
+def _float_or_none(v):
+    return None if v is None or v == "None" else float(v)
+
+
+def create_network(multiplier, network_dim, network_alpha, vae, text_encoder, unet, neuron_dropout=None, **kwargs):
+    """kohya's factory: ``--network_dim/--network_alpha/--network_dropout`` plus ``--network_args`` as kwargs."""
+    network_dim = 4 if network_dim is None else int(network_dim)
+    network_alpha = 1.0 if network_alpha is None else float(network_alpha)
+    if network_dim <= 0:
+        raise UserError(f"--network_dim must be a positive integer, got {network_dim}")
+    te_list = list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
+    is_sdxl = _is_sdxl([t for t in te_list if t is not None], unet)
+    conv_dim = kwargs.get("conv_dim")
+    conv_dim = int(conv_dim) if conv_dim not in (None, "None") else None
+    conv_alpha = _float_or_none(kwargs.get("conv_alpha"))
+    if conv_dim is not None and conv_alpha is None:
+        conv_alpha = 1.0
+    block_lr_weight = lora_blocks.block_lr_weights(is_sdxl, kwargs)
+    block = {}
+    if kwargs.get("block_dims") is not None or block_lr_weight is not None:
+        dims, alphas, cdims, calphas = lora_blocks.block_dims_and_alphas(
+            is_sdxl, kwargs, network_dim, network_alpha, conv_dim, conv_alpha
+        )
+        for i, w in enumerate(block_lr_weight or []):
+            if w == 0:  # a block with lr 0 gets no modules at all (kohya)
+                dims[i] = 0
+                if cdims is not None:
+                    cdims[i] = 0
+        block = dict(block_dims=dims, block_alphas=alphas, conv_block_dims=cdims, conv_block_alphas=calphas)
+    network = LoRANetwork(
+        text_encoder,
+        unet,
+        multiplier=multiplier,
+        lora_dim=network_dim,
+        alpha=network_alpha,
+        dropout=_float_or_none(neuron_dropout),
+        rank_dropout=_float_or_none(kwargs.get("rank_dropout")),
+        module_dropout=_float_or_none(kwargs.get("module_dropout")),
+        conv_lora_dim=conv_dim,
+        conv_alpha=conv_alpha,
+        is_sdxl=is_sdxl,
+        **block,
+    )
+    ratios = [_float_or_none(kwargs.get(k)) for k in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")]
+    if any(r is not None for r in ratios):
+        network.set_loraplus_lr_ratio(*ratios)
+    if block_lr_weight is not None:
+        network.set_block_lr_weight(block_lr_weight)
+    network.network_args = {k: str(v) for k, v in kwargs.items()}
+    return network
+
+
+def create_network_from_weights(multiplier, file, vae, text_encoder, unet, weights_sd=None, for_inference=False, **kwargs):
+    """A network shaped like a saved file (ranks and alphas per module), kohya files included.
+
+    Returns ``(network, weights_sd)``; the weights are not loaded yet (call ``load_weights``
+    or ``merge_to``), as in kohya.
+    """
+    if weights_sd is None:
+        weights_sd = lora_file.read_lora_file(file)[0]
+    path = str(file) if file is not None else "<weights>"
+    dims, alphas = lora_file.module_dims_and_alphas(weights_sd, path)
+    network = LoRANetwork(text_encoder, unet, multiplier=multiplier, modules_dim=dims, modules_alpha=alphas)
+    check_fits(network, weights_sd, path)
+    block_lr_weight = lora_blocks.block_lr_weights(network.is_sdxl, kwargs)
+    if block_lr_weight is not None:
+        network.set_block_lr_weight(block_lr_weight)
+    return network, weights_sd
+
+
+def network_args_json(kwargs: dict) -> str:
+    """``ss_network_args`` as kohya writes it: a JSON object of the string arguments."""
+    return json.dumps({k: str(v) for k, v in kwargs.items()})

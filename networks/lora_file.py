@@ -1,0 +1,125 @@
+"""Reading and writing LoRA ``.safetensors`` files: atomic writes, hashes, clear errors.
+
+Writes go to ``<name>.tmp`` in the same folder and are renamed into place, so a crash
+or full disk never leaves a half file under the final name. The ``sshs_*`` hashes are
+the ones A1111's additional-networks extension shows: sha256 of the tensor data (all
+bytes after the header) and the legacy 8-hex hash of 64 KiB at offset 1 MiB; like kohya,
+they are computed over a file holding only the ``ss_*`` metadata, so user metadata
+does not change them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from io import BytesIO
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save, save_file
+
+from library.errors import UserError
+
+LORA_KEY_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
+
+
+class LoRAFileError(UserError):
+    """A LoRA file that cannot be read or does not fit the model."""
+
+
+def _tensor_data_sha256(stream) -> str:
+    stream.seek(0)
+    header_len = struct.unpack("<Q", stream.read(8))[0]
+    stream.seek(8 + header_len)
+    h = hashlib.sha256()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _legacy_hash(stream) -> str:
+    stream.seek(0x100000)
+    return hashlib.sha256(stream.read(0x10000)).hexdigest()[:8]
+
+
+def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
+    """(sshs_model_hash, sshs_legacy_hash) as A1111's additional-networks computes them."""
+    ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
+    stream = BytesIO(save(tensors, ss_only))
+    return _tensor_data_sha256(stream), _legacy_hash(stream)
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """Write to ``path + '.tmp'``, fsync, then rename over ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_lora_file(state_dict: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None, dtype=None) -> None:
+    """Save a LoRA state dict with string metadata and the sshs hashes, atomically."""
+    tensors = {}
+    for k, v in state_dict.items():
+        v = v.detach().to("cpu")
+        tensors[k] = v.to(dtype) if dtype is not None else v.clone()
+    metadata = {k: str(v) for k, v in (metadata or {}).items()}
+    if not str(path).endswith(".safetensors"):
+        raise LoRAFileError(f"{path}: LoRA files are written as .safetensors; use a name ending in .safetensors")
+    metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = safetensors_hashes(tensors, metadata)
+    atomic_save_safetensors(tensors, path, metadata)
+
+
+def read_lora_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a LoRA file, with one-line errors for missing/damaged/wrong files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise LoRAFileError(f"{path}: LoRA file not found; check the path")
+    if not path.endswith(".safetensors"):
+        raise LoRAFileError(
+            f"{path}: only .safetensors LoRA files are read (pickle files can run code); "
+            "convert it with tools/convert_lora.py"
+        )
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoRAFileError(f"{path}: not a readable safetensors file ({reason}); it may be truncated, re-download or re-save it") from None
+    if not tensors:
+        raise LoRAFileError(f"{path}: the file holds no tensors")
+    return tensors, metadata
+
+
+def module_dims_and_alphas(tensors: dict[str, torch.Tensor], path: str = "<weights>") -> tuple[dict[str, int], dict[str, float]]:
+    """Per-module rank (from lora_down's first dim) and alpha (missing -> rank) of a kohya LoRA."""
+    dims: dict[str, int] = {}
+    alphas: dict[str, float] = {}
+    for key, value in tensors.items():
+        name, _, rest = key.partition(".")
+        if rest == "lora_down.weight":
+            dims[name] = int(value.shape[0])
+        elif rest == "alpha":
+            alphas[name] = float(value.float().item())
+    if not dims:
+        sample = ", ".join(list(tensors)[:3])
+        raise LoRAFileError(
+            f"{path}: no kohya LoRA keys (<name>.lora_down.weight) found (keys look like: {sample}); "
+            "convert diffusers/PEFT files with tools/convert_lora.py"
+        )
+    for name, dim in dims.items():
+        if not alphas.get(name):
+            alphas[name] = float(dim)
+    return dims, alphas
