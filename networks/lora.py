@@ -89,7 +89,12 @@ class LoRAModule(torch.nn.Module):
         if self.rank_dropout is not None and self.training:
             lx = lx * rank_dropout_mask(lx.size(0), self.lora_dim, self.rank_dropout, lx.dim(), lx.device)
             scale = scale / (1.0 - self.rank_dropout)
-        return out + self.lora_up(lx) * (self.multiplier * scale)
+        # Scale the small up weight, not the full-size output, and let the GEMM do the add:
+        # no extra full-size elementwise passes forward or backward.
+        up = self.lora_up.weight * (self.multiplier * scale)
+        if isinstance(self.lora_up, torch.nn.Linear):
+            return torch.addmm(out.flatten(0, -2), lx.flatten(0, -2), up.t()).view_as(out)
+        return out + torch.nn.functional.conv2d(lx, up)
 
     def get_weight(self, multiplier=None) -> torch.Tensor:
         """The delta this module adds to the base weight (float32)."""
