@@ -1,0 +1,84 @@
+"""The end-of-run (and per-checkpoint) report: a loss-curve PNG and an HTML page.
+
+The page lists every saved LoRA with its step, the loss around it and the sample images
+made at that point, so a user can pick the best checkpoint by eye. Drawn with PIL alone:
+no plotting dependency for one line chart.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+
+from PIL import Image, ImageDraw
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def loss_curve_png(losses: list[float], path: str, size=(800, 400)) -> str:
+    """Raw loss (light) and its moving average (dark) against step."""
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    left, right, top, bottom = 60, w - 20, 20, h - 40
+    draw.rectangle([left, top, right, bottom], outline="black")
+    if losses:
+        lo, hi = min(losses), max(losses)
+        span = (hi - lo) or 1.0
+        n = max(len(losses) - 1, 1)
+
+        def xy(i, v):
+            return left + (right - left) * i / n, bottom - (bottom - top) * (v - lo) / span
+
+        for series, colour in ((losses, (170, 190, 230)), (_smooth(losses, max(1, len(losses) // 20)), (20, 60, 160))):
+            points = [xy(i, v) for i, v in enumerate(series)]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+        draw.text((5, top), f"{hi:.4g}", fill="black")
+        draw.text((5, bottom - 10), f"{lo:.4g}", fill="black")
+        draw.text((left, bottom + 10), "step 1", fill="black")
+        draw.text((right - 60, bottom + 10), f"step {len(losses)}", fill="black")
+    draw.text((left + 5, top + 5), "loss (light: per step, dark: moving average)", fill="black")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    img.save(path)
+    return path
+
+
+def write_report(output_dir: str, output_name: str, losses: list[float], checkpoints: list[dict]) -> str:
+    """Write ``<output_name>_report.html`` and the loss PNG; ``checkpoints`` items: file, step, epoch, samples."""
+    png = loss_curve_png(losses, os.path.join(output_dir, f"{output_name}_loss.png"))
+    rows = []
+    for ck in checkpoints:
+        step = ck["step"]
+        near = losses[max(0, step - 10) : step] if losses else []
+        avg = f"{sum(near) / len(near):.4f}" if near else "-"
+        images = "".join(
+            f'<img src="{html.escape(os.path.relpath(p, output_dir))}" width="160" title="{html.escape(os.path.basename(p))}">'
+            for p in ck.get("samples", [])
+        )
+        rows.append(
+            f"<tr><td>{html.escape(os.path.basename(ck['file']))}</td><td>{ck.get('epoch', '')}</td>"
+            f"<td>{step}</td><td>{avg}</td><td>{images}</td></tr>"
+        )
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(output_name)} training report</title>"
+        f"<h1>{html.escape(output_name)}</h1><p>{len(losses)} steps; final moving-average loss "
+        f"{_smooth(losses, max(1, len(losses) // 20))[-1]:.4f}</p>" if losses else "<p>no steps</p>"
+    )
+    page += f"<img src='{html.escape(os.path.basename(png))}'><h2>Checkpoints</h2>"
+    page += "<table border=1 cellpadding=4><tr><th>file</th><th>epoch</th><th>step</th><th>loss (last 10 steps)</th><th>samples</th></tr>"
+    page += "".join(rows) + "</table>"
+    path = os.path.join(output_dir, f"{output_name}_report.html")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, path)
+    return path

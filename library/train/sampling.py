@@ -1,0 +1,168 @@
+"""Sample images during training, from kohya's prompt-file syntax.
+
+A prompt line is ``prompt text --n negative --w 512 --h 768 --d 42 --s 30 --l 7.5 --ss euler_a``;
+``#`` starts a comment line. Images are generated with diffusers' pipelines built around the
+model being trained (LoRA hooks included), on a private RNG, so sampling never changes the
+training run's random stream.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+
+import torch
+from PIL import PngImagePlugin
+
+from library.errors import UserError
+
+OPTION_KEYS = {"n": "negative_prompt", "w": "width", "h": "height", "d": "seed", "s": "steps", "l": "scale", "ss": "sampler"}
+SAMPLERS = {
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "k_euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "k_euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "k_dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "dpm_2_a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "k_dpm_2_a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "dpmsolver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpmsingle": ("DPMSolverSinglestepScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "k_lms": ("LMSDiscreteScheduler", {}),
+}
+
+
+@dataclass
+class SamplePrompt:
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    seed: int | None = None
+    steps: int = 30
+    scale: float = 7.5
+    sampler: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def parse_prompt_line(line: str, where: str = "prompt", defaults: dict | None = None) -> SamplePrompt:
+    """One prompt line -> SamplePrompt; unknown ``--x`` options are an error naming the line."""
+    parts = line.split(" --")
+    sample = SamplePrompt(prompt=parts[0].strip(), **(defaults or {}))
+    for part in parts[1:]:
+        key, _, value = part.strip().partition(" ")
+        if key not in OPTION_KEYS:
+            known = ", ".join(f"--{k}" for k in OPTION_KEYS)
+            raise UserError(f"{where}: unknown option '--{key}' (known: {known})")
+        name, value = OPTION_KEYS[key], value.strip()
+        try:
+            if name in ("width", "height", "seed", "steps"):
+                value = int(value)
+            elif name == "scale":
+                value = float(value)
+        except ValueError:
+            raise UserError(f"{where}: option --{key} needs a number, got '{value}'") from None
+        if name == "sampler" and value.lower() not in SAMPLERS:
+            raise UserError(f"{where}: unknown sampler '{value}' (known: {', '.join(SAMPLERS)})")
+        setattr(sample, name, value.lower() if name == "sampler" else value)
+    return sample
+
+
+def read_prompt_file(path: str, defaults: dict | None = None) -> list[SamplePrompt]:
+    """All prompts of a kohya-style ``.txt`` prompt file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"--sample_prompts {path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"--sample_prompts {path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            prompts.append(parse_prompt_line(line, f"{path}:{n}", defaults))
+    if not prompts:
+        raise UserError(f"--sample_prompts {path}: no prompts in the file (one prompt per line, '#' for comments)")
+    return prompts
+
+
+def make_scheduler(sampler: str, train_scheduler_config: dict):
+    """A diffusers inference scheduler of the named kind, on the model's noise schedule."""
+    import diffusers
+
+    cls_name, extra = SAMPLERS[sampler]
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "rescale_betas_zero_snr")
+    cfg = {k: train_scheduler_config[k] for k in keys if k in train_scheduler_config}
+    cls = getattr(diffusers, cls_name)
+    allowed = set(inspect.signature(cls.__init__).parameters)
+    cfg = {k: v for k, v in {**cfg, "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False, **extra}.items() if k in allowed}
+    return cls(**cfg)
+
+
+def make_pipeline(model, sampler: str):
+    """A diffusers text-to-image pipeline around the (LoRA-hooked) model components."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    scheduler = make_scheduler(sampler, dict(model.noise_scheduler.config))
+    if model.is_sdxl:
+        pipe = StableDiffusionXLPipeline(
+            vae=model.vae, text_encoder=model.text_encoders[0], text_encoder_2=model.text_encoders[1],
+            tokenizer=model.tokenizers[0], tokenizer_2=model.tokenizers[1], unet=model.unet, scheduler=scheduler,
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=model.vae, text_encoder=model.text_encoders[0], tokenizer=model.tokenizers[0], unet=model.unet,
+            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def png_info(sample: SamplePrompt, sampler: str) -> PngImagePlugin.PngInfo:
+    """A1111-style ``parameters`` text chunk, so the settings travel with the image."""
+    info = PngImagePlugin.PngInfo()
+    text = sample.prompt
+    if sample.negative_prompt:
+        text += f"\nNegative prompt: {sample.negative_prompt}"
+    text += f"\nSteps: {sample.steps}, Sampler: {sampler}, CFG scale: {sample.scale}, Seed: {sample.seed}, Size: {sample.width}x{sample.height}"
+    info.add_text("parameters", text)
+    return info
+
+
+@torch.no_grad()
+def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str, default_sampler: str = "ddim", clip_skip=None, seed=0) -> list[str]:
+    """Generate one image per prompt into ``out_dir``; returns the file paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    was_training = [m.training for m in (model.unet, *model.text_encoders)]
+    for m in (model.unet, *model.text_encoders):
+        m.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for i, sample in enumerate(prompts):
+                sampler = sample.sampler or default_sampler
+                pipe = make_pipeline(model, sampler)
+                sample_seed = sample.seed if sample.seed is not None else seed + i
+                gen = torch.Generator(device="cpu").manual_seed(sample_seed)
+                kwargs = dict(
+                    prompt=sample.prompt, negative_prompt=sample.negative_prompt or None, width=sample.width,
+                    height=sample.height, num_inference_steps=sample.steps, guidance_scale=sample.scale, generator=gen,
+                )
+                if clip_skip and clip_skip > 1 and not model.is_sdxl:
+                    kwargs["clip_skip"] = clip_skip - 1
+                image = pipe(**kwargs).images[0]
+                sample.seed = sample_seed
+                path = os.path.join(out_dir, f"{stem}_{i:02d}_{sample_seed}.png")
+                image.save(path, pnginfo=png_info(sample, sampler))
+                paths.append(path)
+    finally:
+        for m, t in zip((model.unet, *model.text_encoders), was_training):
+            m.train(t)
+    return paths
