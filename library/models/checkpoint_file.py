@@ -1,0 +1,144 @@
+"""Read tensors from checkpoint files safely; write safetensors atomically.
+
+``.safetensors`` is read lazily (one tensor at a time, so a 7 GB fp16 SDXL file never
+sits in memory twice). ``.ckpt``/``.pt``/``.pth``/``.bin`` are read only with
+``torch.load(weights_only=True)``: a pickle that references code is refused before any
+of it runs. We never write pickles.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from library.models.errors import ModelLoadError, ModelSaveError, one_line
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Sniff the header: 8-byte little-endian length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+class SafetensorsReader:
+    """Lazy reader over one .safetensors file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._file = safe_open(str(path), framework="pt", device="cpu")
+            self.metadata = dict(self._file.metadata() or {})
+            self._keys = list(self._file.keys())
+        except SafetensorError as e:
+            raise ModelLoadError(
+                f"{path}: the safetensors file is damaged or incomplete ({one_line(e)}); "
+                "re-download it or save it again"
+            ) from None
+
+    def keys(self) -> list[str]:
+        return self._keys
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._file.get_slice(key).get_shape())
+
+    def get(self, key: str) -> torch.Tensor:
+        try:
+            tensor = self._file.get_tensor(key)
+        except SafetensorError as e:
+            raise ModelLoadError(
+                f"{self.path}: tensor '{key}' cannot be read ({one_line(e)}); the file is damaged, re-download it"
+            ) from None
+        # safetensors hands out tensors inside a bytes object, at addresses that are not
+        # 64-byte aligned; CPU kernels then take slower paths with different rounding than
+        # for the same weights loaded any other way. One copy fixes both.
+        return tensor.clone() if tensor.data_ptr() % 64 else tensor
+
+
+class PickleReader:
+    """A torch pickle read with ``weights_only=True`` (memory-mapped where the format allows)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.metadata: dict[str, str] = {}
+        obj = _torch_load_weights_only(path)
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict):
+            raise ModelLoadError(
+                f"{path}: holds a {type(obj).__name__}, not a dict of tensors; pass a Stable Diffusion checkpoint"
+            )
+        self._sd = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+    def keys(self) -> list[str]:
+        return list(self._sd)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._sd[key].shape)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._sd[key]
+
+
+def _torch_load_weights_only(path: Path):
+    def load(mmap: bool):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+    try:
+        try:
+            return load(mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # legacy (pre-zip) format cannot be memory-mapped
+                raise
+            return load(mmap=False)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:  # a well-formed pickle that wants to import something
+            raise ModelLoadError(
+                f"{path}: refused to load: the pickle references code ({found.group(1)}), and .ckpt/.pt files "
+                "are only read with weights_only=True so nothing in them runs; get a .safetensors version of this model"
+            ) from None
+        operand = re.search(r"Unsupported operand \d+", str(e))
+        raise _damaged(path, operand.group(0) if operand else "not a readable pickle") from None
+    except Exception as e:  # noqa: BLE001 - garbage input makes the unpickler fail in many ways
+        raise _damaged(path, e) from None
+
+
+def _damaged(path: Path, e: Exception | str) -> ModelLoadError:
+    detail = e if isinstance(e, str) else one_line(f"{type(e).__name__}: {e}")[:200]
+    return ModelLoadError(f"{path}: the checkpoint is damaged or not a PyTorch file ({detail}); re-download it")
+
+
+def open_checkpoint(path: str | os.PathLike) -> SafetensorsReader | PickleReader:
+    """A reader for a single-file checkpoint: safetensors by suffix or content, else a weights-only pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file; check the model path")
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
+        return SafetensorsReader(path)
+    return PickleReader(path)
+
+
+def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write ``path + '.tmp'`` then rename over ``path``; a crash never leaves a half file under the name."""
+    path = Path(path)
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ModelSaveError(f"{path}: models are saved as safetensors only; use a name ending in .safetensors")
+    if not path.parent.is_dir():
+        raise ModelSaveError(f"{path}: the folder {path.parent} does not exist; create it or choose another path")
+    tmp = Path(str(path) + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

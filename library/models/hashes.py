@@ -1,0 +1,89 @@
+"""Model file hashes: which one is for what.
+
+* :func:`sha256_file` - sha256 of the whole file, streamed. A1111's "AutoV2" hash is its
+  first 10 hex digits; kohya writes it as ``ss_new_sd_model_hash``. Slow on big files
+  (reads everything): compute it once, for metadata.
+* :func:`a1111_legacy_hash` - A1111's old "model hash": sha256 of the 64 KiB at offset
+  1 MiB, first 8 hex digits. kohya writes it as ``ss_sd_model_hash``. Instant, weak.
+* :func:`safetensors_data_sha256` - sha256 of a safetensors file *after* its header, so
+  editing metadata does not change it. sd-webui-additional-networks and kohya's
+  ``sshs_model_hash`` use it for LoRA files.
+* :func:`content_key` - our cache key: cheap (reads only headers / small files), changes
+  when the weights do. Latent and text-encoder caches are keyed by it plus the dtype.
+  Not a published hash; never write it where other tools expect one of the above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of the whole file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def a1111_legacy_hash(path: str | os.PathLike) -> str:
+    """A1111's legacy 8-hex-digit model hash (sha256 of 0x10000 bytes at offset 0x100000)."""
+    with open(path, "rb") as f:
+        f.seek(0x100000)
+        return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+
+
+def safetensors_data_sha256(source: str | os.PathLike | bytes) -> str:
+    """sha256 of a safetensors file's tensor data (everything after the header); path or bytes."""
+    f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    with f:
+        n = int.from_bytes(f.read(8), "little")
+        f.seek(8 + n)
+        h = hashlib.sha256()
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_key(h, path: Path) -> None:
+    size = path.stat().st_size
+    h.update(f"{size}\0".encode())  # not the name: renaming a file keeps its caches
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if path.suffix in (".safetensors", ".sft") and 0 < n <= size - 8:
+            # The header lists every tensor's name, dtype, shape and byte range; with the
+            # size it changes whenever the weights are re-saved. Plus 1 MiB of data at the
+            # end, so an in-place edit of same-shaped weights is caught too.
+            h.update(head + f.read(n))
+            f.seek(max(8 + n, size - _CHUNK))
+            h.update(f.read(_CHUNK))
+        else:
+            # Pickles and configs: small files whole, big ones by head and tail.
+            f.seek(0)
+            if size <= 4 * _CHUNK:
+                h.update(f.read())
+            else:
+                h.update(f.read(_CHUNK))
+                f.seek(size - _CHUNK)
+                h.update(f.read(_CHUNK))
+
+
+def content_key(path: str | os.PathLike) -> str:
+    """Cheap content key (hex sha256) of a checkpoint file or a diffusers folder."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        wanted = (".json", ".safetensors", ".bin", ".txt")
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in wanted):
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+            _file_key(h, f)
+    else:
+        _file_key(h, path)
+    return h.hexdigest()

@@ -1,0 +1,61 @@
+"""Tiny checkpoints written once per session by tools/make_tiny_model.py, plus a forward helper."""
+
+import pytest
+import torch
+
+from tools.make_tiny_model import make_tiny_model
+
+FAMILIES = ("sd1", "sd2", "sdxl")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
+    OpenMP spin-waits make them several times slower; restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tiny_dir):
+    """tiny_path(family) -> path of a seeded tiny single-file checkpoint of that family."""
+    made = {}
+
+    def get(family, v=False):
+        if (family, v) not in made:
+            made[(family, v)] = make_tiny_model(family, tiny_dir / f"tiny_{family}{'_v' if v else ''}.safetensors", seed=0, v_parameterization=v)
+        return made[(family, v)]
+
+    return get
+
+
+def encode_prompt(model, prompt="a photo of a cat"):
+    """(context, added_cond_kwargs) the way SD1/SD2 (last layer) and SDXL (penultimate, pooled) condition."""
+    ids = [
+        tok([prompt], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        for tok in model.tokenizers
+    ]
+    outs = [te(i, output_hidden_states=True) for te, i in zip(model.text_encoders, ids)]
+    if model.is_sdxl:
+        ctx = torch.cat([outs[0].hidden_states[-2], outs[1].hidden_states[-2]], dim=-1)
+        time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]])
+        return ctx, {"text_embeds": outs[1].text_embeds, "time_ids": time_ids}
+    return outs[0].last_hidden_state, None
+
+
+@torch.no_grad()
+def forward_all(model, seed=0):
+    """Run TE -> UNet -> VAE decode -> VAE encode on a tiny model; returns the three outputs."""
+    ctx, added = encode_prompt(model)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    pred = model.unet(latents, torch.tensor([10]), encoder_hidden_states=ctx, added_cond_kwargs=added).sample
+    image = model.vae.decode(pred / model.vae_scale_factor).sample
+    encoded = model.vae.encode(image).latent_dist.mean
+    return pred, image, encoded
