@@ -1,0 +1,121 @@
+"""Decoding, resizing, cropping and colour augmentation of one training image.
+
+Why: the torch Dataset and the latent cache must turn an image into exactly the same bucket-sized
+pixels, so both call ``prepare_pixels``. Resizing follows kohya's default: area-style downscaling
+(PIL BOX; JPEGs are first reduced in the DCT domain with ``draft`` when at least 2x too large) and
+Lanczos upscaling; ``resize_interpolation`` picks another filter. Transparent images are flattened the
+way ``PIL.Image.convert("RGB")`` does (as kohya). EXIF rotation is applied (kohya does not).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .buckets import cover_size, crop_offsets
+from .errors import DatasetError
+
+_FILTERS = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "linear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "cubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+    "box": Image.Resampling.BOX,
+}
+
+
+@dataclass
+class Pixels:
+    """A bucket-sized RGB uint8 array [H, W, 3] and where it came from."""
+
+    array: np.ndarray
+    original_size: Tuple[int, int]  # (w, h) of the decoded image
+    resized_size: Tuple[int, int]  # (w, h) before cropping
+    crop_left_top: Tuple[int, int]
+
+
+def load_image(source, name: str = "", target: Optional[Tuple[int, int]] = None) -> Image.Image:
+    """Decode a path or bytes to RGB (EXIF rotation applied); DatasetError naming the file if broken.
+
+    ``target`` (w, h) lets JPEG decoding skip detail that resizing to about that size would discard.
+    """
+    return _decode(source, name, target)[0]
+
+
+def _decode(source, name: str, target: Optional[Tuple[int, int]]):
+    """(RGB image, its full displayed size before any JPEG draft reduction)."""
+    name = name or (source if isinstance(source, str) else "<in-memory image>")
+    try:
+        im = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        rotated = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        full = (im.size[1], im.size[0]) if rotated else im.size
+        if target is not None and im.format == "JPEG":
+            w, h = (target[1], target[0]) if rotated else target
+            if im.size[0] >= 2 * w and im.size[1] >= 2 * h:
+                im.draft("RGB", (w, h))
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode == "P":
+            im = im.convert("RGBA")
+        return (im if im.mode == "RGB" else im.convert("RGB")), full
+    except DatasetError:
+        raise
+    except Exception as e:  # PIL raises many types for damaged files
+        raise DatasetError(f"cannot decode image {name} ({type(e).__name__}: {e}); replace or remove the file") from None
+
+
+def resize(im: Image.Image, size: Tuple[int, int], interpolation: Optional[str] = None) -> Image.Image:
+    if im.size == tuple(size):
+        return im
+    if interpolation is None:
+        filt = Image.Resampling.BOX if size[0] <= im.size[0] and size[1] <= im.size[1] else Image.Resampling.LANCZOS
+    else:
+        filt = _FILTERS[interpolation]
+    return im.resize(tuple(size), resample=filt)
+
+
+def prepare_pixels(
+    source,
+    bucket_reso: Tuple[int, int],
+    *,
+    name: str = "",
+    random_crop: bool = False,
+    rng: Optional[random.Random] = None,
+    interpolation: Optional[str] = None,
+) -> Pixels:
+    """Decode, resize to cover the bucket (kohya's rounding), crop to it (centre or random)."""
+    im, original = _decode(source, name, bucket_reso)
+    resized = cover_size(original[0], original[1], bucket_reso)
+    im = resize(im, resized, interpolation)
+    left, top = crop_offsets(resized, bucket_reso, random_crop, rng)
+    arr = np.array(im)[top : top + bucket_reso[1], left : left + bucket_reso[0]]
+    return Pixels(np.ascontiguousarray(arr), original, resized, (left, top))
+
+
+def color_aug(arr: np.ndarray, rng: random.Random) -> np.ndarray:
+    """kohya's colour augmentation: with p=0.33, a hue shift of up to +-8/180 or a gamma in [0.95, 1.05]."""
+    if rng.random() > 0.33:
+        return arr
+    if rng.random() > 0.5:
+        hsv = np.array(Image.fromarray(arr).convert("HSV"))
+        shift = rng.uniform(-8, 8) * 256 / 180
+        hsv[..., 0] = ((hsv[..., 0].astype(np.float32) + shift) % 256).astype(np.uint8)
+        return np.array(Image.fromarray(hsv, "HSV").convert("RGB"))
+    gamma = rng.uniform(0.95, 1.05)
+    return np.clip(arr.astype(np.float32) ** gamma, 0, 255).astype(np.uint8)
+
+
+def to_tensor(arr: np.ndarray):
+    """[H, W, 3] uint8 -> torch float32 [3, H, W] in [-1, 1] (torch imported here: the preflight needs none)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()
+    return t / 127.5 - 1.0
