@@ -1,0 +1,167 @@
+"""``--config_file`` TOML files in kohya's format, read and written.
+
+Why: kohya users keep their settings in a TOML with any sections (``[model_arguments]``,
+``[training_arguments]`` ...) whose keys are the option names; kohya flattens the sections and lets the
+command line win. We do the same, but a key we do not know is an error with a "did you mean"
+(kohya silently ignores typos), a value of the wrong type names the key, file and section, and a key
+set in two sections is an error instead of "last one wins".
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..errors import UserError
+from .definitions import BY_NAME, OPTIONS
+from .schema import GROUPS, ConversionError, Option
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+COMMAND_LINE = "the command line"
+
+
+def resolve_config_path(path: str) -> str:
+    """kohya appends ``.toml`` when the name has no extension; accept both spellings."""
+    if not os.path.exists(path) and not path.lower().endswith(".toml") and os.path.exists(path + ".toml"):
+        return path + ".toml"
+    return path
+
+
+def read_config_file(path: str, script: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Flattened, converted option values of a config file, and where each came from.
+
+    Returns ``(values, sources)``: ``values[name]`` is converted to the option's type;
+    ``sources[name]`` reads like ``presets/x.toml [training_arguments]``. Keys of options meant for
+    the other script are dropped when they hold the default (GUIs write every key) and are an
+    error otherwise.
+    """
+    path = resolve_config_path(path)
+    data = _load_toml(path)
+    if any(isinstance(v, list) and v and isinstance(v[0], dict) for v in data.values()):
+        raise UserError(
+            f"{path} looks like a dataset config ([[datasets]] tables); pass it with --dataset_config, "
+            f"not --config_file"
+        )
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            _take(key, value, path, None, script, values, sources)
+            continue
+        for sub_key, sub_value in value.items():
+            if isinstance(sub_value, dict) or (isinstance(sub_value, list) and sub_value
+                                               and isinstance(sub_value[0], dict)):
+                raise UserError(
+                    f"{path}: table [{key}.{sub_key}] is nested too deep; a config file has one level of "
+                    f"[sections] holding option = value lines"
+                )
+            _take(sub_key, sub_value, path, key, script, values, sources)
+    return values, sources
+
+
+def _load_toml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found; check the --config_file path")
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(
+            f"config file {path} is not valid TOML: {e}; strings need quotes (caption_extension = \".txt\")"
+        ) from None
+
+
+def _take(key: str, value: Any, path: str, section: Optional[str], script: str, values: dict, sources: dict) -> None:
+    where = f"{path} [{section}]" if section is not None else f"{path} (top level)"
+    option = BY_NAME.get(key)
+    if option is None:
+        raise UserError(f"unknown key {key!r} in {where}; {suggest(key, script)}")
+    if option.cli_only:
+        raise UserError(f"{key!r} in {where} only works on the command line; remove it from the file")
+    try:
+        converted = option.from_value(value)
+    except ConversionError as e:
+        raise UserError(f"{key} in {where} {e}") from None
+    if not option.for_script(script):
+        if converted in (option.default, None, [], False):
+            return  # a GUI-written default for the other script: harmless
+        raise UserError(f"{key} in {where} {script_only_phrase(option)}; remove it or run {option.scripts[0]}.py")
+    if key in values:
+        raise UserError(f"{key} is set twice in {path}: in {sources[key]} and {where}; keep one")
+    values[key] = converted
+    sources[key] = where
+
+
+def suggest(name: str, script: str, cli: bool = False) -> str:
+    """"did you mean 'learning_rate'?" (``cli``: "--learning_rate") or a pointer to the option list."""
+    other = BY_NAME.get(name)
+    if other is not None and not other.for_script(script):
+        return f"it {script_only_phrase(other)}"
+    names = [o.name for o in OPTIONS if o.for_script(script) and not (o.cli_only and not cli)]
+    near = difflib.get_close_matches(name, names, 1, 0.6)
+    if near:
+        return f"did you mean --{near[0]}?" if cli else f"did you mean {near[0]!r}?"
+    return "see docs/options.md for the option names"
+
+
+def script_only_phrase(option: Option) -> str:
+    if option.scripts == ("sdxl_train_network",):
+        return "works only with sdxl_train_network.py (SDXL)"
+    return "works only with train_network.py (SD1.x/SD2.x)"
+
+
+# --------------------------------------------------------------------------------- writing
+def config_text(values: Mapping[str, Any], header: str = "") -> str:
+    """TOML text of the options in ``values`` that differ from their defaults, one section per group."""
+    by_group: Dict[str, list] = {}
+    for option in OPTIONS:
+        if option.name not in values or option.cli_only or option.alias_of:
+            continue
+        value = values[option.name]
+        if value is None or value == option.default:
+            continue
+        by_group.setdefault(option.group, []).append(f"{option.name} = {_toml_value(value, option)}")
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    for group in GROUPS:
+        if group in by_group:
+            lines += (["", f"[{group}_arguments]"] if lines else [f"[{group}_arguments]"]) + by_group[group]
+    return "\n".join(lines) + "\n"
+
+
+def write_config_file(values: Mapping[str, Any], path: str, header: str = "") -> None:
+    """Write ``config_text`` to a new file; an existing file is never overwritten (as kohya)."""
+    if os.path.exists(path):
+        raise UserError(f"{path} already exists; --output_config writes a new file, so pick another --config_file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"folder {folder} for --config_file {path} does not exist; create it first")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(config_text(values, header))
+    os.replace(tmp, path)
+
+
+def _toml_value(value: Any, option: Option) -> str:
+    if option.type == "size" and isinstance(value, tuple):
+        return str(value[0]) if value[0] == value[1] else json.dumps(f"{value[0]},{value[1]}")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
+    return _toml_scalar(value)
+
+
+def _toml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # JSON string escapes are valid TOML basic strings

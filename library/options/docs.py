@@ -1,0 +1,92 @@
+"""docs/options.md, rendered from the schema (``python tools/gen_options_doc.py`` writes it)."""
+
+from __future__ import annotations
+
+from .definitions import OPTIONS
+from .schema import GROUPS, SD_ONLY, SDXL_ONLY, Option, format_value
+
+_INTRO = """\
+# Options
+
+<!-- Generated from library/options/definitions.py by `python tools/gen_options_doc.py`; do not edit. -->
+
+`train_network.py` (SD1.x/SD2.x) and `sdxl_train_network.py` (SDXL) take kohya-ss sd-scripts' option
+names, so a kohya command line or config file means the same thing here. Give options on the command line
+(`--network_dim 16`, flags like `--enable_bucket` take no value) or in a TOML file with `--config_file`.
+
+## Config files
+
+```toml
+[model_arguments]
+v_parameterization = false
+
+[training_arguments]
+learning_rate = 1e-4
+network_args = ["conv_dim=4", "conv_alpha=1"]
+```
+
+- Sections are free (kohya's `[model_arguments]`, `[training_arguments]`, ... or none at all); all keys are
+  read as one flat list. A key may appear only once.
+- Precedence: defaults < config file < command line. Only options you actually type on the command line
+  override the file. A flag set to `true` in the file cannot be turned off from the command line; use
+  another file.
+- A misspelt key is an error that suggests the nearest name (kohya silently ignores it); a value of the
+  wrong type names the key, file and section.
+- `--config_file NEW.toml --output_config` writes the command-line options to a new file and exits.
+- Presets in `presets/` are such files: `python train_network.py --config_file presets/sd15_lora.toml
+  --pretrained_model_name_or_path MODEL --train_data_dir DATA`.
+
+Marks: **SD1/2 only** / **SDXL only** — the option exists only in that script; *(ours)* — not a kohya
+option; **ignored** — accepted so kohya files load, does nothing (a notice says so when set);
+**not supported** — accepted by name, but setting it is an error telling you what to do instead.
+"""
+
+
+def render_markdown() -> str:
+    """The whole of docs/options.md."""
+    lines = [_INTRO.rstrip("\n"), "", f"{len(OPTIONS)} options in {len(GROUPS)} groups.", ""]
+    for group, title in GROUPS.items():
+        members = [o for o in OPTIONS if o.group == group]
+        if not members:
+            continue
+        lines += [f"## {title}", "", "| Option | Type | Default | Description |", "|---|---|---|---|"]
+        lines += [_row(o) for o in members]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _row(option: Option) -> str:
+    marks = []
+    if option.scripts == SD_ONLY:
+        marks.append("**SD1/2 only**")
+    elif option.scripts == SDXL_ONLY:
+        marks.append("**SDXL only**")
+    if option.status == "ignored":
+        marks.append("**ignored**")
+    elif option.status == "unsupported":
+        marks.append("**not supported**")
+    text = " ".join(marks + [option.help.replace("*", "\\*")])
+    if option.choices:
+        text += " Choices: " + ", ".join(f"`{c}`" for c in option.choices) + "."
+    limits = _limits(option)
+    if limits:
+        text += f" Range: {limits}."
+    default = "—" if option.default in (None,) else f"`{format_value(option.default)}`"
+    if option.is_flag:
+        default = "off"
+    return f"| `--{option.name}` | {option.type_label()} | {default} | {_cell(text)} |"
+
+
+def _limits(option: Option) -> str:
+    parts = []
+    if option.gt is not None:
+        parts.append(f"> {format_value(option.gt)}")
+    if option.min is not None:
+        parts.append(f">= {format_value(option.min)}")
+    if option.max is not None:
+        parts.append(f"<= {format_value(option.max)}")
+    return ", ".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,110 @@
+"""``key=value`` list options (network_args, optimizer_args, lr_scheduler_args): syntax checks and network kwargs.
+
+Why: kohya passes these lists straight to the network factory, the optimizer and the scheduler; a
+malformed entry then fails deep inside training, and a misspelt network key (``conv_dims=8``) is
+silently ignored. Checking them here catches both before any model loads. The values of
+optimizer/scheduler arguments are read by ``library.train.optimizers.parse_optimizer_args``; this
+module only splits entries the same way (one string may hold several: ``"weight_decay=0.01
+decouple=True"``, as GUIs write them) and builds the string kwargs ``networks.lora`` takes.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+from typing import Any, Dict, Iterable, Optional
+
+from ..errors import UserError
+from .definitions import NETWORK_ARG_KEYS
+
+LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+_NETWORK_NUMBERS = {  # key -> (type, min, max) checked when present
+    "conv_dim": (int, 1, None),
+    "conv_alpha": (float, 0, None),
+    "rank_dropout": (float, 0, 1),
+    "module_dropout": (float, 0, 1),
+    "block_lr_zero_threshold": (float, None, None),
+}
+_ENTRY_START = re.compile(r"(?:^|(?<=\s))([A-Za-z_]\w*)\s*=")
+
+
+def split_key_values(items: Optional[Iterable[str]], option: str) -> Dict[str, str]:
+    """["a=1", "b=x c=2"] -> {"a": "1", "b": "x", "c": "2"} (values stay text).
+
+    A new entry starts at the beginning or where whitespace is followed by ``name=``; other text
+    continues the previous value (``"betas=0.9, 0.999"``). UserError names a bad or repeated entry.
+    """
+    out: Dict[str, str] = {}
+    for item in items or ():
+        text = str(item).strip()
+        starts = [m.start() for m in _ENTRY_START.finditer(text)]
+        if not starts or starts[0] != 0:
+            raise UserError(f"{option} entry {item!r} is not key=value; write it like {_example(option)}")
+        for a, b in zip(starts, starts[1:] + [len(text)]):
+            key, _, value = text[a:b].partition("=")
+            key = key.strip()
+            if key in out:
+                raise UserError(f"{option} sets {key!r} twice ({key}={out[key]} and {key}={value.strip()}); keep one")
+            out[key] = value.strip()
+    return out
+
+
+def literal_value(text: str) -> Any:
+    """A Python literal (``0.01``, ``False``, ``0.9,0.99`` -> tuple); true/false/none in any case; else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False, "none": None}.get(text.strip().lower(), text)
+
+
+def network_kwargs(args) -> Dict[str, str]:
+    """``--network_args`` plus the top-level LoRA+ options, as the string kwargs networks.lora takes.
+
+    Unknown keys and bad numbers are UserErrors with a suggestion; a LoRA+ ratio given both ways
+    with different values is an error.
+    """
+    kwargs = split_key_values(args.network_args, "network_args")
+    for key, value in kwargs.items():
+        if key not in NETWORK_ARG_KEYS:
+            near = difflib.get_close_matches(key, NETWORK_ARG_KEYS, 1, 0.6)
+            hint = f"did you mean {near[0]!r}?" if near else "known keys: " + ", ".join(NETWORK_ARG_KEYS)
+            raise UserError(f"network_args has unknown key {key!r} ({key}={value}); {hint}")
+        if value in ("", "None"):
+            continue
+        if key in _NETWORK_NUMBERS:
+            _check_number(key, value)
+        elif key in LORAPLUS_KEYS and _number(key, value, float) <= 0:
+            raise UserError(f"network_args {key}={value}: the value must be greater than 0")
+    for key in LORAPLUS_KEYS:
+        top = getattr(args, key)
+        if top is None:
+            continue
+        if kwargs.get(key) not in (None, "", "None") and float(kwargs[key]) != float(top):
+            raise UserError(f"{key} is {top} but network_args says {key}={kwargs[key]}; set it in one place only")
+        kwargs[key] = str(top)
+    return kwargs
+
+
+def _number(key: str, text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"network_args {key}={text}: the value must be {what}") from None
+
+
+def _check_number(key: str, text: str) -> None:
+    kind, low, high = _NETWORK_NUMBERS[key]
+    number = _number(key, text, kind)
+    if (low is not None and number < low) or (high is not None and number > high):
+        limits = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise UserError(f"network_args {key}={text}: the value must be {limits}")
+
+
+def _example(option: str) -> str:
+    return {
+        "network_args": "conv_dim=4",
+        "optimizer_args": "weight_decay=0.01",
+        "lr_scheduler_args": "T_max=100",
+    }.get(option, "key=value")

@@ -1,0 +1,296 @@
+"""Checks of a complete set of options, before any model or image is loaded.
+
+Why: a typo or an impossible combination should cost the user seconds, not a model load and a
+crash twenty minutes in. ``validate`` raises the first ``UserError`` (naming the option, where the
+value came from and what to use instead); ``notices`` lists things that are allowed but probably
+not what the user meant (kohya prints these as warnings); ``check_paths`` checks that the input
+files and folders exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from argparse import Namespace
+from typing import Dict, List, Optional
+
+from ..errors import UserError
+from .definitions import LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
+from .kwargs import literal_value, network_kwargs, split_key_values
+from .schema import format_value
+
+_CAPTION_CHANGERS = (  # options that make a caption differ between steps (no text-encoder cache then)
+    ("shuffle_caption", lambda v: bool(v)),
+    ("caption_dropout_rate", lambda v: v > 0),
+    ("caption_dropout_every_n_epochs", lambda v: v > 0),
+    ("caption_tag_dropout_rate", lambda v: v > 0),
+    ("enable_wildcard", lambda v: bool(v)),
+)
+_ADAPTIVE_OPTIMIZERS = ("prodigy", "dadapt")
+
+
+def validate(args: Namespace, script: str = "train_network", sources: Optional[Dict[str, str]] = None) -> None:
+    """Raise ``UserError`` for the first impossible or contradictory setting in ``args``."""
+    sources = sources or {}
+    _check_schema_rules(args, script, sources)
+    _check_required(args)
+    _check_resolution(args, sources)
+    _check_network(args, sources)
+    _check_optimizer(args, script, sources)
+    _check_precision(args)
+    _check_saving(args, sources)
+    _check_loss(args)
+    if script == "sdxl_train_network":
+        _check_text_encoder_cache(args)
+    if args.log_with in ("tensorboard", "all") and not args.logging_dir:
+        raise UserError(f"log_with {args.log_with} writes TensorBoard files, so it needs --logging_dir DIR as well")
+
+
+def notices(args: Namespace, script: str = "train_network") -> List[str]:
+    """Allowed but doubtful settings, as one-line messages (the caller logs them)."""
+    out = []
+    for option in OPTIONS:
+        value = getattr(args, option.name)
+        if option.status == "ignored" and value not in (option.default, None, "", False, []):
+            out.append(f"{option.name} is accepted for kohya compatibility but does nothing here: {option.help}")
+    if args.dataset_config and (args.train_data_dir or args.reg_data_dir):
+        out.append("train_data_dir and reg_data_dir are ignored because dataset_config describes the images")
+    if args.cache_latents and (args.color_aug or args.random_crop):
+        which = " and ".join(n for n in ("color_aug", "random_crop") if getattr(args, n))
+        out.append(f"{which} change the pixels every epoch, so latents are not cached although cache_latents is set")
+    attention = [n for n in ("mem_eff_attn", "xformers", "sdpa") if getattr(args, n)]
+    if len(attention) > 1:
+        out.append(f"{' and '.join(attention)} are all set; {attention[0]} is used")
+    samples_wanted = args.sample_every_n_steps or args.sample_every_n_epochs or args.sample_at_first
+    if samples_wanted and not args.sample_prompts:
+        out.append("sample images are requested but --sample_prompts is not set, so none will be made")
+    if args.sample_prompts and not samples_wanted:
+        out.append("sample_prompts is set but none of sample_every_n_steps/_epochs or sample_at_first, "
+                   "so no samples are made")
+    if args.clip_skip is not None and script == "sdxl_train_network":
+        out.append("clip_skip is ignored for SDXL, which always uses the penultimate text-encoder layer")
+    elif args.clip_skip is not None and args.clip_skip > 1 and args.v2:
+        out.append("clip_skip with an SD 2.x model is unusual (SD 2.x was trained on the penultimate layer already)")
+    if args.zero_terminal_snr and not args.v_parameterization:
+        out.append("zero_terminal_snr is meant for v_parameterization; with epsilon prediction results may be poor")
+    if args.network_train_unet_only and args.text_encoder_lr:
+        out.append("text_encoder_lr is unused because network_train_unet_only is set")
+    optimizer = args.optimizer_type.lower()
+    if optimizer.startswith(_ADAPTIVE_OPTIMIZERS) and args.learning_rate < 0.1:
+        out.append(f"{args.optimizer_type} finds its own step size; learning_rate is a multiplier, usually 1.0 "
+                   f"(got {args.learning_rate})")
+    return out
+
+
+def check_paths(args: Namespace, sources: Optional[Dict[str, str]] = None) -> None:
+    """UserError when an input file or folder named in ``args`` does not exist."""
+    sources = sources or {}
+    model = args.pretrained_model_name_or_path
+    if model is not None and not os.path.exists(model):
+        raise UserError(
+            f"pretrained_model_name_or_path {model} not found{_from(sources, 'pretrained_model_name_or_path')}; "
+            f"give a local .safetensors/.ckpt file or a diffusers folder (lorasmith works offline)"
+        )
+    for name, kind in (("train_data_dir", "dir"), ("reg_data_dir", "dir"), ("dataset_config", "file"),
+                       ("in_json", "file"), ("vae", "any"), ("network_weights", "file"),
+                       ("sample_prompts", "file"), ("resume", "dir")):
+        _check_path(name, getattr(args, name), kind, sources)
+    for path in args.base_weights or ():
+        _check_path("base_weights", path, "file", sources)
+
+
+# ------------------------------------------------------------------------------------- rules
+def _check_schema_rules(args: Namespace, script: str, sources: Dict[str, str]) -> None:
+    for option in OPTIONS:
+        value = getattr(args, option.name)
+        if value is None:
+            continue
+        if not option.for_script(script) and value not in (option.default, False, []):
+            raise UserError(f"{option.name} is set{_from(sources, option.name)} but only applies to "
+                            f"{option.scripts[0]}.py; remove it")
+        if option.choices:
+            bad = [v for v in (value if option.nargs else [value]) if v not in option.choices]
+            if bad:
+                raise UserError(f"{option.name} must be one of {', '.join(map(str, option.choices))}, got "
+                                f"{bad[0]!r}{_from(sources, option.name)}")
+        problem = option.range_error(value)
+        if problem:
+            raise UserError(f"{option.name} {problem}, got {format_value(value)}{_from(sources, option.name)}")
+        if option.status == "unsupported" and value != option.default:
+            raise UserError(f"{option.name} is not supported by lorasmith{_from(sources, option.name)}: {option.help}")
+
+
+def _check_required(args: Namespace) -> None:
+    if not args.pretrained_model_name_or_path:
+        raise UserError("no base model: pass --pretrained_model_name_or_path with a .safetensors/.ckpt checkpoint "
+                        "or a diffusers folder")
+    if not (args.train_data_dir or args.dataset_config):
+        what = "--in_json needs --train_data_dir (the image folder)" if args.in_json else "no training images"
+        raise UserError(f"{what}: pass --train_data_dir DIR (NN_name subfolders, NN = repeats) or "
+                        f"--dataset_config FILE.toml")
+
+
+def _check_resolution(args: Namespace, sources: Dict[str, str]) -> None:
+    steps = args.bucket_reso_steps
+    if steps % 8:
+        raise UserError(f"bucket_reso_steps {steps}{_from(sources, 'bucket_reso_steps')} must be a multiple of 8 "
+                        f"(the VAE works on 8-pixel blocks); use {_round_to(steps, 8)} or 64")
+    resolution = args.resolution
+    if resolution is None:
+        if not args.dataset_config:
+            raise UserError("--resolution is not set; use 512 for SD1.x, 768 for SD2.x 768-v models, 1024 for SDXL")
+        return
+    where = _from(sources, "resolution")
+    shown = format_value(resolution)
+    step = steps if args.enable_bucket else 8
+    why = f"bucket_reso_steps {steps} (enable_bucket is on)" if args.enable_bucket else "8 (the VAE's block size)"
+    for side in resolution:
+        if side % step:
+            fixes = " or ".join(format_value(_fix(resolution, step, up)) for up in (False, True))
+            raise UserError(f"resolution {shown}{where} must be a multiple of {why}; use {fixes}")
+    if not args.enable_bucket:
+        return
+    low, high = args.min_bucket_reso, args.max_bucket_reso
+    if low > high:
+        raise UserError(f"min_bucket_reso {low} is larger than max_bucket_reso {high}; swap them")
+    for name, value, fixed in (("min_bucket_reso", low, low - low % steps),
+                               ("max_bucket_reso", high, _round_to(high, steps, up=True))):
+        if value % steps:
+            raise UserError(f"{name} {value}{_from(sources, name)} must be a multiple of bucket_reso_steps {steps}; "
+                            f"use {fixed}")
+    if min(resolution) < low:
+        raise UserError(f"min_bucket_reso {low} is larger than the resolution {shown}; lower min_bucket_reso to "
+                        f"{min(resolution)} or less")
+    if max(resolution) > high:
+        raise UserError(f"max_bucket_reso {high} is smaller than the resolution {shown}; raise max_bucket_reso to "
+                        f"{max(resolution)} or more")
+
+
+def _check_network(args: Namespace, sources: Dict[str, str]) -> None:
+    if args.network_train_unet_only and args.network_train_text_encoder_only:
+        raise UserError("network_train_unet_only and network_train_text_encoder_only exclude each other; keep one "
+                        "(or neither to train both)")
+    if args.dim_from_weights and not args.network_weights:
+        raise UserError("dim_from_weights needs --network_weights FILE to read the ranks from")
+    if args.base_weights_multiplier and len(args.base_weights_multiplier) > len(args.base_weights or ()):
+        raise UserError(f"base_weights_multiplier has {len(args.base_weights_multiplier)} values but base_weights "
+                        f"lists {len(args.base_weights or ())} files; give one multiplier per file")
+    network_kwargs(args)  # raises on malformed or unknown network_args
+
+
+def _check_optimizer(args: Namespace, script: str, sources: Dict[str, str]) -> None:
+    optimizer_args = split_key_values(args.optimizer_args, "optimizer_args")
+    split_key_values(args.lr_scheduler_args, "lr_scheduler_args")
+    scheduler = args.lr_scheduler.strip().lower()
+    if scheduler not in LR_SCHEDULERS and "." not in scheduler and not scheduler.startswith("adafactor:"):
+        near = difflib.get_close_matches(scheduler, LR_SCHEDULERS, 1, 0.6)
+        hint = f"did you mean {near[0]!r}?" if near else "use one of " + ", ".join(LR_SCHEDULERS)
+        raise UserError(f"lr_scheduler {args.lr_scheduler!r}{_from(sources, 'lr_scheduler')} is not a known "
+                        f"schedule; {hint} (or a class path like torch.optim.lr_scheduler.StepLR)")
+    most = 2 if script == "sdxl_train_network" else 1
+    if args.text_encoder_lr and len(args.text_encoder_lr) > most:
+        detail = "two for SDXL (CLIP-L, then bigG)" if most == 2 else "one (SD1.x/2.x have one text encoder)"
+        raise UserError(f"text_encoder_lr has {len(args.text_encoder_lr)} values{_from(sources, 'text_encoder_lr')}; "
+                        f"give {detail}")
+    for name in ("lr_warmup_steps", "lr_decay_steps"):
+        value = getattr(args, name)
+        if isinstance(value, float) and not 0 <= value < 1:
+            raise UserError(f"{name} {value}{_from(sources, name)} is a fraction of all steps and must be below 1; "
+                            f"give a whole step count like {max(1, round(value))} or a fraction like 0.1")
+    _check_warmup(args, scheduler, optimizer_args, sources)
+
+
+def _check_warmup(args: Namespace, scheduler: str, optimizer_args: Dict[str, str], sources: Dict[str, str]) -> None:
+    """The scheduler layer refuses a warm-up that would be ignored; say so before the model loads."""
+    if not args.lr_warmup_steps or args.lr_scheduler_type:
+        return
+    optimizer = args.optimizer_type.lower()
+    if optimizer.endswith("schedulefree"):
+        return  # the optimizer's own warmup_steps takes it
+    where = _from(sources, "lr_warmup_steps")
+    relative = literal_value(optimizer_args.get("relative_step", "True"))
+    if optimizer == "adafactor" and (relative or literal_value(optimizer_args.get("warmup_init", "False"))):
+        raise UserError(f"lr_warmup_steps {args.lr_warmup_steps}{where} does nothing with Adafactor's own "
+                        f"relative_step schedule; set lr_warmup_steps 0, or use optimizer_args relative_step=False "
+                        f"scale_parameter=False warmup_init=False with lr_scheduler constant_with_warmup")
+    if scheduler in SCHEDULERS_WITHOUT_WARMUP:
+        fix = "constant_with_warmup" if scheduler == "constant" else "a schedule with a warm-up"
+        raise UserError(f"lr_warmup_steps {args.lr_warmup_steps}{where} has no effect with lr_scheduler "
+                        f"{args.lr_scheduler}; use {fix} or set lr_warmup_steps 0")
+
+
+def _check_precision(args: Namespace) -> None:
+    if args.full_fp16 and args.full_bf16:
+        raise UserError("full_fp16 and full_bf16 exclude each other; keep one")
+    for flag, dtype in (("full_fp16", "fp16"), ("full_bf16", "bf16")):
+        if getattr(args, flag) and args.mixed_precision != dtype:
+            raise UserError(f"{flag} needs mixed_precision {dtype} (it is {args.mixed_precision}); set "
+                            f"--mixed_precision {dtype} or drop {flag}")
+    if args.fp8_base and args.mixed_precision == "no":
+        raise UserError("fp8_base needs mixed_precision fp16 or bf16 to compute in; set --mixed_precision bf16 "
+                        "(or fp16 on older GPUs)")
+
+
+def _check_saving(args: Namespace, sources: Dict[str, str]) -> None:
+    if args.save_model_as != "safetensors":
+        raise UserError(f"save_model_as {args.save_model_as}{_from(sources, 'save_model_as')} is not supported: "
+                        f"lorasmith writes .safetensors only (it loads everywhere .{args.save_model_as} did); "
+                        f"set save_model_as = \"safetensors\"")
+    name = args.output_name
+    if name is not None:
+        if not name.strip() or "/" in name or "\\" in name:
+            raise UserError(f"output_name {name!r} must be a plain file name; put folders in --output_dir")
+        if name.lower().endswith((".safetensors", ".ckpt", ".pt")):
+            stem = os.path.splitext(name)[0]
+            raise UserError(f"output_name {name!r} must not end in a file extension; use {stem!r}")
+
+
+def _check_loss(args: Namespace) -> None:
+    if args.adaptive_noise_scale is not None and args.noise_offset is None:
+        raise UserError("adaptive_noise_scale adds to noise_offset, so it needs --noise_offset too (e.g. 0.1)")
+    if args.scale_v_pred_loss_like_noise_pred and not args.v_parameterization:
+        raise UserError("scale_v_pred_loss_like_noise_pred only applies with --v_parameterization; drop it")
+    if args.v_pred_like_loss and args.v_parameterization:
+        raise UserError("v_pred_like_loss is for epsilon models and cannot be used with --v_parameterization; drop it")
+    low, high = args.min_timestep, args.max_timestep
+    if low is not None and high is not None and low > high:
+        raise UserError(f"min_timestep {low} is larger than max_timestep {high}; swap them")
+
+
+def _check_text_encoder_cache(args: Namespace) -> None:
+    if not args.cache_text_encoder_outputs:
+        return
+    changing = [name for name, test in _CAPTION_CHANGERS if test(getattr(args, name))]
+    if changing:
+        raise UserError(f"cache_text_encoder_outputs needs captions that never change, but {', '.join(changing)} "
+                        f"change them every step; turn those off or drop cache_text_encoder_outputs")
+    if not args.network_train_unet_only:
+        raise UserError("cache_text_encoder_outputs frees the text encoders, so they cannot be trained; add "
+                        "--network_train_unet_only or drop cache_text_encoder_outputs")
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _from(sources: Dict[str, str], name: str) -> str:
+    source = sources.get(name)
+    return f" (from {source})" if source else ""
+
+
+def _check_path(name: str, path: Optional[str], kind: str, sources: Dict[str, str]) -> None:
+    if path is None:
+        return
+    where = _from(sources, name)
+    if not os.path.exists(path):
+        raise UserError(f"{name} {path} not found{where}; check the path")
+    if kind == "dir" and not os.path.isdir(path):
+        raise UserError(f"{name} {path} is a file{where}; it must be a folder")
+    if kind == "file" and not os.path.isfile(path):
+        raise UserError(f"{name} {path} is a folder{where}; it must be a file")
+
+
+def _round_to(value: int, step: int, up: bool = False) -> int:
+    low = max(step, value - value % step)
+    return low + step if up and value % step else low
+
+
+def _fix(resolution, step: int, up: bool):
+    return tuple(_round_to(side, step, up) for side in resolution)
