@@ -49,9 +49,23 @@ def modelspec(family: str, v_parameterization: bool, title: str, resolution, arg
     return spec
 
 
+def model_file_hashes(source: str) -> tuple[str, str]:
+    """kohya's (ss_sd_model_hash, ss_new_sd_model_hash) for a single-file base; empty for a folder.
+
+    The full sha256 reads the whole checkpoint once (seconds for SDXL); it is what A1111
+    shows as the model's AutoV2 hash, so users can match a LoRA to its base.
+    """
+    if not source or not os.path.isfile(source):
+        return "", ""
+    from library.models.hashes import a1111_legacy_hash, sha256_file
+
+    return a1111_legacy_hash(source), sha256_file(source)
+
+
 def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str) -> dict[str, str]:
     """The fixed part of the metadata, computed once when training starts."""
     res = data_summary.get("resolution") or (512, 512)
+    legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""))
     md = {
         "ss_session_id": str(uuid.uuid4().int % 2**31),
         "ss_training_started_at": str(time.time()),
@@ -97,8 +111,8 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
         "ss_loss_type": args.loss_type,
         "ss_training_comment": getattr(args, "training_comment", None),
         "ss_sd_model_name": os.path.basename(str(args.pretrained_model_name_or_path)),
-        "ss_sd_model_hash": model.metadata.get("legacy_hash", ""),
-        "ss_new_sd_model_hash": model.metadata.get("sha256", ""),
+        "ss_sd_model_hash": legacy_hash,
+        "ss_new_sd_model_hash": new_hash,
         "ss_resolution": f"({res[0]}, {res[1]})",
         "ss_enable_bucket": data_summary.get("enable_bucket", False),
         "ss_bucket_info": data_summary.get("bucket_info"),
