@@ -1,0 +1,210 @@
+"""``train_network.py`` / ``sdxl_train_network.py``: options -> data -> model -> loop, with clean exits.
+
+Why here and not in the scripts: the ComfyUI node and the tests call ``train(args, script)`` with
+the same behaviour; the scripts are two lines. Every failure a user can cause ends in one message
+(no traceback unless ``--debug``) and a documented exit code (docs/troubleshooting.md):
+0 done · 2 bad input · 3 non-finite loss · 4 out of memory · 130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from library.errors import UserError
+
+logger = logging.getLogger("lorasmith.train")
+
+EXIT_OK, EXIT_USER, EXIT_NONFINITE, EXIT_OOM, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+
+
+@dataclass
+class TrainResult:
+    lora: str
+    output_dir: str
+    steps: int
+    losses: list
+
+
+class _StopFlag:
+    """SIGINT sets a flag the loop reads at the next step boundary; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.count = 0
+        self.previous = None
+
+    def __call__(self) -> bool:
+        return self.count > 0
+
+    def _handler(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            print("\nCtrl-C: finishing this step, then saving a resumable state and a LoRA "
+                  "(press Ctrl-C again to quit without saving)", file=sys.stderr, flush=True)
+        else:
+            raise KeyboardInterrupt
+
+    def install(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread (e.g. inside ComfyUI): Ctrl-C is the host's business
+            self.previous = None
+        return self
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def make_accelerator(args):
+    from accelerate import Accelerator
+
+    log_with = args.log_with or ("tensorboard" if args.logging_dir else None)
+    if log_with in ("wandb", "all"):
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UserError(f"--log_with {log_with} needs wandb: pip install wandb (or use --log_with tensorboard)") from None
+    try:
+        return Accelerator(
+            mixed_precision=args.mixed_precision, log_with=log_with,
+            project_dir=args.logging_dir if log_with else None,
+        )
+    except ValueError as e:
+        raise UserError(f"--mixed_precision {args.mixed_precision}: {str(e).splitlines()[0]}") from None
+
+
+def train(args: argparse.Namespace, script: str = "train_network", stop_flag=None, progress_callback=None) -> TrainResult:
+    """Run one training as ``args`` say (already parsed and validated)."""
+    from library.train.loop import Trainer, total_steps_text
+    from library.train.metadata import training_metadata
+    from library.train.outputs import RunOutputs
+    from library.train.setup_data import attach_caches, build_dataset, preflight_text
+    from library.train.setup_model import load_for_training, save_dtype_for
+    from library.train.step import StepConfig, loss_options, noise_options
+
+    args = argparse.Namespace(**vars(args))  # never mutate the caller's options
+    if args.seed is None:
+        args.seed = random.randint(0, 2**31 - 1)
+        logger.info("no --seed given: using %d", args.seed)
+    acc = make_accelerator(args)
+    if args.log_with is None and args.logging_dir:
+        args.log_with = "tensorboard"
+    rank, world = acc.process_index, acc.num_processes
+    if acc.is_main_process:
+        logger.info("\n%s", preflight_text(args, world))
+    dataset = build_dataset(args, args.seed)
+    torch.manual_seed(args.seed)  # LoRA init
+    model = load_for_training(args, script, acc.device)
+    attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process)
+    cfg = StepConfig(
+        noise=noise_options(args, model.base.noise_scheduler.config.num_train_timesteps),
+        loss=loss_options(args, model.base.v_parameterization),
+        clip_skip=None if model.base.is_sdxl else args.clip_skip, max_token_length=args.max_token_length,
+        autocast=acc.autocast,
+    )
+    cfg.noise.validate(model.base.noise_scheduler.config.num_train_timesteps)
+    cfg.loss.validate()
+
+    def outputs_factory(opt_info):
+        summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket}
+        first = summary["datasets"][0] if summary["datasets"] else {}
+        summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
+        md = training_metadata(args, model.base, summary, model.network_args, opt_info.description)
+        return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
+
+    flag = stop_flag or _StopFlag().install()
+    try:
+        trainer = Trainer(args, acc, model, dataset, cfg, outputs_factory, flag)
+        for key in ("ss_num_epochs", "ss_max_train_steps"):
+            trainer.outputs.base_metadata[key] = str(trainer.plan.num_epochs if key == "ss_num_epochs" else trainer.plan.max_train_steps)
+        if acc.is_main_process:
+            logger.info("training: %s", total_steps_text(trainer.plan))
+        if args.resume:
+            trainer.resume(args.resume)
+        if progress_callback is not None:
+            trainer.progress_callback = progress_callback
+        t0 = time.perf_counter()
+        final = trainer.run()
+        if acc.is_main_process:
+            logger.info("done in %.0f s: %s", time.perf_counter() - t0, final)
+        return TrainResult(final, args.output_dir, trainer.global_step, trainer.losses)
+    finally:
+        if isinstance(flag, _StopFlag):
+            flag.restore()
+
+
+def _setup_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for noisy in ("accelerate", "diffusers", "transformers", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if debug else logging.ERROR)
+    try:  # transformers and diffusers keep their own verbosity switches
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        tlog.set_verbosity_error() if not debug else None
+        dlog.set_verbosity_error() if not debug else None
+    except ImportError:
+        pass
+
+
+def _print_error(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def main(argv=None, script: str = "train_network") -> int:
+    """Command-line entry: parse, train, map every failure to a message and an exit code."""
+    from library.options import parse_args
+    from library.train.loop import Interrupted, NonFiniteLoss
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    _setup_logging(debug)
+    try:
+        args = parse_args(argv, script)
+        result = train(args, script)
+        print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
+        return EXIT_OK
+    except Interrupted as e:
+        print(f"interrupted: saved {e.lora} and the state {e.state_dir}; continue with --resume {e.state_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted before the first step finished; nothing was saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLoss as e:
+        if debug:
+            raise
+        _print_error(str(e))
+        return EXIT_NONFINITE
+    except UserError as e:
+        if debug:
+            raise
+        _print_error(str(e))
+        return EXIT_USER
+    except torch.cuda.OutOfMemoryError:
+        if debug:
+            raise
+        _print_error("out of GPU memory; try --gradient_checkpointing, --cache_latents, --mixed_precision bf16, "
+                     "a smaller --train_batch_size or --resolution (docs/troubleshooting.md)")
+        return EXIT_OOM
+    except OSError as e:
+        if debug:
+            raise
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            _print_error(f"disk full while writing {e.filename or 'an output file'}; free space and resume from the "
+                         "last saved state with --resume (earlier files are intact)")
+        else:
+            _print_error(f"{e.filename or ''}: {e.strerror or e}; check the path and its permissions")
+        return EXIT_USER

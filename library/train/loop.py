@@ -1,0 +1,293 @@
+"""The training loop: epochs of (micro-batch -> loss -> backward), optimizer steps, saves, samples.
+
+Built on accelerate (mixed precision, gradient scaling, trackers, processes). Gradients of the few
+LoRA parameters are averaged across processes with one ``accelerator.reduce`` per optimizer step,
+so the frozen multi-GB base never needs a DDP wrapper.
+
+Determinism: before each micro-batch the RNGs are seeded from (seed, epoch, position, rank), the
+data order comes from (seed, epoch), and a state is written only at optimizer-step boundaries with
+the data position. A resumed run therefore repeats exactly what the uninterrupted one would do.
+
+Exit codes (entry.py): 0 done, 2 user error, 3 non-finite loss stop, 130 interrupted (Ctrl-C,
+after saving a resumable state and a LoRA).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from library.errors import UserError
+from library.train import checkpoints as ck
+from library.train.optimizers import build_optimizer, current_lrs
+from library.train.schedulers import build_scheduler
+from library.train.setup_data import epoch_loader, plan_steps
+from library.train.step import batch_loss
+
+logger = logging.getLogger("lorasmith.train")
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN/inf and --nonfinite_loss stop is in force."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: a state and a LoRA were saved; ``state_dir`` resumes the run."""
+
+    def __init__(self, state_dir: str, lora: str):
+        super().__init__(state_dir)
+        self.state_dir, self.lora = state_dir, lora
+
+
+def step_seed(seed: int, epoch: int, position: int, rank: int) -> int:
+    """A 63-bit seed for one micro-batch, independent of how the run got there."""
+    digest = hashlib.sha256(f"{seed}:{epoch}:{position}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def fingerprint(args, model, plan, world: int) -> dict:
+    """Settings that change what is trained; resuming with different ones is refused."""
+    return {
+        "model": model.base.content_hash,
+        "network": [args.network_module, args.network_dim, args.network_alpha, args.network_args, args.network_dropout],
+        "optimizer": [args.optimizer_type, args.optimizer_args, args.learning_rate, args.unet_lr, args.text_encoder_lr],
+        "scheduler": [args.lr_scheduler, args.lr_warmup_steps],
+        "batches_per_epoch": plan.batches_per_epoch,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "processes": world,
+        "seed": args.seed,
+        "train": [model.train_unet, model.train_text_encoder],
+    }
+
+
+class Trainer:
+    """One run. ``run()`` trains to the end (or raises Interrupted / NonFiniteLoss)."""
+
+    def __init__(self, args, accelerator, model, dataset, step_cfg, outputs_factory, stop_flag):
+        self.args, self.acc, self.model, self.dataset, self.cfg = args, accelerator, model, dataset, step_cfg
+        self.stop_flag = stop_flag  # callable -> bool: Ctrl-C seen
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.accum = max(1, args.gradient_accumulation_steps)
+        self.plan = plan_steps(len(dataset), self.world, self.accum, args.max_train_epochs, args.max_train_steps)
+        net = model.network
+        te_lr = args.text_encoder_lr if model.train_text_encoder else None
+        groups, descriptions = net.prepare_optimizer_params(te_lr, args.unet_lr if model.train_unet else None, args.learning_rate)
+        if not groups:
+            raise UserError("no parameters to train: every learning rate is 0 (check --unet_lr / --text_encoder_lr)")
+        self.opt_info = build_optimizer(args.optimizer_type, groups, args.learning_rate, args.optimizer_args,
+                                        args.max_grad_norm, descriptions)
+        self.scheduler = build_scheduler(
+            args.lr_scheduler_type or args.lr_scheduler, self.opt_info, self.plan.max_train_steps, args.lr_warmup_steps,
+            args.lr_scheduler_num_cycles, args.lr_scheduler_power, args.lr_scheduler_min_lr_ratio, args.lr_scheduler_args,
+            args.lr_decay_steps or None, None, args.lr_scheduler_timescale,
+        )
+        self.optimizer = accelerator.prepare(self.opt_info.optimizer)  # gradient scaling for fp16
+        self.params = [p for g in self.opt_info.optimizer.param_groups for p in g["params"]]
+        self.outputs = outputs_factory(self.opt_info)
+        self.name = self.outputs.name
+        self.global_step, self.epoch, self.position = 0, 1, 0
+        self.losses: list[float] = []
+        self.fp = fingerprint(args, model, self.plan, self.world)
+        self.seed = int(args.seed or 0)
+        self.skipped_in_row = 0
+        self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
+
+    # --- state ------------------------------------------------------------------------------
+    def resume(self, path: str) -> None:
+        state = ck.read_train_state(path)
+        ck.check_fingerprint(path, state.get("fingerprint", {}), json.loads(json.dumps(self.fp)))
+        ck.load_state(path, self.model.network, self.opt_info.optimizer, self.scheduler)
+        self.global_step, self.epoch, self.position = state["global_step"], state["epoch"], state["position"]
+        self.losses = list(state.get("losses", []))
+        self.outputs.checkpoints = list(state.get("checkpoints", []))
+        if state.get("scaler") and self.acc.scaler is not None:
+            self.acc.scaler.load_state_dict(state["scaler"])
+        if self.position >= self.plan.micro_per_rank:
+            self.epoch, self.position = self.epoch + 1, 0
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.global_step, self.epoch, self.position)
+
+    def _train_state(self) -> dict:
+        return {
+            "global_step": self.global_step, "epoch": self.epoch, "position": self.position, "losses": self.losses,
+            "fingerprint": self.fp, "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
+            "max_train_steps": self.plan.max_train_steps,
+        }
+
+    def _save(self, stem: str, kind: str | None, with_state: bool, final: bool = False) -> str:
+        """LoRA (+ state) under ``stem``, on the main process; then prune older ones of ``kind``."""
+        path = ""
+        if self.acc.is_main_process:
+            path = self.outputs.save_lora(stem, self.epoch, self.global_step, final=final)
+            if with_state:
+                self.outputs.save_state(stem, self.optimizer, self.scheduler, self._train_state())
+            if kind:
+                self.outputs.prune_loras(kind)
+                if with_state:
+                    self.outputs.prune_states(kind)
+            self.outputs.report(self.losses)
+        self.acc.wait_for_everyone()
+        return path
+
+    # --- the run ------------------------------------------------------------------------------
+    def run(self) -> str:
+        args, plan = self.args, self.plan
+        self.acc.init_trackers(args.log_tracker_name or "network_train", config=None) if args.log_with else None
+        bar = tqdm(total=plan.max_train_steps, initial=self.global_step, desc="steps", smoothing=0.1,
+                   disable=not self.acc.is_local_main_process, dynamic_ncols=True)
+        if args.sample_at_first and self.global_step == 0:
+            self._samples(f"{self.name}_000000")
+        self.opt_info.train()
+        try:
+            while self.global_step < plan.max_train_steps and self.epoch <= plan.num_epochs:
+                self._run_epoch(bar)
+                if self.global_step >= plan.max_train_steps:
+                    break
+                self.epoch, self.position = self.epoch + 1, 0
+        finally:
+            bar.close()
+        final = self._save(self.name, None, bool(args.save_state_on_train_end or args.save_state), final=True)
+        self.acc.end_training()
+        return final
+
+    def _run_epoch(self, bar) -> None:
+        args, plan = self.args, self.plan
+        ds, net = self.dataset, self.model.network
+        ds.set_epoch(self.epoch)
+        net.on_epoch_start(self.model.text_encoders, self.model.base.unet)
+        workers = min(args.max_data_loader_n_workers or 0, os.cpu_count() or 1)
+        loader = epoch_loader(ds, self.epoch, self.rank, self.world, self.position, workers)
+        epoch_losses: list[float] = []
+        window_loss, window_n, window_bad = 0.0, 0, False
+        finished_epoch = True
+        for batch in loader:
+            pos = self.position
+            torch.manual_seed(step_seed(self.seed, self.epoch, pos, self.rank))
+            gen = torch.Generator("cpu").manual_seed(step_seed(self.seed, self.epoch, pos, self.rank) ^ 1)
+            loss = batch_loss(self.model, batch, self.cfg, gen)
+            bad = not bool(torch.isfinite(loss))
+            if self.world > 1:
+                bad = bool(self.acc.reduce(torch.tensor(float(bad), device=self.acc.device), "max") > 0)
+            if bad:
+                window_bad = True
+                self.optimizer.zero_grad(set_to_none=True)
+            elif not window_bad:
+                self.acc.backward(loss / self.accum)
+                window_loss += float(loss.detach())
+                window_n += 1
+            self.position += 1
+            if self.position % self.accum and self.position < plan.micro_per_rank:
+                continue
+            self._optimizer_step(window_bad, window_loss / max(window_n, 1), epoch_losses, bar)
+            window_loss, window_n, window_bad = 0.0, 0, False
+            if self.global_step >= plan.max_train_steps:
+                finished_epoch = False  # the final save follows
+                break
+            self._after_step()
+        if epoch_losses and args.log_with:
+            self.acc.log({"loss/epoch": sum(epoch_losses) / len(epoch_losses)}, step=self.epoch)
+        if finished_epoch:
+            self._after_epoch()
+
+    def _optimizer_step(self, bad: bool, loss_value: float, epoch_losses: list, bar) -> None:
+        args = self.args
+        self.global_step += 1
+        if bad:
+            self._non_finite()
+            return
+        self.skipped_in_row = 0
+        if self.world > 1:
+            self._average_gradients()
+        if args.max_grad_norm and args.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(self.params, args.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = {}
+        if args.scale_weight_norms:
+            scaled, mean_norm, max_norm = self.model.network.apply_max_norm_regularization(args.scale_weight_norms, self.acc.device)
+            logs.update({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm})
+        if self.world > 1:
+            loss_value = float(self.acc.reduce(torch.tensor(loss_value, device=self.acc.device), "mean"))
+        self.losses.append(loss_value)
+        epoch_losses.append(loss_value)
+        average = sum(self.losses[-100:]) / len(self.losses[-100:])
+        lrs = current_lrs(self.opt_info, self.scheduler)
+        bar.update(1)
+        bar.set_postfix({"loss": f"{average:.4f}", "lr": f"{next(iter(lrs.values()), 0):.2e}"}, refresh=False)
+        if self.progress_callback is not None:
+            self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
+        if args.log_with:
+            self.acc.log({"loss/current": loss_value, "loss/average": average, **lrs, **logs}, step=self.global_step)
+
+    def _average_gradients(self) -> None:
+        """One all-reduce of every LoRA gradient (flattened), averaged over processes."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1).float() for g in grads])
+        flat = self.acc.reduce(flat, "mean")
+        offset = 0
+        for p, g in zip(self.params, grads):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+            offset += n
+
+    def _non_finite(self) -> None:
+        msg = f"step {self.global_step} (epoch {self.epoch}): the loss is not finite (NaN or inf)"
+        last = self.outputs.checkpoints[-1]["file"] if self.outputs.checkpoints else None
+        kept = f"; the last saved LoRA {last} is intact" if last else "; nothing was saved yet"
+        if self.args.nonfinite_loss == "skip":
+            self.skipped_in_row += 1
+            logger.warning("%s; step skipped (--nonfinite_loss skip)", msg)
+            if self.skipped_in_row >= 10:
+                raise NonFiniteLoss(f"{msg}, 10 steps in a row{kept}. Lower --learning_rate, try --mixed_precision bf16 "
+                                    "or --no_half_vae, and check the dataset/caches")
+            return
+        raise NonFiniteLoss(f"{msg}{kept}. Lower --learning_rate, try --mixed_precision bf16 or --no_half_vae, "
+                            "or pass --nonfinite_loss skip to skip such steps")
+
+    def _after_step(self) -> None:
+        """Saves, samples and Ctrl-C handling at an optimizer-step boundary."""
+        args, step = self.args, self.global_step
+        stem = ck.step_name(self.name, step)
+        if args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
+            self._samples(f"{self.name}_{step:06d}")
+        if args.save_every_n_steps and step % args.save_every_n_steps == 0:
+            self._save(stem, "step", bool(args.save_state))
+        if self._interrupt_requested():
+            lora = self._save(stem, None, True)
+            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora)
+
+    def _after_epoch(self) -> None:
+        args, epoch = self.args, self.epoch
+        if epoch >= self.plan.num_epochs:
+            return  # the final save follows
+        if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
+            self._samples(f"{self.name}_e{epoch:06d}")
+        if args.save_every_n_epochs and epoch % args.save_every_n_epochs == 0:
+            self.position = self.plan.micro_per_rank  # the state resumes at the next epoch
+            self._save(ck.epoch_name(self.name, epoch), "epoch", bool(args.save_state))
+
+    def _interrupt_requested(self) -> bool:
+        flag = bool(self.stop_flag())
+        if self.world > 1:
+            flag = bool(self.acc.reduce(torch.tensor(float(flag), device=self.acc.device), "max") > 0)
+        return flag
+
+    def _samples(self, stem: str) -> None:
+        if self.acc.is_main_process:
+            t = time.perf_counter()
+            paths = self.outputs.samples(stem, self.acc.autocast)
+            if paths:
+                logger.info("%d sample images in %.1f s", len(paths), time.perf_counter() - t)
+        self.acc.wait_for_everyone()
+
+
+def total_steps_text(plan) -> str:
+    return (f"{plan.batches_per_epoch} batches per epoch, {plan.steps_per_epoch} steps per epoch, "
+            f"{plan.num_epochs} epochs, {plan.max_train_steps} steps")
+

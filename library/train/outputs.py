@@ -1,0 +1,106 @@
+"""Everything a run writes: LoRA files, states, sample images, the report — main process only.
+
+Why: what is on disk is the user's work. Each write goes through the atomic helpers (temporary
+name, then rename), old files are pruned only after the new one is complete, and the list of
+checkpoints with their samples lives in the state so the report survives a resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from library.train import checkpoints as ck
+from library.train.metadata import checkpoint_metadata
+from library.train.report import write_report
+from library.train.sampling import generate_samples, read_prompt_file
+
+logger = logging.getLogger("lorasmith.train")
+
+
+class RunOutputs:
+    """Writes the run's files into ``args.output_dir``; ``history`` is saved with each state."""
+
+    def __init__(self, args, model, base_metadata: dict, save_dtype, optimizer_info):
+        self.args = args
+        self.model = model
+        self.base_metadata = base_metadata
+        self.save_dtype = save_dtype
+        self.optimizer_info = optimizer_info
+        self.output_dir = args.output_dir
+        self.name = args.output_name or "last"
+        self.checkpoints: list[dict] = []  # {"file", "epoch", "step", "samples"}
+        self.last_samples: list[str] = []
+        self.prompts = read_prompt_file(args.sample_prompts) if args.sample_prompts else []
+
+    # --- LoRA files -----------------------------------------------------------------------
+    def save_lora(self, stem: str, epoch: int, step: int, final: bool = False) -> str:
+        os.makedirs(self.output_dir, exist_ok=True)
+        path = os.path.join(self.output_dir, f"{stem}.safetensors")
+        md = checkpoint_metadata(self.base_metadata, epoch, step, stem, final=final)
+        if self.args.no_metadata:
+            md = {k: v for k, v in md.items() if k.startswith("modelspec.")}
+        self.optimizer_info.eval()
+        try:
+            self.model.network.save_weights(path, self.save_dtype, md)
+        finally:
+            self.optimizer_info.train()
+        self.checkpoints = [c for c in self.checkpoints if c["file"] != path]
+        self.checkpoints.append({"file": path, "epoch": epoch, "step": step, "samples": list(self.last_samples)})
+        logger.info("saved %s", path)
+        return path
+
+    def prune_loras(self, kind: str) -> None:
+        keep = self.args.save_last_n_epochs if kind == "epoch" else self.args.save_last_n_steps
+        removed = ck.prune(self.output_dir, self.name, kind, keep or 0)
+        if removed:
+            self.checkpoints = [c for c in self.checkpoints if c["file"] not in removed]
+
+    # --- states -----------------------------------------------------------------------------
+    def save_state(self, stem: str, optimizer, scheduler, train_state: dict) -> str:
+        path = os.path.join(self.output_dir, ck.state_dir_name(stem))
+        self.optimizer_info.eval()
+        try:
+            sd = {k: v for k, v in self.model.network.state_dict().items()}
+            ck.save_state(path, sd, optimizer, scheduler, {**train_state, "checkpoints": self.checkpoints})
+        finally:
+            self.optimizer_info.train()
+        logger.info("saved state %s", path)
+        return path
+
+    def prune_states(self, kind: str) -> None:
+        keep = self.args.save_last_n_epochs_state if kind == "epoch" else self.args.save_last_n_steps_state
+        if keep is None:  # kohya: the LoRA's keep count also applies to states unless set apart
+            keep = self.args.save_last_n_epochs if kind == "epoch" else self.args.save_last_n_steps
+        ck.prune(self.output_dir, self.name, kind, keep or 0, state=True)
+
+    # --- samples and report -----------------------------------------------------------------
+    def samples(self, stem: str, autocast) -> list[str]:
+        if not self.prompts:
+            return []
+        net = self.model.network
+        was = net.training
+        net.eval()
+        self.optimizer_info.eval()
+        try:
+            with torch.no_grad(), autocast():
+                paths = generate_samples(
+                    self.model.base, self.prompts, os.path.join(self.output_dir, "sample"), stem,
+                    default_sampler=self.args.sample_sampler, clip_skip=self.args.clip_skip, seed=self.args.seed or 0,
+                )
+        finally:
+            net.train(was)
+            self.optimizer_info.train()
+        self.last_samples = paths
+        if self.checkpoints and not self.checkpoints[-1]["samples"]:
+            self.checkpoints[-1]["samples"] = list(paths)
+        return paths
+
+    def report(self, losses: list[float]) -> str:
+        try:
+            return write_report(self.output_dir, self.name, losses, self.checkpoints)
+        except OSError as e:  # a report is a convenience; never let it stop training
+            logger.warning("could not write the report: %s", e)
+            return ""

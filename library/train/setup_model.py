@@ -1,0 +1,174 @@
+"""Load the base model for training and wire the LoRA network into it.
+
+Why a module of its own: which weights are frozen, in which dtype, on which device, with which
+attention kernel and checkpointing, is where memory is won or lost; keeping it in one place (and out
+of the loop) lets the loop stay about steps, and lets tests build a trainable model in one call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from library.errors import UserError
+from library.models import load_base_model
+from library.models.base_model import BaseModel
+from library.options import network_kwargs
+from library.train.noise import apply_zero_terminal_snr
+
+logger = logging.getLogger("lorasmith.train")
+
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SAVE_DTYPES = {"float": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainModel:
+    """The base model, its LoRA network, and the facts the step needs about both."""
+
+    base: BaseModel
+    network: torch.nn.Module
+    device: torch.device
+    weight_dtype: torch.dtype  # frozen UNet / text encoders
+    vae_dtype: torch.dtype
+    train_unet: bool
+    train_text_encoder: bool
+    network_args: dict = field(default_factory=dict)
+
+    @property
+    def text_encoders(self) -> list:
+        return self.base.text_encoders
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+
+def _load_base(args, script: str) -> BaseModel:
+    family = "sd2" if args.v2 else None
+    base = load_base_model(
+        args.pretrained_model_name_or_path, family=family,
+        v_parameterization=True if args.v_parameterization else None, dtype=torch.float32,
+    )
+    path = args.pretrained_model_name_or_path
+    if script == "train_network" and base.is_sdxl:
+        raise UserError(f"{path} is an SDXL model; train it with sdxl_train_network.py (same options)")
+    if script == "sdxl_train_network" and not base.is_sdxl:
+        raise UserError(f"{path} is an {base.family.upper()} model, not SDXL; train it with train_network.py")
+    if args.vae:
+        from library.models.vae_file import load_vae_into
+
+        load_vae_into(base.vae, args.vae)
+    if args.zero_terminal_snr:
+        apply_zero_terminal_snr(base.noise_scheduler)
+    return base
+
+
+def _import_network_module(name: str):
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise UserError(f"--network_module {name}: cannot import it ({e}); the built-in one is networks.lora") from None
+    if not hasattr(module, "create_network"):
+        raise UserError(f"--network_module {name}: the module has no create_network(); use networks.lora")
+    return module
+
+
+def _merge_base_weights(args, base: BaseModel, module) -> None:
+    """``--base_weights``: bake other LoRAs into the frozen base before training (kohya)."""
+    multipliers = list(args.base_weights_multiplier or [])
+    for i, path in enumerate(args.base_weights or []):
+        mult = float(multipliers[i]) if i < len(multipliers) else 1.0
+        net, sd = module.create_network_from_weights(mult, path, base.vae, base.text_encoders, base.unet)
+        net.merge_to(base.text_encoders, base.unet, sd)
+        net.restore() if hasattr(net, "restore") else None
+        logger.info("merged %s into the base model (multiplier %s)", path, mult)
+
+
+def _set_attention(args, base: BaseModel, device: torch.device) -> None:
+    if args.xformers:
+        if device.type != "cuda":
+            raise UserError("--xformers needs a CUDA GPU; leave it out (PyTorch SDPA attention is used by default)")
+        try:
+            base.unet.enable_xformers_memory_efficient_attention()
+        except Exception as e:  # noqa: BLE001 - any failure here is an install problem the user fixes
+            raise UserError(f"--xformers: xformers cannot be used ({str(e).splitlines()[0]}); "
+                            "leave --xformers out to use PyTorch SDPA") from None
+    # Otherwise diffusers' default processor is PyTorch SDPA (flash / memory-efficient kernels).
+
+
+def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: bool):
+    kwargs = network_kwargs(args)
+    tes = base.text_encoders if len(base.text_encoders) > 1 else base.text_encoders[0]
+    if args.dim_from_weights:
+        if not args.network_weights:
+            raise UserError("--dim_from_weights needs --network_weights FILE to read the ranks from")
+        network, _ = module.create_network_from_weights(1.0, args.network_weights, base.vae, tes, base.unet, **kwargs)
+    else:
+        network = module.create_network(
+            1.0, args.network_dim, args.network_alpha, base.vae, tes, base.unet, neuron_dropout=args.network_dropout, **kwargs
+        )
+    network.apply_to(tes, base.unet, train_te, train_unet)
+    if args.network_weights:
+        info = network.load_weights(args.network_weights, strict=False)
+        logger.info("continuing from %s: %s tensors loaded", args.network_weights, info.get("loaded") if isinstance(info, dict) else "all")
+    return network, kwargs
+
+
+def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """``to(device[, dtype])``, casting only when needed (diffusers warns on every dtype cast)."""
+    current = next(module.parameters()).dtype
+    module.to(device) if current == dtype else module.to(device, dtype=dtype)
+
+
+def load_for_training(args, script: str, device: torch.device | str = "cpu") -> TrainModel:
+    """Base model frozen in the compute dtype, LoRA network hooked in and trainable (fp32 unless full_bf16/fp16)."""
+    device = torch.device(device)
+    base = _load_base(args, script)
+    module = _import_network_module(args.network_module)
+    if args.base_weights:
+        _merge_base_weights(args, base, module)
+    train_unet = not args.network_train_text_encoder_only
+    train_te = not args.network_train_unet_only
+    if not train_unet and not train_te:
+        raise UserError("--network_train_unet_only and --network_train_text_encoder_only together train nothing; keep one")
+    network, kwargs = _make_network(args, base, module, train_unet, train_te)
+    if not list(network.parameters()):
+        raise UserError("the network has no modules to train (check --network_args block_dims / block_lr_zero_threshold)")
+
+    weight_dtype = DTYPES[args.mixed_precision]
+    vae_dtype = torch.float32 if (args.no_half_vae or args.mixed_precision == "no") else weight_dtype
+    for m in (base.unet, base.vae, *base.text_encoders):
+        m.requires_grad_(False)
+    unet_dtype = torch.float8_e4m3fn if args.fp8_base else weight_dtype
+    if args.fp8_base and args.mixed_precision == "no":
+        raise UserError("--fp8_base stores the UNet in fp8 and computes in fp16/bf16: add --mixed_precision bf16 (or fp16)")
+    _move(base.unet, device, unet_dtype)
+    for te in base.text_encoders:
+        _move(te, device, weight_dtype)
+    _move(base.vae, device, vae_dtype)
+    _set_attention(args, base, device)
+    if args.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+        if train_te:
+            for te in base.text_encoders:
+                te.gradient_checkpointing_enable()
+    base.unet.train()
+    for te in base.text_encoders:
+        te.train(train_te)
+    base.vae.eval()
+
+    net_dtype = torch.bfloat16 if args.full_bf16 else torch.float16 if args.full_fp16 else torch.float32
+    network.to(device, dtype=net_dtype)
+    network.prepare_grad_etc(base.text_encoders, base.unet)
+    network.train()
+    return TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs)
+
+
+def save_dtype_for(args) -> torch.dtype | None:
+    """dtype of saved LoRA files: ``--save_precision``, else what the network trains in (None keeps it)."""
+    if args.save_precision:
+        return SAVE_DTYPES[args.save_precision]
+    return None

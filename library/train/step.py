@@ -1,0 +1,95 @@
+"""One training forward: batch -> latents, conditioning, noise -> UNet prediction -> loss.
+
+Why a pure function: the loop, the loss-falls test (fixed noise on a fixed batch) and benchmarks
+all call the same code, and every random draw comes from the generator passed in, so a step is a
+function of (weights, batch, seed) alone — what makes resume bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from library.train.losses import LossOptions, target_for, total_loss
+from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
+from library.train.text_encoding import Conditioning, encode, sdxl_time_ids, tokenize
+
+
+@dataclass
+class StepConfig:
+    """What the step needs besides the model: noise/loss options and text settings."""
+
+    noise: NoiseOptions
+    loss: LossOptions
+    clip_skip: int | None = None
+    max_token_length: int | None = None
+    autocast: object = contextlib.nullcontext  # a callable returning a context manager
+
+
+def noise_options(args, num_train_timesteps: int = 1000) -> NoiseOptions:
+    return NoiseOptions(
+        noise_offset=args.noise_offset, noise_offset_random_strength=bool(args.noise_offset_random_strength),
+        adaptive_noise_scale=args.adaptive_noise_scale, multires_noise_iterations=args.multires_noise_iterations,
+        multires_noise_discount=args.multires_noise_discount, ip_noise_gamma=args.ip_noise_gamma,
+        ip_noise_gamma_random_strength=bool(args.ip_noise_gamma_random_strength),
+        min_timestep=args.min_timestep or 0,
+        max_timestep=args.max_timestep if args.max_timestep is not None else num_train_timesteps,
+        zero_terminal_snr=bool(args.zero_terminal_snr),
+    )
+
+
+def loss_options(args, v_parameterization: bool) -> LossOptions:
+    return LossOptions(
+        loss_type=args.loss_type, huber_schedule=args.huber_schedule, huber_c=args.huber_c, huber_scale=args.huber_scale,
+        min_snr_gamma=args.min_snr_gamma, scale_v_pred_loss_like_noise_pred=bool(args.scale_v_pred_loss_like_noise_pred),
+        v_pred_like_loss=args.v_pred_like_loss, debiased_estimation_loss=bool(args.debiased_estimation_loss),
+        v_parameterization=v_parameterization,
+    )
+
+
+def batch_latents(model, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
+    """Scaled latents of the batch: from the cache, or through the frozen VAE now."""
+    base = model.base
+    if batch.get("latents") is not None:
+        latents = batch["latents"].to(model.device, torch.float32)
+    else:
+        with torch.no_grad():
+            pixels = batch["images"].to(model.device, model.vae_dtype)
+            dist = base.vae.encode(pixels).latent_dist
+            latents = dist.sample(generator=generator).float()
+    return latents * base.vae_scale_factor
+
+
+def batch_conditioning(model, batch: dict, cfg: StepConfig) -> Conditioning:
+    """UNet conditioning: cached text-encoder outputs, or the text encoders run now (with grad if trained)."""
+    cached = batch.get("text_encoder_outputs")
+    if cached is not None:
+        return Conditioning(cached["context"].to(model.device), cached.get("pooled").to(model.device) if "pooled" in cached else None)
+    base = model.base
+    ids = [tokenize(tok, batch["captions"], cfg.max_token_length).to(model.device) for tok in base.tokenizers]
+    grad = torch.enable_grad() if model.train_text_encoder else torch.no_grad()
+    with grad, cfg.autocast():
+        return encode(base.text_encoders, ids, base.family, cfg.clip_skip)
+
+
+def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """The scalar loss of one batch (float32), every random draw from ``generator``."""
+    base = model.base
+    latents = batch_latents(model, batch, generator)
+    cond = batch_conditioning(model, batch, cfg)
+    noise, noisy, timesteps = noise_noisy_latents_and_timesteps(base.noise_scheduler, latents, cfg.noise, generator)
+    added = None
+    if base.is_sdxl:
+        time_ids = sdxl_time_ids(
+            batch["original_sizes_hw"].tolist(), batch["crop_top_lefts"].tolist(), batch["target_sizes_hw"].tolist(),
+            device=model.device, dtype=model.weight_dtype,
+        )
+        added = {"text_embeds": cond.pooled.to(model.weight_dtype), "time_ids": time_ids}
+    with cfg.autocast():
+        pred = base.unet(
+            noisy.to(model.weight_dtype), timesteps, cond.context.to(model.weight_dtype), added_cond_kwargs=added
+        ).sample
+    target = target_for(base.noise_scheduler, latents, noise, timesteps, cfg.loss.prediction_type)
+    return total_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss, batch["loss_weights"].to(model.device))

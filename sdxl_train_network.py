@@ -1,0 +1,8 @@
+"""Train a LoRA for Stable Diffusion XL with kohya-ss sd-scripts' options (docs/options.md)."""
+
+import sys
+
+from library.train.entry import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], "sdxl_train_network"))
