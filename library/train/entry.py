@@ -33,6 +33,7 @@ class TrainResult:
     output_dir: str
     steps: int
     losses: list
+    network: object = None  # the trained network module (tests, the ComfyUI node)
 
 
 class _StopFlag:
@@ -74,10 +75,13 @@ def make_accelerator(args):
             import wandb  # noqa: F401
         except ImportError:
             raise UserError(f"--log_with {log_with} needs wandb: pip install wandb (or use --log_with tensorboard)") from None
+    # accelerate forms a CPU (gloo) process group only when asked for the CPU: without a GPU, processes
+    # started by ``accelerate launch --multi_gpu`` would otherwise each train alone.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     try:
         return Accelerator(
             mixed_precision=args.mixed_precision, log_with=log_with,
-            project_dir=args.logging_dir if log_with else None,
+            project_dir=args.logging_dir if log_with else None, cpu=multi_cpu,
         )
     except ValueError as e:
         raise UserError(f"--mixed_precision {args.mixed_precision}: {str(e).splitlines()[0]}") from None
@@ -137,7 +141,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
         final = trainer.run()
         if acc.is_main_process:
             logger.info("done in %.0f s: %s", time.perf_counter() - t0, final)
-        return TrainResult(final, args.output_dir, trainer.global_step, trainer.losses)
+        return TrainResult(final, args.output_dir, trainer.global_step, trainer.losses, model.network)
     finally:
         if isinstance(flag, _StopFlag):
             flag.restore()

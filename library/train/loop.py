@@ -96,6 +96,7 @@ class Trainer:
         self.fp = fingerprint(args, model, self.plan, self.world)
         self.seed = int(args.seed or 0)
         self.skipped_in_row = 0
+        self._last_sampled = -1
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
 
     # --- state ------------------------------------------------------------------------------
@@ -151,6 +152,9 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
         finally:
             bar.close()
+        wants_samples = args.sample_every_n_steps or args.sample_every_n_epochs
+        if wants_samples and self._last_sampled != self.global_step:
+            self._samples(f"{self.name}_{self.global_step:06d}")  # the final LoRA gets samples too
         final = self._save(self.name, None, bool(args.save_state_on_train_end or args.save_state), final=True)
         self.acc.end_training()
         return final
@@ -279,6 +283,7 @@ class Trainer:
         return flag
 
     def _samples(self, stem: str) -> None:
+        self._last_sampled = self.global_step
         if self.acc.is_main_process:
             t = time.perf_counter()
             paths = self.outputs.samples(stem, self.acc.autocast)
