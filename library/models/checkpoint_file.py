@@ -20,6 +20,10 @@ from safetensors.torch import save_file
 from library.models.errors import ModelLoadError, ModelSaveError, one_line
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
@@ -50,6 +54,11 @@ class SafetensorsReader:
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._file.get_slice(key).get_shape())
+
+    def dtype(self, key: str) -> torch.dtype:
+        """The stored dtype, from the header (no tensor data is read, except for rare dtypes)."""
+        name = self._file.get_slice(key).get_dtype()
+        return _SAFETENSORS_DTYPES[name] if name in _SAFETENSORS_DTYPES else self.get(key).dtype
 
     def get(self, key: str) -> torch.Tensor:
         try:
@@ -84,6 +93,9 @@ class PickleReader:
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._sd[key].shape)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._sd[key].dtype
 
     def get(self, key: str) -> torch.Tensor:
         return self._sd[key]

@@ -74,22 +74,22 @@ def parse_prompt_line(line: str, where: str = "prompt", defaults: dict | None = 
     return sample
 
 
-def read_prompt_file(path: str, defaults: dict | None = None) -> list[SamplePrompt]:
-    """All prompts of a kohya-style ``.txt`` prompt file."""
+def read_prompt_file(path: str, defaults: dict | None = None, option: str = "--sample_prompts") -> list[SamplePrompt]:
+    """All prompts of a kohya-style ``.txt`` prompt file; ``option`` names it in errors."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
-        raise UserError(f"--sample_prompts {path}: file not found") from None
+        raise UserError(f"{option} {path}: file not found") from None
     except UnicodeDecodeError as e:
-        raise UserError(f"--sample_prompts {path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        raise UserError(f"{option} {path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     prompts = []
     for n, line in enumerate(lines, 1):
         line = line.strip()
         if line and not line.startswith("#"):
             prompts.append(parse_prompt_line(line, f"{path}:{n}", defaults))
     if not prompts:
-        raise UserError(f"--sample_prompts {path}: no prompts in the file (one prompt per line, '#' for comments)")
+        raise UserError(f"{option} {path}: no prompts in the file (one prompt per line, '#' for comments)")
     return prompts
 
 
