@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from library.models import assemble, build_models, full_size_configs  # noqa: E402
 from library.train.losses import LossOptions  # noqa: E402
 from library.train.noise import NoiseOptions  # noqa: E402
-from library.train.setup_model import TrainModel  # noqa: E402
+from library.train.setup_model import TrainModel, enable_te_checkpointing  # noqa: E402
 from library.train.step import StepConfig, batch_loss  # noqa: E402
 from library.train.text_encoding import encode, tokenize  # noqa: E402
 from networks.lora import create_network  # noqa: E402
@@ -46,7 +46,8 @@ def build(family: str, device: str, dtype: torch.dtype, rank: int, with_lora: bo
     configs = full_size_configs(family)
     base = assemble(configs, build_models(configs, device="cpu", seed=0))
     for m in (base.unet, base.vae, *base.text_encoders):
-        m.requires_grad_(False).to(device, dtype=dtype)
+        m.requires_grad_(False)
+        m.to(device) if dtype == torch.float32 else m.to(device, dtype=dtype)
     network = None
     if with_lora:
         tes = base.text_encoders if len(base.text_encoders) > 1 else base.text_encoders[0]
@@ -56,7 +57,7 @@ def build(family: str, device: str, dtype: torch.dtype, rank: int, with_lora: bo
     if checkpointing:
         base.unet.enable_gradient_checkpointing()
         for te in base.text_encoders:
-            te.gradient_checkpointing_enable()
+            enable_te_checkpointing(te)
     base.unet.train()
     return TrainModel(base, network, torch.device(device), dtype, dtype, True, True)
 

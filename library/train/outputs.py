@@ -84,6 +84,10 @@ class RunOutputs:
         was = net.training
         net.eval()
         self.optimizer_info.eval()
+        base = self.model.base
+        parked = [m for m in (base.vae, *base.text_encoders) if next(m.parameters()).device != self.model.device]
+        for m in parked:  # the caches moved them to the CPU; the pipeline needs them on the device
+            m.to(self.model.device)
         try:
             with torch.no_grad(), autocast():
                 paths = generate_samples(
@@ -91,6 +95,8 @@ class RunOutputs:
                     default_sampler=self.args.sample_sampler, clip_skip=self.args.clip_skip, seed=self.args.seed or 0,
                 )
         finally:
+            for m in parked:
+                m.to("cpu")
             net.train(was)
             self.optimizer_info.train()
         self.last_samples = paths

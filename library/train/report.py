@@ -48,7 +48,8 @@ def loss_curve_png(losses: list[float], path: str, size=(800, 400)) -> str:
         draw.text((right - 60, bottom + 10), f"step {len(losses)}", fill="black")
     draw.text((left + 5, top + 5), "loss (light: per step, dark: moving average)", fill="black")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(path)
+    img.save(path + ".tmp", format="PNG")  # then renamed: a crash never leaves half a PNG under the name
+    os.replace(path + ".tmp", path)
     return path
 
 
@@ -68,11 +69,13 @@ def write_report(output_dir: str, output_name: str, losses: list[float], checkpo
             f"<tr><td>{html.escape(os.path.basename(ck['file']))}</td><td>{ck.get('epoch', '')}</td>"
             f"<td>{step}</td><td>{avg}</td><td>{images}</td></tr>"
         )
-    page = (
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(output_name)} training report</title>"
-        f"<h1>{html.escape(output_name)}</h1><p>{len(losses)} steps; final moving-average loss "
-        f"{_smooth(losses, max(1, len(losses) // 20))[-1]:.4f}</p>" if losses else "<p>no steps</p>"
-    )
+    title = html.escape(output_name)
+    page = f"<!doctype html><meta charset='utf-8'><title>{title} training report</title><h1>{title}</h1>"
+    if losses:
+        final = _smooth(losses, max(1, len(losses) // 20))[-1]
+        page += f"<p>{len(losses)} steps; final moving-average loss {final:.4f}</p>"
+    else:
+        page += "<p>no steps yet</p>"
     page += f"<img src='{html.escape(os.path.basename(png))}'><h2>Checkpoints</h2>"
     page += "<table border=1 cellpadding=4><tr><th>file</th><th>epoch</th><th>step</th><th>loss (last 10 steps)</th><th>samples</th></tr>"
     page += "".join(rows) + "</table>"

@@ -112,6 +112,14 @@ def _te_encoder(model, max_token_length):
     return run
 
 
+def _park_on_cpu(model, modules) -> None:
+    """Free GPU memory of frozen parts only the caches needed; sampling brings them back for a moment."""
+    if model.device.type == "cuda":
+        for m in modules:
+            m.to("cpu")
+        torch.cuda.empty_cache()
+
+
 def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool) -> None:
     """Latent and text-encoder caches as the options ask; images that fail to encode are dropped."""
     base = model.base
@@ -135,6 +143,7 @@ def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, bar
                 dataset.exclude(cache.failed)
             dataset.latent_cache = cache
             logger.info("latents: %d encoded, %d reused from disk", stats.encoded, stats.reused)
+            _park_on_cpu(model, [base.vae])  # kohya's habit: the VAE is not needed on the GPU again
     if getattr(args, "cache_text_encoder_outputs", False):
         if model.train_text_encoder:
             raise DatasetError("--cache_text_encoder_outputs needs --network_train_unet_only (a trained text encoder changes its outputs)")
@@ -148,3 +157,4 @@ def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, bar
         if args.cache_text_encoder_outputs_to_disk and world > 1:
             cache.cache(records)
         dataset.text_cache = cache
+        _park_on_cpu(model, base.text_encoders)

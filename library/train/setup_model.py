@@ -117,6 +117,12 @@ def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: boo
     return network, kwargs
 
 
+def enable_te_checkpointing(te) -> None:
+    """transformers v5 renamed gradient_checkpointing_enable to activation_checkpointing_enable."""
+    fn = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
+    fn()
+
+
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     """``to(device[, dtype])``, casting only when needed (diffusers warns on every dtype cast)."""
     current = next(module.parameters()).dtype
@@ -154,7 +160,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
         base.unet.enable_gradient_checkpointing()
         if train_te:
             for te in base.text_encoders:
-                te.gradient_checkpointing_enable()
+                enable_te_checkpointing(te)
     base.unet.train()
     for te in base.text_encoders:
         te.train(train_te)
