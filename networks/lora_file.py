@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 from io import BytesIO
 
@@ -58,7 +59,13 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str, metadat
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        except SafetensorError as e:  # e.g. "File too large (os error 27)": an OSError, so callers can say why
+            found = re.search(r"os error (\d+)", str(e))
+            if not found:
+                raise
+            raise OSError(int(found.group(1)), os.strerror(int(found.group(1))), path) from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -73,7 +80,7 @@ def save_lora_file(state_dict: dict[str, torch.Tensor], path: str, metadata: dic
     tensors = {}
     for k, v in state_dict.items():
         v = v.detach().to("cpu")
-        tensors[k] = v.to(dtype) if dtype is not None else v.clone()
+        tensors[k] = (v.to(dtype) if dtype is not None else v.clone()).contiguous()
     metadata = {k: str(v) for k, v in (metadata or {}).items()}
     if not str(path).endswith(".safetensors"):
         raise LoRAFileError(f"{path}: LoRA files are written as .safetensors; use a name ending in .safetensors")

@@ -1,0 +1,198 @@
+"""Extract a LoRA from the difference of two checkpoints by SVD (kohya's networks/extract_lora_from_models.py).
+
+    python tools/extract_lora.py --model_org base.safetensors --model_tuned tuned.safetensors \\
+        --save_to extracted.safetensors --dim 32 [--conv_dim 16] [--clamp_quantile 0.99] [--min_diff 0.01]
+
+The modules are the ones networks.lora trains (same names, so the file loads everywhere a
+trained LoRA does); the text encoders are included only when they differ by more than
+``--min_diff``. The family (SD1/SD2/SDXL) is detected; both models must share it.
+See docs/tools/extract_lora.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from library.errors import UserError  # noqa: E402
+from networks import lora_svd  # noqa: E402
+from networks.lora_file import save_lora_file  # noqa: E402
+from tools.resize_lora import PRECISIONS, check_device  # noqa: E402
+
+
+def _networks(org, tuned, dim: int, conv_dim: int | None):
+    from networks.lora import create_network
+
+    kw = {"conv_dim": conv_dim, "conv_alpha": conv_dim} if conv_dim else {}
+    net_o = create_network(1.0, dim, dim, None, org.text_encoders, org.unet, **kw)
+    net_t = create_network(1.0, dim, dim, None, tuned.text_encoders, tuned.unet, **kw)
+    return net_o, net_t
+
+
+def _check_models(org, tuned, args) -> None:
+    if org.family != tuned.family:
+        raise UserError(
+            f"--model_tuned {args.model_tuned} is an {tuned.family} model but --model_org {args.model_org} is {org.family}; "
+            "extract from two models of the same family (the fine-tune and the base it was trained from)"
+        )
+    for part in ("unet", "text_encoders"):
+        if json.dumps(org.configs[part], sort_keys=True) != json.dumps(tuned.configs[part], sort_keys=True):
+            raise UserError(
+                f"--model_tuned {args.model_tuned} and --model_org {args.model_org} have different {part} shapes; "
+                "pass the base model the fine-tune was made from"
+            )
+
+
+@torch.no_grad()
+def module_diffs(net_o, net_t, min_diff: float) -> tuple[list[tuple[str, torch.Tensor]], bool, float]:
+    """[(lora name, tuned - org weight in float32)], whether the text encoders differ, and their max |diff|.
+
+    As kohya: the text encoders count as different when any targeted weight differs by more
+    than ``min_diff``; otherwise only the UNet is extracted.
+    """
+    names_o = [lora.lora_name for lora in net_o.all_loras]
+    if names_o != [lora.lora_name for lora in net_t.all_loras]:
+        raise UserError("the two models do not have the same LoRA modules; pass models of the same family and shape")
+    te_max = 0.0
+    te = []
+    for lo, lt in zip(net_o.text_encoder_loras, net_t.text_encoder_loras):
+        diff = lt.org_module.weight.float() - lo.org_module.weight.float()
+        te_max = max(te_max, float(diff.abs().max()))
+        te.append((lo.lora_name, diff))
+    te_different = te_max > min_diff
+    unet = [(lo.lora_name, lt.org_module.weight.float() - lo.org_module.weight.float())
+            for lo, lt in zip(net_o.unet_loras, net_t.unet_loras)]
+    return (te if te_different else []) + unet, te_different, te_max
+
+
+def extract_tensors(diffs, dim: int, conv_dim: int | None, clamp_quantile: float, device="cpu", lowrank_niter: int = 2):
+    """kohya LoRA tensors (alpha = rank, so scale 1) and per-module Frobenius fraction retained."""
+    out: dict[str, torch.Tensor] = {}
+    retained: dict[str, float] = {}
+    with torch.no_grad():
+        for name, diff in diffs:
+            conv = lora_svd.is_conv_kxk(diff)
+            rank = conv_dim if conv and conv_dim else dim
+            flat = diff.flatten(1)
+            rank = min(rank, *flat.shape)
+            u, s, vh = lora_svd.dense_svd(diff, rank, device, lowrank_niter)
+            rank = min(rank, s.numel())
+            down, up = lora_svd.split_factors(u, s, vh, rank, tuple(diff.shape))
+            up, down = lora_svd.clamp_to_quantile(up, down, clamp_quantile)
+            total = float(flat.double().norm())
+            retained[name] = 1.0 if total == 0 else min(1.0, float(s[:rank].double().norm()) / total)
+            out[f"{name}.lora_up.weight"] = up.float().cpu()
+            out[f"{name}.lora_down.weight"] = down.float().cpu()
+            out[f"{name}.alpha"] = torch.tensor(float(rank))
+    return out, retained
+
+
+def extracted_metadata(org, args, save_to: str) -> dict[str, str]:
+    from library.train.metadata import modelspec
+
+    net_args = {"conv_dim": str(args.conv_dim), "conv_alpha": str(float(args.conv_dim))} if args.conv_dim else {}
+    meta = {
+        "ss_v2": str(org.family == "sd2"),
+        "ss_base_model_version": org.model_version,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(args.dim),
+        "ss_network_alpha": str(float(args.dim)),
+        "ss_network_args": json.dumps(net_args),
+        "ss_training_comment": f"extracted by lorasmith from {Path(args.model_tuned).name} - {Path(args.model_org).name}",
+    }
+    if not args.no_metadata:
+        size = 1024 if org.is_sdxl else (768 if org.v_parameterization else 512)
+        meta.update(modelspec(org.family, org.v_parameterization, Path(save_to).stem, size))
+    return meta
+
+
+def _check_args(args) -> str | None:
+    if not args.save_to.endswith(".safetensors"):
+        raise UserError(f"--save_to {args.save_to}: LoRA files are written as .safetensors; use a name ending in .safetensors")
+    if args.dim < 1 or (args.conv_dim is not None and args.conv_dim < 1):
+        raise UserError("--dim and --conv_dim must be 1 or more")
+    if not 0 < args.clamp_quantile <= 1:
+        raise UserError(f"--clamp_quantile {args.clamp_quantile}: must be in (0, 1]; 1 turns clamping off")
+    if args.min_diff < 0:
+        raise UserError(f"--min_diff {args.min_diff}: must be 0 or more")
+    check_device(args.device)
+    forced = [f for f, on in (("sdxl", args.sdxl), ("sd2", args.v2)) if on]
+    if args.family != "auto":
+        forced.append(args.family)
+    if len(set(forced)) > 1:
+        raise UserError(f"--sdxl/--v2/--family disagree ({', '.join(forced)}); give one family")
+    return forced[0] if forced else None
+
+
+def extract(args) -> str:
+    from library.models import load_base_model
+
+    family = _check_args(args)
+    org = load_base_model(args.model_org, family=family, dtype=None)
+    tuned = load_base_model(args.model_tuned, family=family, dtype=None)
+    _check_models(org, tuned, args)
+    net_o, net_t = _networks(org, tuned, args.dim, args.conv_dim)
+    diffs, te_different, te_max = module_diffs(net_o, net_t, args.min_diff)
+    if all(not bool(d.any()) for _, d in diffs):
+        raise UserError(
+            f"--model_tuned {args.model_tuned} has the same weights as --model_org {args.model_org} in every LoRA-able layer; "
+            "there is nothing to extract (pass the fine-tuned model)"
+        )
+    if not te_different and net_o.text_encoder_loras:
+        print(f"text encoder is the same (max |diff| {te_max:.3g} <= --min_diff {args.min_diff}): extracting the UNet only")
+    tensors, retained = extract_tensors(diffs, args.dim, args.conv_dim, args.clamp_quantile, args.device or "cpu", args.svd_lowrank_niter)
+    dtype = PRECISIONS[args.save_precision] if args.save_precision else None
+    save_lora_file(tensors, args.save_to, extracted_metadata(org, args, args.save_to), dtype)
+    worst = min(retained, key=retained.get)
+    mean = sum(retained.values()) / len(retained)
+    te = sum(1 for n in retained if n.startswith("lora_te"))
+    size = os.path.getsize(args.save_to) / 1e6
+    return (f"extracted {len(retained)} modules ({te} text encoder, {len(retained) - te} UNet) of {org.family} at rank {args.dim}"
+            f"{f' (conv {args.conv_dim})' if args.conv_dim else ''}; Frobenius norm of the difference retained: "
+            f"mean {mean:.2%}, lowest {retained[worst]:.2%} ({worst})\nwrote {args.save_to} ({size:.2f} MB)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_org", required=True, help="the base model (single file or diffusers folder)")
+    p.add_argument("--model_tuned", required=True, help="the fine-tuned model; the LoRA is tuned - org")
+    p.add_argument("--save_to", required=True, help="output .safetensors (written atomically)")
+    p.add_argument("--dim", type=int, default=4, help="rank of Linear and 1x1-conv modules (default 4); alpha = rank")
+    p.add_argument("--conv_dim", type=int, default=None, help="also extract 3x3 convs (LoCon) at this rank (default: not)")
+    p.add_argument("--clamp_quantile", type=float, default=0.99, help="clamp factor values to this quantile as kohya does; 1 = no clamping")
+    p.add_argument("--min_diff", type=float, default=0.01, help="text encoders are extracted only if a weight differs by more than this")
+    p.add_argument("--family", choices=("auto", "sd1", "sd2", "sdxl"), default="auto", help="base model family (default: detected)")
+    p.add_argument("--sdxl", action="store_true", help="kohya's flag: the models are SDXL (detected anyway)")
+    p.add_argument("--v2", action="store_true", help="kohya's flag: the models are SD2 (detected anyway)")
+    p.add_argument("--v_parameterization", action="store_true", default=None, help="accepted for kohya commands; read from the model")
+    p.add_argument("--save_precision", choices=tuple(PRECISIONS), default=None, help="dtype of the output (default float)")
+    p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
+    p.add_argument("--svd_lowrank_niter", type=int, default=2, help="randomised SVD iterations for weights over 2048x2048 (0 = exact)")
+    p.add_argument("--no_metadata", action="store_true", help="write only the ss_* fields (no modelspec)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        print(extract(args))
+    except UserError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
