@@ -78,6 +78,13 @@ def make_accelerator(args):
     # accelerate forms a CPU (gloo) process group only when asked for the CPU: without a GPU, processes
     # started by ``accelerate launch --multi_gpu`` would otherwise each train alone.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # accelerate keeps the mixed precision of the first run in a process-wide singleton; a second run in the
+    # same process (ComfyUI, tests) with another --mixed_precision would fail, so each run starts it afresh.
+    # The process group (PartialState) is kept.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     try:
         return Accelerator(
             mixed_precision=args.mixed_precision, log_with=log_with,
@@ -207,8 +214,9 @@ def main(argv=None, script: str = "train_network") -> int:
         if debug:
             raise
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            _print_error(f"disk full while writing {e.filename or 'an output file'}; free space and resume from the "
-                         "last saved state with --resume (earlier files are intact)")
+            folder = os.path.dirname(os.path.abspath(e.filename)) if e.filename else "OUTPUT_DIR"
+            _print_error(f"disk full while writing {e.filename or 'an output file'}; free space, then continue from "
+                         f"the newest saved state with --resume {folder} (earlier files are intact)")
         else:
             _print_error(f"{e.filename or ''}: {e.strerror or e}; check the path and its permissions")
         return EXIT_USER

@@ -1,0 +1,115 @@
+"""A ComfyUI-shaped folder tree with fake ``folder_paths`` and ``comfy.utils`` modules, and the node pack
+imported the way ComfyUI imports a custom node (its folder's ``__init__.py`` as a package)."""
+
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from tools.make_tiny_model import make_tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+PACK = REPO / "custom_nodes" / "lorasmith_trainer"
+DEMO_IMG = REPO / "examples" / "demo" / "img"
+MODEL_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".bin", ".pth", ".sft"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core box spin-waits make them slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def load_pack(folder: Path = PACK, name: str = "lorasmith_trainer"):
+    """Import ``folder/__init__.py`` as package ``name``, as ComfyUI's custom-node loader does."""
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return load_pack()
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir(tmp_path_factory):
+    """ComfyUI's models/checkpoints for every test: tiny SD1 and SDXL single-file models."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    for family in ("sd1", "sdxl"):
+        make_tiny_model(family, folder / f"tiny_{family}.safetensors", seed=0)
+    return folder
+
+
+def fake_folder_paths(models: Path, checkpoints: Path) -> types.ModuleType:
+    """The parts of ComfyUI's ``folder_paths`` the node uses, over ``models``."""
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(models)
+    fp.folder_names_and_paths = {
+        "checkpoints": ([str(checkpoints)], MODEL_EXTENSIONS),
+        "loras": ([str(models / "loras")], MODEL_EXTENSIONS),
+    }
+
+    def get_folder_paths(name):
+        return list(fp.folder_names_and_paths[name][0])
+
+    def get_filename_list(name):
+        folders, extensions = fp.folder_names_and_paths[name]
+        found = set()
+        for base in folders:
+            for root, _, files in os.walk(base):
+                found.update(os.path.relpath(os.path.join(root, f), base) for f in files
+                             if os.path.splitext(f)[1].lower() in extensions)
+        return sorted(found)
+
+    def get_full_path(name, filename):
+        for base in get_folder_paths(name):
+            path = os.path.join(base, filename)
+            if os.path.isfile(path):
+                return path
+        return None
+
+    fp.get_folder_paths, fp.get_filename_list, fp.get_full_path = get_folder_paths, get_filename_list, get_full_path
+    return fp
+
+
+@pytest.fixture
+def comfy(tmp_path, monkeypatch, checkpoints_dir):
+    """A ComfyUI tree (models/loras exists, models/lora_logs not yet) with fake modules in sys.modules.
+
+    ``comfy.updates`` records ``(value, total)`` for every progress-bar update.
+    """
+    models = tmp_path / "ComfyUI" / "models"
+    (models / "loras").mkdir(parents=True)
+    updates = []
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total, self.current = total, 0
+
+        def update_absolute(self, value, total=None, preview=None):
+            self.total = total if total is not None else self.total
+            self.current = min(value, self.total)
+            updates.append((self.current, self.total))
+
+        def update(self, value):
+            self.update_absolute(self.current + value)
+
+    comfy_pkg = types.ModuleType("comfy")
+    comfy_pkg.__path__ = []  # a package with no further submodules: comfy.model_management is absent
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    comfy_pkg.utils = utils
+    monkeypatch.setitem(sys.modules, "folder_paths", fake_folder_paths(models, checkpoints_dir))
+    monkeypatch.setitem(sys.modules, "comfy", comfy_pkg)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    return types.SimpleNamespace(models=models, updates=updates, checkpoints=checkpoints_dir, package=comfy_pkg)

@@ -1,0 +1,195 @@
+"""The node pack follows ComfyUI's custom-node contract, finds the repository, and refuses bad input early."""
+
+import inspect
+import json
+import os
+import shutil
+
+import pytest
+
+from library.errors import UserError
+from library.options import read_config_file
+from tests.comfyui.conftest import DEMO_IMG, PACK, REPO, load_pack
+
+WIDGET_TYPES = ("STRING", "INT", "FLOAT", "BOOLEAN")
+SIMPLE_LORA_INPUTS = ("ckpt_name", "use_custom_dataset", "dataset_path", "lora_checkpoint_folder", "lora_name",
+                      "caption_column", "learning_rate", "batch_size", "training_steps", "checkpointing_steps",
+                      "rank", "random_seed")
+
+
+def _check_spec(name, spec):
+    assert isinstance(spec, tuple) and len(spec) in (1, 2), name
+    kind, options = spec[0], (spec[1] if len(spec) == 2 else {})
+    assert isinstance(options, dict), name
+    if isinstance(kind, list):  # a list of choices (a combo)
+        assert all(isinstance(c, str) for c in kind), name
+        assert "default" not in options or options["default"] in kind, name
+        return
+    assert kind in WIDGET_TYPES, (name, kind)
+    default = options["default"]
+    if kind == "STRING":
+        assert isinstance(default, str), name
+    elif kind == "BOOLEAN":
+        assert isinstance(default, bool), name
+    else:
+        number = int if kind == "INT" else (int, float)
+        assert all(isinstance(options[k], number) and not isinstance(options[k], bool) for k in ("default", "min", "max")), name
+        assert options["min"] <= default <= options["max"], name
+
+
+def test_declarations_follow_the_custom_node_contract(pack, comfy):
+    assert set(pack.NODE_CLASS_MAPPINGS) == {"LoRATrainer"}
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) <= set(pack.NODE_CLASS_MAPPINGS)
+    cls = pack.NODE_CLASS_MAPPINGS["LoRATrainer"]
+    assert isinstance(inspect.getattr_static(cls, "INPUT_TYPES"), classmethod)
+    types = cls.INPUT_TYPES()
+    assert set(types) == {"required"}
+    required = types["required"]
+    assert set(SIMPLE_LORA_INPUTS) | {"preset", "alpha", "resolution", "optimizer"} == set(required)
+    for name, spec in required.items():
+        _check_spec(name, spec)
+    json.dumps(types)  # ComfyUI serves the declarations to the browser as JSON
+    assert required["ckpt_name"][0] == ["tiny_sd1.safetensors", "tiny_sdxl.safetensors"]
+    presets = required["preset"][0]
+    assert presets[0] == "none" and {"demo", "sd15_lora", "sdxl_lora_prodigy"} <= set(presets)
+
+    assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES == ("STRING",)
+    assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+    assert cls.OUTPUT_NODE is True and isinstance(cls.CATEGORY, str) and cls.CATEGORY
+    method = getattr(cls(), cls.FUNCTION)
+    assert callable(method)
+    params = inspect.signature(method).parameters
+    assert set(required) <= set(params)  # ComfyUI calls FUNCTION with every input as a keyword
+
+
+def test_symlinked_folder_finds_the_repository_and_a_copy_asks_for_it(tmp_path):
+    custom_nodes = tmp_path / "ComfyUI" / "custom_nodes"
+    custom_nodes.mkdir(parents=True)
+    link = custom_nodes / "lorasmith_trainer"
+    os.symlink(PACK, link, target_is_directory=True)
+    linked = load_pack(link, "lorasmith_trainer_linked")
+    assert "LoRATrainer" in linked.NODE_CLASS_MAPPINGS
+    assert linked.locate.find_repo_root(link / "locate.py", environ={}) == REPO
+
+    copy = custom_nodes / "copied"
+    shutil.copytree(PACK, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with pytest.raises(ImportError, match="LORASMITH_ROOT"):
+        linked.locate.find_repo_root(copy / "locate.py", environ={})
+    assert linked.locate.find_repo_root(copy / "locate.py", environ={"LORASMITH_ROOT": str(REPO)}) == REPO
+
+
+def _refuses(pack, monkeypatch, **inputs):
+    import library.train.entry as entry
+
+    monkeypatch.setattr(entry, "train", lambda *a, **k: pytest.fail("training started"))
+    values = dict(ckpt_name="tiny_sd1.safetensors", use_custom_dataset=False, dataset_path="", lora_checkpoint_folder="run",
+                  lora_name="ok", caption_column="text", learning_rate=1e-3, batch_size=1, training_steps=2,
+                  checkpointing_steps=0, rank=4, random_seed=0)
+    values.update(inputs)
+    with pytest.raises(UserError) as info:
+        pack.LoRATrainer().train(**values)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "a\\b", "", "  ", "..", ".safetensors", "C:x"])
+def test_escaping_lora_names_are_refused_before_anything_happens(pack, comfy, monkeypatch, name):
+    message = _refuses(pack, monkeypatch, lora_name=name)
+    assert "lora_name" in message and "\n" not in message
+    assert not (comfy.models / "lora_logs").exists() and os.listdir(comfy.models / "loras") == []
+
+
+@pytest.mark.parametrize("folder", ["../x", "/abs", "a/b", ""])
+def test_escaping_log_folders_are_refused(pack, comfy, monkeypatch, folder):
+    message = _refuses(pack, monkeypatch, lora_checkpoint_folder=folder)
+    assert "lora_checkpoint_folder" in message
+    assert not (comfy.models / "lora_logs").exists()
+
+
+def test_library_errors_come_through_unchanged(pack, comfy, monkeypatch):
+    with pytest.raises(UserError) as expected:
+        read_config_file(str(REPO / "presets" / "sdxl_lowvram_adafactor.toml"), "train_network")
+    assert _refuses(pack, monkeypatch, preset="sdxl_lowvram_adafactor") == str(expected.value)
+    assert os.listdir(comfy.models / "lora_logs") == []  # refused before the run's folder was made
+    assert "not in ComfyUI's checkpoints" in _refuses(pack, monkeypatch, ckpt_name="missing.safetensors")
+
+
+def test_dataset_choices(pack, tmp_path):
+    nodes = pack.nodes
+    logs = tmp_path / "logs"
+    demo = nodes.resolve_dataset(False, "", str(logs))
+    assert demo == {"train_data_dir": str(logs / "demo_dataset")}
+    assert sorted(os.listdir(logs / "demo_dataset")) == sorted(os.listdir(DEMO_IMG))
+    with pytest.raises(UserError, match="use_custom_dataset is on"):
+        nodes.resolve_dataset(True, "  ", str(logs))
+    with pytest.raises(UserError, match="save_to_disk"):
+        nodes.resolve_dataset(False, "someone/pokemon-captions", str(logs))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        nodes.resolve_dataset(True, str(tmp_path / "notes.txt"), str(logs))
+    assert nodes.resolve_dataset(True, f'"{DEMO_IMG}"', str(logs)) == {"train_data_dir": str(DEMO_IMG)}
+
+
+def test_a_parquet_file_becomes_a_dataset_config_the_library_reads(pack, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from library.data.prepare import prepare_datasets
+    from library.options import namespace_from
+    from library.train.setup_data import data_options
+
+    pngs = sorted(DEMO_IMG.glob("*/*.png"))[:3]
+    table = pa.table({"image": [p.read_bytes() for p in pngs], "caption": [f"shape {i}" for i in range(3)]})
+    pq.write_table(table, tmp_path / "train.parquet")
+    values = pack.nodes.resolve_dataset(True, str(tmp_path / "train.parquet"), str(tmp_path / "logs"))
+    args = namespace_from({**values, "caption_column": "caption", "resolution": 64}, check=False)
+    (dataset,) = prepare_datasets(data_options(args))
+    assert sorted(r.caption for r in dataset.records) == ["shape 0", "shape 1", "shape 2"]
+
+
+def test_sdxl_checkpoints_train_with_the_sdxl_script(pack, comfy):
+    assert pack.nodes.script_for(str(comfy.checkpoints / "tiny_sdxl.safetensors")) == "sdxl_train_network"
+    assert pack.nodes.script_for(str(comfy.checkpoints / "tiny_sd1.safetensors")) == "train_network"
+
+
+def test_presets_fill_in_and_node_inputs_win(pack):
+    nodes = pack.nodes
+    prodigy = nodes.preset_options("sdxl_lora_prodigy", "sdxl_train_network")
+    assert "max_train_epochs" not in prodigy and "save_every_n_epochs" not in prodigy and "output_dir" not in prodigy
+    values = nodes.merged_options(prodigy, {"learning_rate": 0.5, "max_train_steps": 7, "optimizer_type": "AdamW"})
+    assert values["learning_rate"] == 0.5 and values["max_train_steps"] == 7 and values["optimizer_type"] == "AdamW"
+    assert "optimizer_args" not in values  # Prodigy's arguments do not go to AdamW
+    assert values["mixed_precision"] == "bf16" and values["caption_extension"] == ".txt"
+    kept = nodes.merged_options(prodigy, {})
+    assert kept["optimizer_type"] == "Prodigy" and kept["optimizer_args"]
+    assert nodes.merged_options(nodes.preset_options("none", "train_network"), {"max_train_steps": 3}) == {
+        "caption_extension": ".txt", "max_data_loader_n_workers": 0, "max_train_steps": 3}
+    with pytest.raises(UserError, match="not in"):
+        nodes.preset_options("../secret", "train_network")
+
+
+def test_final_file_is_never_half_written(pack, tmp_path, monkeypatch):
+    src, dst = tmp_path / "new.safetensors", tmp_path / "loras" / "mine.safetensors"
+    dst.parent.mkdir()
+    src.write_bytes(b"new" * 100)
+    dst.write_bytes(b"old")
+
+    def broken_copy(a, b):
+        with open(b, "wb") as f:
+            f.write(b"ne")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pack.nodes.shutil, "copyfile", broken_copy)
+    with pytest.raises(OSError):
+        pack.nodes.place_final(str(src), str(dst))
+    assert dst.read_bytes() == b"old" and os.listdir(dst.parent) == ["mine.safetensors"]
+    monkeypatch.undo()
+    pack.nodes.place_final(str(src), str(dst))
+    assert dst.read_bytes() == src.read_bytes() and os.listdir(dst.parent) == ["mine.safetensors"]
+
+
+def _requirements(path):
+    return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
+def test_node_requirements_are_lorasmiths_without_torch():
+    root = _requirements(REPO / "requirements.txt")
+    assert _requirements(PACK / "requirements.txt") == {r for r in root if not r.startswith("torch")}
