@@ -4,13 +4,14 @@ Variants, interleaved round by round in this one process and reported as ratios 
 
 * ``base``      frozen UNet forward+backward (input gradients on) + text-encoder forward: the floor
                 any LoRA trainer pays.
+* ``lora_unet`` our training step with LoRA on the UNet only (text encoder frozen, as ``base``).
 * ``lora``      our whole training step (library.train.step.batch_loss + backward + AdamW step),
                 LoRA on UNet and text encoder (rank ``--rank``), cached latents.
 * ``lora_gc``   the same with gradient checkpointing.
 
-Peak memory: on CUDA per variant from torch.cuda.max_memory_allocated; on CPU each variant is run
-once more in a fresh child process and its peak RSS (ru_maxrss) is reported (the model's own
-weights included, so compare the differences).
+Peak memory: on CUDA per variant from torch.cuda.max_memory_allocated (weights included); on CPU
+each variant runs once more in a fresh child process, and the peak resident memory during two
+steps above the loaded model (activations, gradients, optimizer state) is reported.
 
     .venv/bin/python bench/train_step.py [--resolution 256] [--rounds 3] [--rank 4] [--device cpu|cuda]
         [--dtype fp32|bf16|fp16] [--family sd1|sdxl]
@@ -39,10 +40,10 @@ from library.train.text_encoding import encode, tokenize  # noqa: E402
 from networks.lora import create_network  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-VARIANTS = ("base", "lora", "lora_gc")
+VARIANTS = ("base", "lora_unet", "lora", "lora_gc")
 
 
-def build(family: str, device: str, dtype: torch.dtype, rank: int, with_lora: bool, checkpointing: bool):
+def build(family: str, device: str, dtype: torch.dtype, rank: int, with_lora: bool, checkpointing: bool, train_te: bool = True):
     configs = full_size_configs(family)
     base = assemble(configs, build_models(configs, device="cpu", seed=0))
     for m in (base.unet, base.vae, *base.text_encoders):
@@ -52,14 +53,14 @@ def build(family: str, device: str, dtype: torch.dtype, rank: int, with_lora: bo
     if with_lora:
         tes = base.text_encoders if len(base.text_encoders) > 1 else base.text_encoders[0]
         network = create_network(1.0, rank, rank, base.vae, tes, base.unet)
-        network.apply_to(tes, base.unet, True, True)
+        network.apply_to(tes, base.unet, train_te, True)
         network.to(device)
     if checkpointing:
         base.unet.enable_gradient_checkpointing()
         for te in base.text_encoders:
             enable_te_checkpointing(te)
     base.unet.train()
-    return TrainModel(base, network, torch.device(device), dtype, dtype, True, True)
+    return TrainModel(base, network, torch.device(device), dtype, dtype, True, train_te)
 
 
 def make_batch(model, resolution: int, batch: int):
@@ -78,7 +79,7 @@ def sync(device):
 
 def runner(variant: str, args):
     dtype = DTYPES[args.dtype]
-    model = build(args.family, args.device, dtype, args.rank, variant != "base", variant == "lora_gc")
+    model = build(args.family, args.device, dtype, args.rank, variant != "base", variant == "lora_gc", variant != "lora_unet")
     batch = make_batch(model, args.resolution, args.batch)
     autocast = (lambda: torch.autocast(args.device, dtype=dtype)) if dtype != torch.float32 else None
     cfg = StepConfig(NoiseOptions(), LossOptions(), autocast=autocast or StepConfig.autocast)
@@ -111,8 +112,34 @@ def runner(variant: str, args):
     return step
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _PeakRSS:
+    """Samples the resident set every 2 ms on a thread: the step's peak, not the model build's."""
+
+    def __enter__(self):
+        import threading
+
+        self.max, self._stop = _rss_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.002):
+            self.max = max(self.max, _rss_mib())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.max = max(self.max, _rss_mib())
+
+
 def child_peak(variant: str, args) -> float:
-    """Peak RSS (MiB) of a fresh process running two steps of ``variant``."""
+    """Extra resident memory (MiB) two steps of ``variant`` take over the loaded model, in a fresh process."""
     cmd = [sys.executable, __file__, "--child", variant, "--resolution", str(args.resolution), "--rank", str(args.rank),
            "--device", args.device, "--dtype", args.dtype, "--family", args.family, "--batch", str(args.batch)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -132,12 +159,12 @@ def main():
     ap.add_argument("--no_memory", action="store_true", help="skip the per-variant peak-RSS child runs (CPU)")
     args = ap.parse_args()
     if args.child:
-        import resource
-
         step = runner(args.child, args)
-        step()
-        step()
-        print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        before = _rss_mib()
+        with _PeakRSS() as peak:
+            step()
+            step()
+        print(json.dumps({"peak_mib": peak.max - before}))
         return
     steps = {v: runner(v, args) for v in VARIANTS}
     times = {v: [] for v in VARIANTS}
@@ -161,8 +188,8 @@ def main():
           f"median of {args.rounds} rounds; torch {torch.__version__}, {os.cpu_count()} CPUs")
     for v in VARIANTS:
         med = statistics.median(times[v])
-        mem = f"  peak {peaks[v]:8.0f} MiB" if v in peaks else ""
-        print(f"  {v:8s} {med:7.2f} s/step  {1 / med:6.3f} steps/s  x{med / base:5.2f} of base{mem}")
+        mem = f"  peak {peaks[v]:8.0f} MiB" + (" above the weights" if args.device == "cpu" else "") if v in peaks else ""
+        print(f"  {v:9s} {med:7.2f} s/step  {1 / med:6.3f} steps/s  x{med / base:5.2f} of base{mem}")
 
 
 if __name__ == "__main__":

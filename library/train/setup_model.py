@@ -113,6 +113,14 @@ def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: boo
     network.apply_to(tes, base.unet, train_te, train_unet)
     if args.network_weights:
         info = network.load_weights(args.network_weights, strict=False)
+        if isinstance(info, dict) and not info.get("loaded"):  # strict=False (kohya) must still fit somewhere
+            from networks.lora import guess_lora_family
+            from networks.lora_file import read_lora_file
+
+            family = guess_lora_family(read_lora_file(args.network_weights)[0])
+            raise UserError(f"--network_weights {args.network_weights}: none of its modules exist in this "
+                            f"{'SDXL' if base.is_sdxl else base.family.upper()} model (it looks like a LoRA for {family}); "
+                            "continue from a LoRA trained on the same model family, or leave --network_weights out")
         logger.info("continuing from %s: %s tensors loaded", args.network_weights, info.get("loaded") if isinstance(info, dict) else "all")
     return network, kwargs
 
@@ -121,6 +129,14 @@ def enable_te_checkpointing(te) -> None:
     """transformers v5 renamed gradient_checkpointing_enable to activation_checkpointing_enable."""
     fn = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
     fn()
+
+
+def _to_fp8(unet: torch.nn.Module) -> None:
+    """``--fp8_base``: Linear/Conv weights in float8 (autocast upcasts them per op); norms keep the
+    compute dtype, as CPU autocast cannot upcast a norm's parameters."""
+    for m in unet.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            m.to(torch.float8_e4m3fn)
 
 
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
@@ -148,10 +164,11 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     vae_dtype = torch.float32 if (args.no_half_vae or args.mixed_precision == "no") else weight_dtype
     for m in (base.unet, base.vae, *base.text_encoders):
         m.requires_grad_(False)
-    unet_dtype = torch.float8_e4m3fn if args.fp8_base else weight_dtype
     if args.fp8_base and args.mixed_precision == "no":
         raise UserError("--fp8_base stores the UNet in fp8 and computes in fp16/bf16: add --mixed_precision bf16 (or fp16)")
-    _move(base.unet, device, unet_dtype)
+    _move(base.unet, device, weight_dtype)
+    if args.fp8_base:
+        _to_fp8(base.unet)
     for te in base.text_encoders:
         _move(te, device, weight_dtype)
     _move(base.vae, device, vae_dtype)

@@ -124,3 +124,14 @@ def test_wrong_script_for_the_model_family_is_a_clear_error(tiny_ckpt, demo_data
     values = base_values(tiny_ckpt("sdxl"), demo_data, tmp_path / "a")
     with pytest.raises(UserError, match="SDXL model; train it with sdxl_train_network.py"):
         train(namespace_from(values), "train_network")
+
+
+@pytest.mark.parametrize("extra", [{"fp8_base": True}, {"full_bf16": True}], ids=["fp8_base", "full_bf16"])
+def test_bf16_paths_train_on_cpu(extra, tiny_ckpt, demo_data, tmp_path):
+    """bf16 autocast with an fp8-stored UNet, and bf16 LoRA weights: both step and save (slow kernels, 2 steps)."""
+    values = base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "a", max_train_steps=2, mixed_precision="bf16", **extra)
+    result = train(namespace_from(values))
+    assert result.steps == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+    tensors = load_file(result.lora)
+    want = torch.bfloat16 if extra.get("full_bf16") else torch.float32
+    assert {t.dtype for k, t in tensors.items() if k.endswith("weight")} == {want}
