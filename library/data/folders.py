@@ -16,7 +16,9 @@ Facts matched from kohya sd-scripts:
 - Caption: ``<image stem><caption_extension>`` next to the image (kohya default ``.caption``; a
   missing leading dot is added). Missing caption -> the class tokens, with a warning.
 Deviation (documented in docs/datasets.md): an empty caption file is a warning and falls back to the
-class tokens like a missing one (kohya stops with an assertion).
+class tokens like a missing one (kohya stops with an assertion). A missing caption file where the
+folder has no class tokens either is an error (kohya warns and trains on an empty caption); an empty
+caption file is how to ask for an empty caption on purpose.
 """
 
 from __future__ import annotations
@@ -191,6 +193,18 @@ def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]
         )
 
     use = f'the class tokens "{fallback}"' if fallback else "an empty caption"
+    if missing and not fallback:  # kohya trains these on "" with a warning; almost always a mistake
+        issues.error(
+            "caption_missing_no_class",
+            f"{len(missing)} of {len(images)} images in {folder} have no {ext} caption file and the folder gives no "
+            f"class tokens (e.g. {', '.join(os.path.basename(p) for p in missing[:_SHOW])}); add caption files, "
+            "name the folder NN_<class tokens> (e.g. 10_sks dog), or fix --caption_extension "
+            "(an empty caption file asks for an empty caption)",
+            folder,
+            len(missing),
+        )
+        _hint_caption_extension(folder, others, images, ext, len(missing), issues)
+        return records
     if missing:
         # reg images normally have no captions: their class tokens are the caption
         (issues.info if subset.is_reg and fallback else issues.warning)(

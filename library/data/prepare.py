@@ -155,6 +155,7 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
         (reg if subset.is_reg else train).extend(good)
 
     if not train:
+        issues.raise_if_errors()  # the errors that emptied the dataset (e.g. undecodable captions) say more
         raise DatasetError(f"{where}: no training images found (checked: {', '.join(s.subset.image_dir or str(s.subset.metadata_file) for s in summaries) or 'no subsets'})")
     _warn_tiny(train + reg, params, issues)
     num_train = sum(r.num_repeats for r in train)

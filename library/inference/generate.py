@@ -10,6 +10,8 @@ Seeds are drawn on a CPU generator, so an image is reproducible on any device.
 
 from __future__ import annotations
 
+import os
+
 import dataclasses
 import json
 import time
@@ -248,7 +250,9 @@ def generate(
             image = pipes[job.sampler](**kwargs).images[0]
             path = _file_name(outdir, job, stamp, sequential_file_name)
             shown = [u for u in uses if u.te or u.unet] + stack.merged
-            image.save(path, pnginfo=image_info(job, shown, model_name))
+            tmp = f"{path}.tmp"
+            image.save(tmp, format="PNG", pnginfo=image_info(job, shown, model_name))
+            os.replace(tmp, path)  # never a partial PNG under the final name
             paths.append(path)
             if on_image is not None:
                 on_image(path, job)

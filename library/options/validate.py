@@ -97,6 +97,24 @@ def check_paths(args: Namespace, sources: Optional[Dict[str, str]] = None) -> No
         _check_path(name, getattr(args, name), kind, sources)
     for path in args.base_weights or ():
         _check_path("base_weights", path, "file", sources)
+    _check_output_dir(args.output_dir, sources)
+
+
+def _check_output_dir(path: Optional[str], sources: Dict[str, str]) -> None:
+    """The output folder must be a folder we can create or write to: found now, not after training."""
+    if not path:
+        return
+    where = _from(sources, "output_dir")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"output_dir {path} is a file{where}; give a folder (it is created if missing)")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"output_dir {path} cannot be created{where}: {existing} is a file; choose another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output_dir {path} is not writable{where} ({existing} does not allow writing); choose "
+                        "another folder or fix its permissions")
 
 
 # ------------------------------------------------------------------------------------- rules

@@ -101,6 +101,7 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
+        path = ck.resolve_resume(path, self.name)  # a state folder, or the output folder's newest state
         state = ck.read_train_state(path)
         ck.check_fingerprint(path, state.get("fingerprint", {}), json.loads(json.dumps(self.fp)))
         ck.load_state(path, self.model.network, self.opt_info.optimizer, self.scheduler)

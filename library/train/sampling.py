@@ -160,7 +160,9 @@ def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str
                 image = pipe(**kwargs).images[0]
                 sample.seed = sample_seed
                 path = os.path.join(out_dir, f"{stem}_{i:02d}_{sample_seed}.png")
-                image.save(path, pnginfo=png_info(sample, sampler))
+                tmp = path + ".tmp"  # a kill mid-write never leaves a partial PNG under the final name
+                image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
+                os.replace(tmp, path)
                 paths.append(path)
     finally:
         for m, t in zip((model.unet, *model.text_encoders), was_training):

@@ -136,8 +136,8 @@ def test_two_datasets_prepared(tmp_path):
     b = make_folder(tmp_path, "b", 2, size=(128, 64))
     path = _config(
         tmp_path,
-        f"[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = '{a}'\nnum_repeats = 2\n"
-        f"[[datasets]]\nresolution = 128\nbatch_size = 2\n[[datasets.subsets]]\nimage_dir = '{b}'\n",
+        f"[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = '{a}'\nnum_repeats = 2\nclass_tokens = 'a'\n"
+        f"[[datasets]]\nresolution = 128\nbatch_size = 2\n[[datasets.subsets]]\nimage_dir = '{b}'\nclass_tokens = 'b'\n",
     )
     d1, d2 = prepare_datasets(DataOptions(dataset_config=path))
     assert (d1.samples_per_epoch, d1.batches_per_epoch) == (6, 6)

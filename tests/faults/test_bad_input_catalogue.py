@@ -1,0 +1,297 @@
+"""The bad-input catalogue (docs/troubleshooting.md): each mistake ends with a non-zero exit and a short
+message naming the file or option and the fix — never a Python traceback unless --debug."""
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from library.train.entry import EXIT_USER, main
+from networks.lora_file import save_lora_file
+from tests.faults.harness import REPO, child_env, cli_args
+
+SD1, SDXL = "train_network", "sdxl_train_network"
+
+
+class Payload:
+    """Unpickling this would create ``path`` (a stand-in for any code a .ckpt could run)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _image(path, size=(64, 64)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (120, 30, 200)).save(path)
+
+
+def _folder(root, name="10_sks shape", n=2, caption="sks shape"):
+    for i in range(n):
+        _image(root / name / f"{i}.png")
+        if caption is not None:
+            (root / name / f"{i}.txt").write_text(caption)
+    return root
+
+
+def _lora_for(ckpt, path):
+    """A LoRA file with the key layout of ``ckpt``'s family (random small weights)."""
+    from library.models import load_base_model
+    from networks.lora import create_network
+
+    base = load_base_model(ckpt, dtype=torch.float32)
+    tes = base.text_encoders if len(base.text_encoders) > 1 else base.text_encoders[0]
+    net = create_network(1.0, 4, 4, base.vae, tes, base.unet)
+    save_lora_file(net.state_dict(), str(path), {"ss_network_dim": "4"})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_ckpt, session_data, tmp_path_factory, other_run_state):
+    tmp = tmp_path_factory.mktemp("catalogue")
+    sdxl_lora = _lora_for(tiny_ckpt("sdxl"), tmp / "sdxl_lora.safetensors")
+    return SimpleNamespace(tmp=tmp, sd1=tiny_ckpt("sd1"), sdxl=tiny_ckpt("sdxl"), data=session_data,
+                           sdxl_lora=sdxl_lora, state=other_run_state)
+
+
+@pytest.fixture(scope="module")
+def other_run_state(tiny_ckpt, session_data, tmp_path_factory):
+    """A finished run's state folder (network_dim 4), made in-process."""
+    out = tmp_path_factory.mktemp("catalogue_state") / "out"
+    argv = cli_args(tiny_ckpt("sd1"), session_data, out, max_train_steps=1, lr_warmup_steps=0, save_state=True)
+    assert main(argv) == 0
+    return out / "t-state"
+
+
+def base(c, out=None, data=None, **extra):
+    values = {"max_train_steps": 1, "lr_warmup_steps": 0, **extra}
+    return cli_args(c.sd1, c.data if data is None else data, out or c.tmp / "out", **values)
+
+
+def write(path, content):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+def replace_opt(argv, name, value):
+    i = argv.index(f"--{name}")
+    return argv[:i + 1] + [value] + argv[i + 2:]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Each case: (id, builder(c) -> (argv, script), words the message must contain). Words are regexes.
+def _options():
+    return [
+        ("unknown option", lambda c: (base(c) + ["--learnig_rate", "1e-4"], SD1), ["--learnig_rate", "did you mean --learning_rate"]),
+        ("wrong type", lambda c: (replace_opt(base(c), "learning_rate", "fast"), SD1), ["learning_rate", "fast"]),
+        ("rank 0", lambda c: (replace_opt(base(c), "network_dim", "0"), SD1), ["network_dim", "0"]),
+        ("negative learning rate", lambda c: (replace_opt(base(c), "learning_rate", "-1"), SD1), ["learning_rate", "-1"]),
+        ("resolution not a multiple of bucket_reso_steps",
+         lambda c: (replace_opt(base(c), "resolution", "520") + ["--enable_bucket"], SD1),
+         ["resolution 520", "bucket_reso_steps 64", "512"]),
+        ("unknown optimizer", lambda c: (replace_opt(base(c), "optimizer_type", "AdamWW"), SD1), ["AdamWW", "optimizer_type"]),
+        ("unknown lr scheduler", lambda c: (replace_opt(base(c), "lr_scheduler", "cosin"), SD1), ["lr_scheduler", "cosine"]),
+        ("unknown network_args key", lambda c: (base(c, network_args=["conv_dmi=4"]), SD1), ["conv_dmi", "network_args"]),
+        ("network module that does not exist", lambda c: (base(c, network_module="networks.nope"), SD1),
+         ["network_module", "networks.nope", "networks.lora"]),
+        ("output_name with a folder (path traversal)", lambda c: (replace_opt(base(c), "output_name", "../x"), SD1),
+         ["output_name", r"\.\./x", "output_dir"]),
+        ("output folder is a file", lambda c: (base(c, out=write(c.tmp / "afile", "x")), SD1), ["output_dir", "afile"]),
+        ("output folder not writable (under a file)",
+         lambda c: (base(c, out=Path(write(c.tmp / "bfile", "x")) / "sub"), SD1), ["output_dir", "bfile"]),
+        ("xformers without a GPU", lambda c: (base(c, xformers=True), SD1), ["xformers", "CUDA"]),
+        ("SD1 model given to sdxl_train_network.py", lambda c: (base(c), SDXL), ["not SDXL", "train_network.py"]),
+        ("SDXL model given to train_network.py",
+         lambda c: (replace_opt(base(c), "pretrained_model_name_or_path", c.sdxl), SD1), ["SDXL", "sdxl_train_network.py"]),
+        ("--resume from another run's state", lambda c: (replace_opt(base(c), "network_dim", "8") + ["--resume", str(c.state)], SD1),
+         ["--resume", "another run", "network"]),
+        ("--resume folder that does not exist", lambda c: (base(c) + ["--resume", str(c.tmp / "nostate")], SD1), ["resume", "nostate", "not found"]),
+        ("--resume folder without a state", lambda c: (base(c) + ["--resume", str(c.data)], SD1),
+         ["--resume", "no complete training state", "--save_state"]),
+    ]
+
+
+def _config_files():
+    def config(c, name, text, **extra):
+        return base(c, **extra) + ["--config_file", write(c.tmp / name, text)]
+
+    return [
+        ("typo'd key in --config_file", lambda c: (config(c, "typo.toml", "[training_arguments]\nlearning_rat = 1e-4\n"), SD1),
+         ["learning_rat", "typo.toml", "did you mean 'learning_rate'"]),
+        ("wrong type in --config_file", lambda c: (config(c, "type.toml", "[training_arguments]\nmax_train_epochs = \"ten\"\n"), SD1),
+         ["max_train_epochs", "type.toml"]),
+        ("--config_file is not TOML", lambda c: (config(c, "syntax.toml", "caption_extension = .txt\n"), SD1),
+         ["syntax.toml", "not valid TOML"]),
+        ("--config_file not found", lambda c: (base(c) + ["--config_file", str(c.tmp / "missing.toml")], SD1), ["missing.toml", "not found"]),
+        ("dataset config given as --config_file",
+         lambda c: (config(c, "ds.toml", "[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = 'x'\n"), SD1),
+         ["ds.toml", "--dataset_config"]),
+        ("unknown key in --dataset_config",
+         lambda c: (base(c, dataset_config=write(c.tmp / "dsk.toml", "[[datasets]]\nresolutin = 64\n"
+                                                  f"[[datasets.subsets]]\nimage_dir = '{c.data / 'img' / '10_sks shape'}'\n")), SD1),
+         ["resolutin", "dsk.toml"]),
+    ]
+
+
+def _datasets():
+    return [
+        ("train_data_dir does not exist", lambda c: (base(c, data=c.tmp / "nodata"), SD1), ["train_data_dir", "nodata", "not found"]),
+        ("empty train_data_dir", lambda c: (base(c, data=_empty(c.tmp / "empty")), SD1), ["empty/img", "no images", "10_name"]),
+        ("images only in the root folder", lambda c: (base(c, data=_root_only(c.tmp / "rootonly")), SD1),
+         ["rootonly", r"NN_|10_"]),
+        ("missing caption and no class tokens", lambda c: (base(c, data=_folder(c.tmp / "nocls" / "img", name="10", caption=None).parent), SD1),
+         ["caption", "class tokens", "10"]),
+        ("caption file not UTF-8", lambda c: (base(c, data=_latin1(c.tmp / "latin1")), SD1), ["0.txt", "UTF-8"]),
+        ("unreadable image with --stop_on_bad_image",
+         lambda c: (base(c, data=_bad_image(c.tmp / "badimg"), stop_on_bad_image=True), SD1), ["1.png", "stop_on_bad_image"]),
+    ]
+
+
+def _empty(root):
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _root_only(root):
+    for i in range(2):
+        _image(root / "img" / f"{i}.png")
+    return root
+
+
+def _latin1(root):
+    _folder(root / "img", n=1)
+    (root / "img" / "10_sks shape" / "0.txt").write_bytes("caf\xe9 shape".encode("latin-1"))
+    return root
+
+
+def _bad_image(root):
+    _folder(root / "img", n=2)
+    (root / "img" / "10_sks shape" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
+    return root
+
+
+def _models_and_loras():
+    def model(c, path):
+        return replace_opt(base(c), "pretrained_model_name_or_path", str(path))
+
+    def truncated(c, name):
+        data = Path(c.sd1).read_bytes()
+        return write(c.tmp / name, data[: len(data) // 3])
+
+    return [
+        ("model file not found", lambda c: (model(c, c.tmp / "nomodel.safetensors"), SD1), ["nomodel.safetensors", "not found"]),
+        ("truncated safetensors as the model", lambda c: (model(c, truncated(c, "half.safetensors")), SD1),
+         ["half.safetensors", "damaged|incomplete|truncated"]),
+        ("empty model file", lambda c: (model(c, write(c.tmp / "empty.safetensors", b"")), SD1), ["empty.safetensors"]),
+        ("a LoRA given as the model", lambda c: (model(c, c.sdxl_lora), SD1), ["sdxl_lora.safetensors"]),
+        ("pickle with code in a .ckpt model", lambda c: (model(c, _payload(c.tmp / "evil.ckpt", c.tmp / "PWNED")), SD1),
+         ["evil.ckpt", "refused", "references code", "safetensors"]),
+        ("pickle with code in a legacy-format .ckpt",
+         lambda c: (model(c, _payload(c.tmp / "old.ckpt", c.tmp / "PWNED", legacy=True)), SD1), ["old.ckpt", "refused"]),
+        ("raw pickle as the model", lambda c: (model(c, _raw_pickle(c.tmp / "raw.pt", c.tmp / "PWNED")), SD1), ["raw.pt"]),
+        ("text file named .ckpt", lambda c: (model(c, write(c.tmp / "text.ckpt", "hello")), SD1), ["text.ckpt"]),
+        ("SDXL LoRA on SD1.5 via --network_weights", lambda c: (base(c, network_weights=c.sdxl_lora), SD1),
+         ["sdxl_lora.safetensors", "SDXL|sdxl"]),
+        ("truncated LoRA as --network_weights",
+         lambda c: (base(c, network_weights=write(c.tmp / "halflora.safetensors", Path(c.sdxl_lora).read_bytes()[:500])), SD1),
+         ["halflora.safetensors"]),
+        ("pickle LoRA as --network_weights", lambda c: (base(c, network_weights=_payload(c.tmp / "lora.pt", c.tmp / "PWNED2")), SD1),
+         ["lora.pt", "safetensors"]),
+        ("--vae that is not a VAE", lambda c: (base(c, vae=c.sdxl_lora), SD1), ["vae", "sdxl_lora.safetensors"]),
+        ("sample prompt with an unknown option",
+         lambda c: (base(c, sample_prompts=write(c.tmp / "prompts.txt", "a cat --w 64 --zz 3\n"), sample_at_first=True), SD1),
+         ["prompts.txt:1", "--zz"]),
+        ("sample prompts file not found", lambda c: (base(c, sample_prompts=str(c.tmp / "noprompts.txt")), SD1),
+         ["sample_prompts", "noprompts.txt"]),
+    ]
+
+
+def _payload(path, marker, legacy=False):
+    """A checkpoint the way torch.save writes one, whose unpickling would run code."""
+    torch.save({"state_dict": {"w": Payload(str(marker))}}, path, _use_new_zipfile_serialization=not legacy)
+    return str(path)
+
+
+def _raw_pickle(path, marker):
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": {"w": Payload(str(marker))}}, f)
+    return str(path)
+
+
+CASES = _options() + _config_files() + _datasets() + _models_and_loras()
+
+
+def check_message(err: str, words) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err[-3000:]
+    assert len(lines[0]) < 600, lines[0]  # a few lines' worth, on one line
+    for word in words:
+        assert re.search(word, lines[0]), f"{word!r} not in: {lines[0]}"
+    return lines[0]
+
+
+def test_the_catalogue_has_at_least_30_cases():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_ends_with_a_short_message_and_exit_2(case, ctx, capsys):
+    _, build, words = case
+    argv, script = build(ctx)
+    code = main(argv, script)
+    err = capsys.readouterr().err
+    assert code == EXIT_USER, err[-3000:]
+    check_message(err, words)
+    assert not (ctx.tmp / "PWNED").exists() and not (ctx.tmp / "PWNED2").exists()  # no pickled code ran
+
+
+def test_missing_optional_package_names_the_pip_command(ctx, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)  # import prodigyopt -> ImportError
+    code = main(replace_opt(base(ctx), "optimizer_type", "Prodigy") + ["--learning_rate", "1.0"])
+    assert code == EXIT_USER
+    check_message(capsys.readouterr().err, ["Prodigy|prodigy", "pip install prodigyopt"])
+
+
+def test_output_folder_without_write_permission(ctx, capsys, monkeypatch):
+    locked = ctx.tmp / "locked"
+    locked.mkdir(exist_ok=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(locked) else real_access(p, mode, **kw))
+    assert main(base(ctx, out=locked / "out")) == EXIT_USER  # (a chmod is no test when the suite runs as root)
+    check_message(capsys.readouterr().err, ["output_dir", "locked", "not writable", "permissions"])
+
+
+def test_debug_shows_the_traceback(ctx):
+    with pytest.raises(Exception) as raised:
+        main(replace_opt(base(ctx), "pretrained_model_name_or_path", str(ctx.tmp / "nomodel.safetensors")) + ["--debug"])
+    assert "nomodel.safetensors" in str(raised.value)
+
+
+def test_real_subprocesses_print_no_traceback(ctx, tmp_path):
+    """Through ``python train_network.py``: the message and exit code reach the shell, nothing else."""
+    cases = [
+        (replace_opt(base(ctx), "pretrained_model_name_or_path", _payload(tmp_path / "evil.ckpt", tmp_path / "PWNED")),
+         ["evil.ckpt", "refused"]),
+        (base(ctx) + ["--config_file", write(tmp_path / "typo.toml", "learning_rat = 1\n")], ["learning_rat", "typo.toml"]),
+    ]
+    for argv, words in cases:
+        proc = subprocess.run([sys.executable, str(REPO / "train_network.py"), *argv], cwd=REPO, env=child_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == EXIT_USER, proc.stderr[-3000:]
+        check_message(proc.stderr, words)
+        assert proc.stdout.strip() == ""
+    assert not (tmp_path / "PWNED").exists()
