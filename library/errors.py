@@ -8,3 +8,19 @@ This module imports nothing, so any layer (networks/ included) may use it.
 
 class UserError(Exception):
     """A problem in the user's input, with a message that says how to fix it."""
+
+
+def run_reporting_user_errors(action, debug: bool = False) -> int:
+    """Run ``action()`` for a command-line tool: 0 when it returns; a ``UserError`` becomes one
+    ``error: ...`` line on stderr and exit code 2 (with the traceback first under ``--debug``)."""
+    import sys
+    import traceback
+
+    try:
+        action()
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -23,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
-from library.errors import UserError  # noqa: E402
+from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
 from tools.resize_lora import PRECISIONS, check_device  # noqa: E402
@@ -184,14 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        print(extract(args))
-    except UserError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_user_errors(lambda: print(extract(args)), args.debug)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from library.errors import UserError  # noqa: E402
+from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.train.sampling import SAMPLERS, parse_prompt_line, read_prompt_file  # noqa: E402
 
 DEFAULT_SIZE = {"sd1": 512, "sd2": 512, "sdxl": 1024}
@@ -131,14 +130,7 @@ def run(args) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except UserError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_user_errors(lambda: run(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from library.errors import UserError  # noqa: E402
+from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 
 PRECISIONS = ("float", "fp16", "bf16")
 
@@ -96,14 +95,7 @@ def merge_loras(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        print(merge_into_checkpoint(args) if args.sd_model else merge_loras(args))
-    except UserError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_user_errors(lambda: print(merge_into_checkpoint(args) if args.sd_model else merge_loras(args)), args.debug)
 
 
 if __name__ == "__main__":

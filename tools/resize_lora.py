@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
-from library.errors import UserError  # noqa: E402
+from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from networks.lora_file import LoRAFileError, read_lora_file, save_lora_file  # noqa: E402
 
@@ -238,14 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        print(resize(args))
-    except UserError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_user_errors(lambda: print(resize(args)), args.debug)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 
 from tools.make_tiny_model import make_tiny_model
 
@@ -16,15 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "custom_nodes" / "lorasmith_trainer"
 DEMO_IMG = REPO / "examples" / "demo" / "img"
 MODEL_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".bin", ".pth", ".sft"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core box spin-waits make them slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def load_pack(folder: Path = PACK, name: str = "lorasmith_trainer"):

@@ -3,21 +3,11 @@
 import shutil
 
 import pytest
-import torch
 
 from tests.faults.harness import REPO, ForkServer
 from tools.make_tiny_model import make_tiny_model
 
 DEMO = REPO / "examples" / "demo"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Same numerics as the children (OMP_NUM_THREADS=1), and no spin-waits on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

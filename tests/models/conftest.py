@@ -8,16 +8,6 @@ from tools.make_tiny_model import make_tiny_model
 FAMILIES = ("sd1", "sd2", "sdxl")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
-    OpenMP spin-waits make them several times slower; restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny_models")

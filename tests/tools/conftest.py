@@ -1,19 +1,8 @@
 """Shared fixtures for the tools' tests: one thread per test and tiny checkpoints made once per session."""
 
 import pytest
-import torch
 
 from tools.make_tiny_model import make_tiny_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
-    OpenMP spin-waits make them several times slower; restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
