@@ -27,7 +27,7 @@ from library.errors import UserError
 from library.train import checkpoints as ck
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
-from library.train.setup_data import epoch_loader, plan_steps
+from library.train.setup_data import make_loader, plan_steps
 from library.train.step import batch_loss
 
 logger = logging.getLogger("lorasmith.train")
@@ -97,6 +97,7 @@ class Trainer:
         self.seed = int(args.seed or 0)
         self.skipped_in_row = 0
         self._last_sampled = -1
+        self.loader = None
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
 
     # --- state ------------------------------------------------------------------------------
@@ -165,8 +166,11 @@ class Trainer:
         ds, net = self.dataset, self.model.network
         ds.set_epoch(self.epoch)
         net.on_epoch_start(self.model.text_encoders, self.model.base.unet)
-        workers = min(args.max_data_loader_n_workers or 0, os.cpu_count() or 1)
-        loader = epoch_loader(ds, self.epoch, self.rank, self.world, self.position, workers)
+        if self.loader is None:
+            workers = min(args.max_data_loader_n_workers or 0, os.cpu_count() or 1)
+            self.loader = make_loader(ds, self.rank, self.world, workers, bool(args.persistent_data_loader_workers))
+        loader = self.loader
+        loader.sampler.skip = self.position
         epoch_losses: list[float] = []
         window_loss, window_n, window_bad = 0.0, 0, False
         finished_epoch = True

@@ -54,30 +54,37 @@ def plan_steps(batches: int, world: int, accum: int, max_train_epochs=None, max_
 
 
 class RankEpochSampler(torch.utils.data.Sampler):
-    """This process's batches of one epoch: positions rank, rank+world, ... (wrapped so all ranks get
-    the same count, as accelerate's even_batches), from ``skip`` on. Keys carry the epoch so worker
-    processes stay in step."""
+    """This process's batches of the dataset's current epoch: positions rank, rank+world, ... (wrapped
+    so all ranks get the same count, as accelerate's even_batches), from ``skip`` on.
 
-    def __init__(self, dataset: TrainDataset, epoch: int, rank: int, world: int, skip: int = 0):
-        n = len(dataset)
-        per_rank = math.ceil(n / world)
-        self.keys = [(epoch, (rank + k * world) % n) for k in range(per_rank)][skip:]
+    The epoch and skip are read when iteration starts and travel in the keys, so one DataLoader (and
+    its persistent worker processes) serves every epoch and a resumed one."""
+
+    def __init__(self, dataset: TrainDataset, rank: int, world: int):
+        self.dataset, self.rank, self.world, self.skip = dataset, rank, world, 0
+
+    def _keys(self):
+        n = len(self.dataset)
+        per_rank = math.ceil(n / self.world)
+        epoch = self.dataset.epoch
+        return [(epoch, (self.rank + k * self.world) % n) for k in range(per_rank)][self.skip:]
 
     def __iter__(self):
-        return iter(self.keys)
+        return iter(self._keys())
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self._keys())
 
 
 def _first(items):
     return items[0]
 
 
-def epoch_loader(dataset: TrainDataset, epoch: int, rank: int, world: int, skip: int, workers: int):
+def make_loader(dataset: TrainDataset, rank: int, world: int, workers: int, persistent: bool):
+    """One loader for the run; set ``loader.sampler.skip`` and ``dataset.set_epoch`` before each epoch."""
     return torch.utils.data.DataLoader(
-        dataset, batch_size=1, sampler=RankEpochSampler(dataset, epoch, rank, world, skip),
-        collate_fn=_first, num_workers=workers,
+        dataset, batch_size=1, sampler=RankEpochSampler(dataset, rank, world), collate_fn=_first,
+        num_workers=workers, persistent_workers=persistent and workers > 0,
     )
 
 

@@ -158,3 +158,13 @@ def test_tensorboard_scalars_samples_and_report(tiny_ckpt, demo_data, tmp_path):
     assert "sks shape, red" in info["parameters"] and "Seed: 5" in info["parameters"]
     report = (tmp_path / "out" / "t_report.html").read_text(encoding="utf-8")
     assert "t-step00000002.safetensors" in report and "t_000002_00_5.png" in report and "t_000003_00_5.png" in report
+
+
+def test_persistent_loader_workers_give_the_same_lora(tiny_ckpt, demo_data, tmp_path):
+    """One DataLoader serves every epoch: worker processes (kept alive) see the same batches as none."""
+    values = base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "a", train_batch_size=8, max_train_steps=None,
+                         max_train_epochs=2, flip_aug=True, shuffle_caption=True)
+    plain = load_file(train(namespace_from(values)).lora)
+    workers = load_file(train(namespace_from({**values, "output_dir": str(tmp_path / "b"), "max_data_loader_n_workers": 2,
+                                              "persistent_data_loader_workers": True})).lora)
+    assert all(torch.equal(plain[k], workers[k]) for k in plain)
