@@ -135,6 +135,33 @@ class CacheStats:
     failed: int = 0
 
 
+def records_to_encode(cache, records: Sequence[ImageRecord], sort_key, rank: int = 0, world_size: int = 1):
+    """(records this process must encode, stats) for a latent or text-encoder cache.
+
+    Each record once, in ``sort_key`` order; on disk each process takes every ``world_size``-th one
+    and an entry is reused only if its recorded key matches ``cache.entry_key`` (else it is stale or
+    corrupt and rebuilt); in memory whatever is not there yet.
+    """
+    stats = CacheStats()
+    ordered = sorted({r.key: r for r in records}.values(), key=sort_key)
+    if cache.to_disk and world_size > 1:
+        ordered = ordered[rank::world_size]
+    todo = []
+    for rec in ordered:
+        if not cache.to_disk:
+            if rec.key not in cache.memory:
+                todo.append(rec)
+            continue
+        status, _ = read_entry(cache.disk_path(rec), cache.entry_key(rec))
+        if status == "ok":
+            stats.reused += 1
+        else:
+            stats.stale += status == "stale"
+            stats.corrupt += status == "corrupt"
+            todo.append(rec)
+    return todo, stats
+
+
 def make_vae_encoder(vae, device=None, dtype=None, sample: bool = True, seed: Optional[int] = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """encode(pixels [-1, 1]) -> unscaled latents (float32, CPU) with a diffusers AutoencoderKL."""
     device = torch.device(device) if device is not None else next(vae.parameters()).device
@@ -193,24 +220,7 @@ class LatentCache:
 
     def cache(self, records: Sequence[ImageRecord], *, rank: int = 0, world_size: int = 1) -> CacheStats:
         """Encode whatever is missing, stale or corrupt among ``records`` (this process's share on disk)."""
-        stats = CacheStats()
-        unique = {r.key: r for r in records}
-        ordered = sorted(unique.values(), key=lambda r: (r.bucket_reso, r.key))
-        if self.to_disk and world_size > 1:
-            ordered = ordered[rank::world_size]
-        todo = []
-        for rec in ordered:
-            if not self.to_disk:
-                if rec.key not in self.memory:
-                    todo.append(rec)
-                continue
-            status, _ = read_entry(self.disk_path(rec), self.entry_key(rec))
-            if status == "ok":
-                stats.reused += 1
-            else:
-                stats.stale += status == "stale"
-                stats.corrupt += status == "corrupt"
-                todo.append(rec)
+        todo, stats = records_to_encode(self, records, lambda r: (r.bucket_reso, r.key), rank, world_size)
         if stats.stale:
             logger.info(f"{stats.stale} latent cache files were made with other settings (model, dtype, bucket or image changed); rebuilding them")
         self._encode_all(todo, stats)

@@ -223,33 +223,41 @@ class TrainDataset(torch.utils.data.Dataset):
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
-    """Yields (epoch, batch index) keys, reading the dataset's epoch when iteration starts.
+    """Yields (epoch, batch index) keys of the dataset's current epoch, read when iteration starts.
 
-    Carrying the epoch in the key keeps worker processes (which hold copies of the dataset) in step.
+    Carrying the epoch in the key keeps worker processes (which hold copies of the dataset) in step, so
+    one DataLoader with persistent workers serves every epoch. With several processes, process ``rank``
+    of ``world`` takes batches rank, rank+world, ... (wrapped so every process gets the same count, as
+    accelerate's even_batches does); ``skip`` (set before an epoch) leaves out the first batches of this
+    process's share, which is how a resumed run continues mid-epoch.
     It deliberately has no ``set_epoch``: accelerate would call it with 0-based epochs.
     """
 
-    def __init__(self, dataset: TrainDataset):
-        self.dataset = dataset
+    def __init__(self, dataset: TrainDataset, rank: int = 0, world: int = 1):
+        self.dataset, self.rank, self.world, self.skip = dataset, rank, world, 0
+
+    def _keys(self):
+        n, epoch = len(self.dataset), self.dataset.epoch
+        return [(epoch, (self.rank + k * self.world) % n) for k in range(-(-n // self.world))][self.skip:]
 
     def __iter__(self):
-        epoch = self.dataset.epoch
-        return iter([(epoch, i) for i in range(len(self.dataset))])
+        return iter(self._keys())
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self._keys())
 
 
 def _first(items):
     return items[0]
 
 
-def make_dataloader(dataset: TrainDataset, num_workers: int = 0, persistent_workers: bool = False, pin_memory: bool = False):
-    """A DataLoader yielding the dataset's batches in plan order (batch_size=1 of pre-made batches)."""
+def make_dataloader(dataset: TrainDataset, num_workers: int = 0, persistent_workers: bool = False, pin_memory: bool = False,
+                    rank: int = 0, world: int = 1):
+    """A DataLoader yielding this process's batches in plan order (batch_size=1 of pre-made batches)."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=1,
-        sampler=EpochBatchSampler(dataset),
+        sampler=EpochBatchSampler(dataset, rank, world),
         collate_fn=_first,
         num_workers=num_workers,
         persistent_workers=persistent_workers and num_workers > 0,

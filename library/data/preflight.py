@@ -108,7 +108,6 @@ def run_preflight(
     """
     t0 = time.perf_counter()
     issues = Issues(log=False)
-    report = PreflightReport(num_processes=num_processes, gradient_accumulation_steps=gradient_accumulation_steps)
     prepared: List[PreparedDataset] = []
     try:
         params = resolve_datasets(options, issues)
@@ -116,9 +115,27 @@ def run_preflight(
             prepared.append(prepare_dataset(p, issues, stop_on_bad_image=options.stop_on_bad_image, workers=workers, where=f"dataset #{i}"))
         if verify_images:
             _verify(prepared, issues, options.stop_on_bad_image, workers)
-        _check_caching(options, prepared, issues)
+        check_caching(options, prepared, issues)
     except DatasetError as e:
         issues.error("fatal", str(e))
+    return build_report(
+        prepared, issues, max_train_epochs=max_train_epochs, max_train_steps=max_train_steps,
+        gradient_accumulation_steps=gradient_accumulation_steps, num_processes=num_processes, started=t0,
+    )
+
+
+def build_report(
+    prepared: List[PreparedDataset],
+    issues: Issues,
+    *,
+    max_train_epochs: Optional[int] = None,
+    max_train_steps: Optional[int] = None,
+    gradient_accumulation_steps: int = 1,
+    num_processes: int = 1,
+    started: Optional[float] = None,
+) -> PreflightReport:
+    """The report for datasets already prepared: training prepares them once and reports from them."""
+    report = PreflightReport(num_processes=num_processes, gradient_accumulation_steps=gradient_accumulation_steps)
     for d, ds in enumerate(prepared, 1):
         _fill_dataset(report, d, ds, issues)
     report.batches_per_epoch = sum(ds.batches_per_epoch for ds in prepared)
@@ -127,7 +144,7 @@ def run_preflight(
     )
     report.issues = list(issues)
     report.fatal = bool(issues.errors) or not prepared
-    report.seconds = time.perf_counter() - t0
+    report.seconds = time.perf_counter() - started if started is not None else 0.0
     return report
 
 
@@ -177,9 +194,10 @@ def _fill_dataset(report: PreflightReport, d: int, ds: PreparedDataset, issues: 
     report.samples_per_epoch += ds.samples_per_epoch
 
 
-def _check_caching(options: DataOptions, prepared: List[PreparedDataset], issues: Issues) -> None:
+def check_caching(options: DataOptions, prepared: List[PreparedDataset], issues: Issues) -> None:
     """Say now what caching will do: off with color_aug/random_crop; impossible with changing captions."""
     if options.cache_latents or options.cache_latents_to_disk:
+        # cache.latent_caching_blockers says the same, but importing cache would pull torch into the preflight
         blockers = sorted({s.subset.name for ds in prepared for s in ds.subsets if s.subset.color_aug or s.subset.random_crop})
         if blockers:
             issues.warning("latent_cache_off", f"latent caching will be off: color_aug/random_crop need new pixels every step in {', '.join(blockers)}")

@@ -189,8 +189,12 @@ def _warn_tiny(records: List[ImageRecord], params: DatasetParams, issues: Issues
         issues.warning("image_tiny", f"{len(tiny)} images are under a quarter of the training area {params.resolution} and will be {what}: {names}")
 
 
-def prepare_datasets(options: DataOptions, issues: Optional[Issues] = None, workers: int = 0) -> List[PreparedDataset]:
-    """All datasets described by ``options`` (dataset_config or folders), prepared."""
+def prepare_datasets(options: DataOptions, issues: Optional[Issues] = None, workers: int = 0,
+                     raise_errors: bool = True) -> List[PreparedDataset]:
+    """All datasets described by ``options`` (dataset_config or folders), prepared.
+
+    With ``raise_errors=False`` the caller reads the errors from ``issues`` (e.g. to report them first).
+    """
     issues = issues if issues is not None else Issues()
     params = resolve_datasets(options, issues)
     many = len(params) > 1
@@ -198,5 +202,6 @@ def prepare_datasets(options: DataOptions, issues: Optional[Issues] = None, work
         prepare_dataset(p, issues, stop_on_bad_image=options.stop_on_bad_image, workers=workers, where=f"dataset #{i}" if many else "dataset")
         for i, p in enumerate(params, 1)
     ]
-    issues.raise_if_errors()
+    if raise_errors:
+        issues.raise_if_errors()
     return prepared

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .cache import FORMAT_VERSION, KEY_FIELD, CacheStats, key_json, read_entry, write_npz_atomic
+from .cache import FORMAT_VERSION, KEY_FIELD, CacheStats, key_json, read_entry, records_to_encode, write_npz_atomic
 from .captions import captions_are_static, process_caption
 from .errors import DatasetError
 from .records import ImageRecord
@@ -70,23 +70,7 @@ class TextEncoderOutputCache:
                 f"text-encoder outputs cannot be cached: captions change every step in {', '.join(blockers)} "
                 "(shuffle_caption, caption dropout or wildcards); turn those off or drop cache_text_encoder_outputs"
             )
-        stats = CacheStats()
-        ordered = sorted({r.key: r for r in records}.values(), key=lambda r: r.key)
-        if self.to_disk and world_size > 1:
-            ordered = ordered[rank::world_size]
-        todo = []
-        for rec in ordered:
-            if not self.to_disk:
-                if rec.key not in self.memory:
-                    todo.append(rec)
-                continue
-            status, _ = read_entry(self.disk_path(rec), self.entry_key(rec))
-            if status == "ok":
-                stats.reused += 1
-            else:
-                stats.stale += status == "stale"
-                stats.corrupt += status == "corrupt"
-                todo.append(rec)
+        todo, stats = records_to_encode(self, records, lambda r: r.key, rank, world_size)
         bar = tqdm(total=len(todo), desc="caching text encoder outputs", unit="caption", disable=not self.progress or not todo)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]

@@ -67,9 +67,10 @@ class _StopFlag:
 
 
 def make_accelerator(args):
+    """The run's Accelerator; ``args.log_with`` is final (train() derives it from --logging_dir)."""
     from accelerate import Accelerator
 
-    log_with = args.log_with or ("tensorboard" if args.logging_dir else None)
+    log_with = args.log_with
     if log_with in ("wandb", "all"):
         try:
             import wandb  # noqa: F401
@@ -99,7 +100,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     from library.train.loop import Trainer, total_steps_text
     from library.train.metadata import training_metadata
     from library.train.outputs import RunOutputs
-    from library.train.setup_data import attach_caches, build_dataset, preflight_text
+    from library.train.setup_data import attach_caches, build_dataset, prepare_data
     from library.train.setup_model import load_for_training, save_dtype_for
     from library.train.step import StepConfig, loss_options, noise_options
 
@@ -107,13 +108,12 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     if args.seed is None:
         args.seed = random.randint(0, 2**31 - 1)
         logger.info("no --seed given: using %d", args.seed)
-    acc = make_accelerator(args)
     if args.log_with is None and args.logging_dir:
-        args.log_with = "tensorboard"
+        args.log_with = "tensorboard"  # kohya: a logging_dir alone turns TensorBoard on
+    acc = make_accelerator(args)
     rank, world = acc.process_index, acc.num_processes
-    if acc.is_main_process:
-        logger.info("\n%s", preflight_text(args, world))
-    dataset = build_dataset(args, args.seed)
+    prepared = prepare_data(args, world, show=(lambda text: logger.info("\n%s", text)) if acc.is_main_process else None)
+    dataset = build_dataset(args, args.seed, prepared)
     torch.manual_seed(args.seed)  # LoRA init
     model = load_for_training(args, script, acc.device)
     attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process)
@@ -126,18 +126,19 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     cfg.noise.validate(model.base.noise_scheduler.config.num_train_timesteps)
     cfg.loss.validate()
 
-    def outputs_factory(opt_info):
-        summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket}
-        first = summary["datasets"][0] if summary["datasets"] else {}
-        summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
-        md = training_metadata(args, model.base, summary, model.network_args, opt_info.description)
+    def outputs_factory(opt_info, plan):
+        md = {}
+        if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
+            summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
+                       "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps}
+            first = summary["datasets"][0] if summary["datasets"] else {}
+            summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
+            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description)
         return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
 
     flag = stop_flag or _StopFlag().install()
     try:
         trainer = Trainer(args, acc, model, dataset, cfg, outputs_factory, flag)
-        for key in ("ss_num_epochs", "ss_max_train_steps"):
-            trainer.outputs.base_metadata[key] = str(trainer.plan.num_epochs if key == "ss_num_epochs" else trainer.plan.max_train_steps)
         if acc.is_main_process:
             logger.info("training: %s", total_steps_text(trainer.plan))
         if args.resume:

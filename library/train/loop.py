@@ -27,7 +27,8 @@ from library.errors import UserError
 from library.train import checkpoints as ck
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
-from library.train.setup_data import make_loader, plan_steps
+from library.data.dataset import make_dataloader
+from library.train.setup_data import plan_steps
 from library.train.step import batch_loss
 
 logger = logging.getLogger("lorasmith.train")
@@ -89,7 +90,7 @@ class Trainer:
         )
         self.optimizer = accelerator.prepare(self.opt_info.optimizer)  # gradient scaling for fp16
         self.params = [p for g in self.opt_info.optimizer.param_groups for p in g["params"]]
-        self.outputs = outputs_factory(self.opt_info)
+        self.outputs = outputs_factory(self.opt_info, self.plan)
         self.name = self.outputs.name
         self.global_step, self.epoch, self.position = 0, 1, 0
         self.losses: list[float] = []
@@ -168,7 +169,7 @@ class Trainer:
         net.on_epoch_start(self.model.text_encoders, self.model.base.unet)
         if self.loader is None:
             workers = min(args.max_data_loader_n_workers or 0, os.cpu_count() or 1)
-            self.loader = make_loader(ds, self.rank, self.world, workers, bool(args.persistent_data_loader_workers))
+            self.loader = make_dataloader(ds, workers, bool(args.persistent_data_loader_workers), rank=self.rank, world=self.world)
         loader = self.loader
         loader.sampler.skip = self.position
         epoch_losses: list[float] = []

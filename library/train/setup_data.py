@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, fields
 
 import torch
 
-from library.data.cache import LatentCache, latent_caching_blockers, make_vae_encoder
+from library.data.cache import latent_cache_for, make_vae_encoder
 from library.data.dataset import TrainDataset
-from library.data.errors import DatasetError
+from library.data.errors import Issues
 from library.data.params import DataOptions
 from library.data.prepare import prepare_datasets
-from library.data.preflight import KOHYA_DEFAULT_MAX_TRAIN_STEPS, run_preflight
+from library.data.preflight import build_report, check_caching, compute_steps
 from library.data.text_cache import TextEncoderOutputCache
 from library.train.text_encoding import encode, tokenize
 
@@ -44,63 +45,31 @@ class StepPlan:
 
 
 def plan_steps(batches: int, world: int, accum: int, max_train_epochs=None, max_train_steps=None) -> StepPlan:
-    micro = math.ceil(batches / world)
-    steps_per_epoch = math.ceil(micro / accum)
-    if max_train_epochs:
-        total = max_train_epochs * steps_per_epoch
-    else:
-        total = max_train_steps or KOHYA_DEFAULT_MAX_TRAIN_STEPS
-    return StepPlan(batches, micro, steps_per_epoch, math.ceil(total / steps_per_epoch), total)
+    steps_per_epoch, epochs, total = compute_steps(batches, world, accum, max_train_epochs, max_train_steps)
+    return StepPlan(batches, math.ceil(batches / world), steps_per_epoch, epochs, total)
 
 
-class RankEpochSampler(torch.utils.data.Sampler):
-    """This process's batches of the dataset's current epoch: positions rank, rank+world, ... (wrapped
-    so all ranks get the same count, as accelerate's even_batches), from ``skip`` on.
-
-    The epoch and skip are read when iteration starts and travel in the keys, so one DataLoader (and
-    its persistent worker processes) serves every epoch and a resumed one."""
-
-    def __init__(self, dataset: TrainDataset, rank: int, world: int):
-        self.dataset, self.rank, self.world, self.skip = dataset, rank, world, 0
-
-    def _keys(self):
-        n = len(self.dataset)
-        per_rank = math.ceil(n / self.world)
-        epoch = self.dataset.epoch
-        return [(epoch, (self.rank + k * self.world) % n) for k in range(per_rank)][self.skip:]
-
-    def __iter__(self):
-        return iter(self._keys())
-
-    def __len__(self) -> int:
-        return len(self._keys())
+def prepare_data(args, world: int = 1, show=None) -> list:
+    """Scan the datasets once: the prepared datasets, after ``show(report text)`` is given the dataset
+    report (the one tools/check_dataset.py prints); errors are raised after it is shown."""
+    started = time.perf_counter()
+    options = data_options(args)
+    issues = Issues(log=False)
+    prepared = prepare_datasets(options, issues, raise_errors=False)
+    check_caching(options, prepared, issues)
+    if show is not None:
+        report = build_report(
+            prepared, issues, max_train_epochs=args.max_train_epochs, max_train_steps=args.max_train_steps,
+            gradient_accumulation_steps=args.gradient_accumulation_steps, num_processes=world, started=started,
+        )
+        show(report.to_text())
+    issues.raise_if_errors()
+    return prepared
 
 
-def _first(items):
-    return items[0]
-
-
-def make_loader(dataset: TrainDataset, rank: int, world: int, workers: int, persistent: bool):
-    """One loader for the run; set ``loader.sampler.skip`` and ``dataset.set_epoch`` before each epoch."""
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=1, sampler=RankEpochSampler(dataset, rank, world), collate_fn=_first,
-        num_workers=workers, persistent_workers=persistent and workers > 0,
-    )
-
-
-def preflight_text(args, world: int) -> str:
-    """The dataset report printed before training (the same one tools/check_dataset.py prints)."""
-    report = run_preflight(
-        data_options(args), max_train_epochs=args.max_train_epochs, max_train_steps=args.max_train_steps,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, num_processes=world,
-    )
-    return report.to_text()
-
-
-def build_dataset(args, seed: int) -> TrainDataset:
-    opts = data_options(args)
-    datasets = prepare_datasets(opts)
-    return TrainDataset(datasets, seed=seed, stop_on_bad_image=args.stop_on_bad_image)
+def build_dataset(args, seed: int, prepared: list | None = None) -> TrainDataset:
+    prepared = prepare_data(args) if prepared is None else prepared
+    return TrainDataset(prepared, seed=seed, stop_on_bad_image=args.stop_on_bad_image)
 
 
 def _te_encoder(model, max_token_length):
@@ -130,30 +99,22 @@ def _park_on_cpu(model, modules) -> None:
 def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool) -> None:
     """Latent and text-encoder caches as the options ask; images that fail to encode are dropped."""
     base = model.base
-    if args.cache_latents or args.cache_latents_to_disk:
-        blockers = latent_caching_blockers(dataset.datasets)
-        if blockers:
-            logger.warning("latents are not cached: color_aug/random_crop change the pixels every step in %s", ", ".join(blockers))
-        else:
-            key = {"model": base.content_hash, "vae": os.path.basename(args.vae) if args.vae else "", "vae_dtype": str(model.vae_dtype)}
-            encoder = make_vae_encoder(base.vae, model.device, model.vae_dtype, sample=True, seed=args.seed)
-            cache = LatentCache(
-                encoder, key, to_disk=args.cache_latents_to_disk, arch="sdxl" if base.is_sdxl else "sd",
-                vae_batch_size=args.vae_batch_size, stop_on_bad_image=args.stop_on_bad_image, progress=progress,
-            )
-            records = dataset.records()
-            stats = cache.cache(records, rank=rank, world_size=world)
-            barrier()
-            if args.cache_latents_to_disk and world > 1:
-                cache.cache(records)  # reuse the other ranks' files (and check them)
-            if cache.failed:
-                dataset.exclude(cache.failed)
-            dataset.latent_cache = cache
-            logger.info("latents: %d encoded, %d reused from disk", stats.encoded, stats.reused)
-            _park_on_cpu(model, [base.vae])  # kohya's habit: the VAE is not needed on the GPU again
-    if getattr(args, "cache_text_encoder_outputs", False):
-        if model.train_text_encoder:
-            raise DatasetError("--cache_text_encoder_outputs needs --network_train_unet_only (a trained text encoder changes its outputs)")
+    encoder = make_vae_encoder(base.vae, model.device, model.vae_dtype, sample=True, seed=args.seed)
+    key = {"model": base.content_hash, "vae": os.path.basename(args.vae) if args.vae else "", "vae_dtype": str(model.vae_dtype)}
+    cache = latent_cache_for(data_options(args), dataset.datasets, encoder, key, arch="sdxl" if base.is_sdxl else "sd",
+                             progress=progress)
+    if cache is not None:  # None: not asked for, or color_aug/random_crop need new pixels every step
+        records = dataset.records()
+        stats = cache.cache(records, rank=rank, world_size=world)
+        barrier()
+        if args.cache_latents_to_disk and world > 1:
+            cache.cache(records)  # reuse the other ranks' files (and check them)
+        if cache.failed:
+            dataset.exclude(cache.failed)
+        dataset.latent_cache = cache
+        logger.info("latents: %d encoded, %d reused from disk", stats.encoded, stats.reused)
+        _park_on_cpu(model, [base.vae])  # kohya's habit: the VAE is not needed on the GPU again
+    if args.cache_text_encoder_outputs:  # validate() made sure the text encoders are not trained
         key = {"model": base.content_hash, "dtype": str(model.weight_dtype), "max_token_length": args.max_token_length}
         cache = TextEncoderOutputCache(
             _te_encoder(model, args.max_token_length), key, to_disk=args.cache_text_encoder_outputs_to_disk, batch_size=8, progress=progress

@@ -83,7 +83,6 @@ def _merge_base_weights(args, base: BaseModel, module) -> None:
         mult = float(multipliers[i]) if i < len(multipliers) else 1.0
         net, sd = module.create_network_from_weights(mult, path, base.vae, base.text_encoders, base.unet)
         net.merge_to(base.text_encoders, base.unet, sd)
-        net.restore() if hasattr(net, "restore") else None
         logger.info("merged %s into the base model (multiplier %s)", path, mult)
 
 
