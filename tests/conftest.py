@@ -1,7 +1,14 @@
 """Suite-wide fixtures."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
+
+from tools.make_tiny_model import make_tiny_model
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +19,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """tiny_ckpt(family, seed=0) -> path of a seeded tiny single-file checkpoint, made once per session."""
+    folder = tmp_path_factory.mktemp("tiny_ckpts")
+    made = {}
+
+    def get(family, seed=0):
+        if (family, seed) not in made:
+            made[(family, seed)] = str(make_tiny_model(family, folder / f"tiny_{family}_{seed}.safetensors", seed=seed))
+        return made[(family, seed)]
+
+    return get
+
+
+@pytest.fixture
+def demo_data(tmp_path):
+    """A private copy of the shipped demo dataset (caches may be written next to the images)."""
+    dst = tmp_path / "data"
+    shutil.copytree(DEMO, dst)
+    return dst

@@ -1,41 +1,19 @@
-"""Fixtures of the fault drills: tiny models, a private demo dataset, one fork server per session."""
+"""Fixtures of the fault drills: a shared demo dataset and one fork server per session (tiny_ckpt and
+demo_data come from tests/conftest.py)."""
 
 import shutil
 
 import pytest
 
 from tests.faults.harness import REPO, ForkServer
-from tools.make_tiny_model import make_tiny_model
 
 DEMO = REPO / "examples" / "demo"
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    """tiny_ckpt(family, seed=0) -> path of a seeded tiny single-file checkpoint."""
-    folder = tmp_path_factory.mktemp("fault_models")
-    made = {}
-
-    def get(family, seed=0):
-        if (family, seed) not in made:
-            made[(family, seed)] = str(make_tiny_model(family, folder / f"tiny_{family}_{seed}.safetensors", seed=seed))
-        return made[(family, seed)]
-
-    return get
 
 
 @pytest.fixture(scope="session")
 def session_data(tmp_path_factory):
     """A copy of the demo dataset shared by runs that write no caches next to the images."""
     dst = tmp_path_factory.mktemp("fault_data") / "data"
-    shutil.copytree(DEMO, dst)
-    return dst
-
-
-@pytest.fixture
-def demo_data(tmp_path):
-    """A private copy of the demo dataset (caches may be written next to the images)."""
-    dst = tmp_path / "data"
     shutil.copytree(DEMO, dst)
     return dst
 

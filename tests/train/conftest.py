@@ -1,36 +1,8 @@
-"""Tiny checkpoints and a small kohya-folder dataset for end-to-end training tests."""
+"""Helpers for end-to-end training tests (the tiny_ckpt and demo_data fixtures are suite-wide, tests/conftest.py)."""
 
-import shutil
 from pathlib import Path
 
-import pytest
-
-from tools.make_tiny_model import make_tiny_model
-
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "examples" / "demo"
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    """tiny_ckpt(family) -> path of a seeded tiny single-file checkpoint."""
-    folder = tmp_path_factory.mktemp("train_models")
-    made = {}
-
-    def get(family):
-        if family not in made:
-            made[family] = str(make_tiny_model(family, folder / f"tiny_{family}.safetensors", seed=0))
-        return made[family]
-
-    return get
-
-
-@pytest.fixture
-def demo_data(tmp_path):
-    """A private copy of the shipped demo dataset (caches may be written next to the images)."""
-    dst = tmp_path / "data"
-    shutil.copytree(DEMO, dst)
-    return dst
 
 
 def base_values(ckpt, data, out, **extra):
