@@ -112,6 +112,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
         args.log_with = "tensorboard"  # kohya: a logging_dir alone turns TensorBoard on
     acc = make_accelerator(args)
     rank, world = acc.process_index, acc.num_processes
+    base_sha256 = _start_base_hash(args) if acc.is_main_process else None
     prepared = prepare_data(args, world, show=(lambda text: logger.info("\n%s", text)) if acc.is_main_process else None)
     dataset = build_dataset(args, args.seed, prepared)
     torch.manual_seed(args.seed)  # LoRA init
@@ -133,7 +134,8 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
                        "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps}
             first = summary["datasets"][0] if summary["datasets"] else {}
             summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
-            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description)
+            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description,
+                                   base_sha256.result() if base_sha256 is not None else None)
         return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
 
     flag = stop_flag or _StopFlag().install()
@@ -153,6 +155,15 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     finally:
         if isinstance(flag, _StopFlag):
             flag.restore()
+
+
+def _start_base_hash(args):
+    """The base file's full sha256 (for ss_new_sd_model_hash), hashed in the background while data and
+    models load, or taken from the hash cache; None for a diffusers folder."""
+    from library.models.hashes import start_sha256
+
+    path = args.pretrained_model_name_or_path
+    return start_sha256(path) if path and os.path.isfile(path) else None
 
 
 def _setup_logging(debug: bool) -> None:
