@@ -18,8 +18,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import torch
-
 from library.errors import UserError
 
 logger = logging.getLogger("lorasmith.train")
@@ -68,6 +66,7 @@ class _StopFlag:
 
 def make_accelerator(args):
     """The run's Accelerator; ``args.log_with`` is final (train() derives it from --logging_dir)."""
+    import torch
     from accelerate import Accelerator
 
     log_with = args.log_with
@@ -97,6 +96,8 @@ def make_accelerator(args):
 
 def train(args: argparse.Namespace, script: str = "train_network", stop_flag=None, progress_callback=None) -> TrainResult:
     """Run one training as ``args`` say (already parsed and validated)."""
+    import torch
+
     from library.train.loop import Trainer, total_steps_text
     from library.train.metadata import training_metadata
     from library.train.outputs import RunOutputs
@@ -186,15 +187,32 @@ def _print_error(text: str) -> None:
 
 
 def main(argv=None, script: str = "train_network") -> int:
-    """Command-line entry: parse, train, map every failure to a message and an exit code."""
+    """Command-line entry: parse, train, map every failure to a message and an exit code.
+
+    Options are parsed and checked before torch, diffusers or accelerate are imported, so ``--help``
+    and a bad option answer in well under a second."""
     from library.options import parse_args
-    from library.train.loop import Interrupted, NonFiniteLoss
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _setup_logging(debug)
     try:
         args = parse_args(argv, script)
+    except UserError as e:
+        if debug:
+            raise
+        _print_error(str(e))
+        return EXIT_USER
+    _setup_logging(debug)
+    return _run(args, script, debug)
+
+
+def _run(args, script: str, debug: bool) -> int:
+    """Train with parsed options; every failure becomes its message and exit code."""
+    import torch
+
+    from library.train.loop import Interrupted, NonFiniteLoss
+
+    try:
         result = train(args, script)
         print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
         return EXIT_OK
