@@ -4,8 +4,12 @@ import inspect
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from library.errors import UserError
 from library.options import read_config_file
@@ -166,24 +170,55 @@ def test_presets_fill_in_and_node_inputs_win(pack):
         nodes.preset_options("../secret", "train_network")
 
 
-def test_final_file_is_never_half_written(pack, tmp_path, monkeypatch):
+_COPY_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from tests.comfyui.conftest import load_pack
+pack = load_pack()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+try:
+    pack.nodes.place_final(sys.argv[1], sys.argv[2])
+except pack.nodes.UserError as e:
+    print(e)
+    sys.exit(2)
+"""
+
+
+def test_a_full_disk_at_the_final_copy_leaves_no_half_file(pack, tmp_path):
+    """A real write error from the kernel (RLIMIT_FSIZE) while copying into models/loras."""
+    src, loras = tmp_path / "lora_logs" / "new.safetensors", tmp_path / "loras"
+    src.parent.mkdir()
+    loras.mkdir()
+    save_file({"lora_unet_a.lora_up.weight": torch.ones(64, 64)}, str(src))
+    old = loras / "mine.safetensors"
+    save_file({"lora_unet_a.lora_up.weight": torch.zeros(2, 2)}, str(old))
+    before = old.read_bytes()
+    out = subprocess.run([sys.executable, "-c", _COPY_UNDER_A_FILE_SIZE_LIMIT, str(src), str(old), "4096"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2, out.stderr
+    assert "disk full" in out.stdout and str(src) in out.stdout and "\n" not in out.stdout.strip()
+    assert old.read_bytes() == before and os.listdir(loras) == ["mine.safetensors"]  # no half or temporary file
+    assert src.stat().st_size > 4096 and load_file(str(src))  # the trained LoRA is untouched
+
+    pack.nodes.place_final(str(src), str(old))  # with room, the earlier LoRA is replaced
+    assert old.read_bytes() == src.read_bytes() and os.listdir(loras) == ["mine.safetensors"]
+    assert oct(old.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # readable as the umask says
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_folder_appearing_at_the_target_during_training_is_a_clear_error(pack, tmp_path):
     src, dst = tmp_path / "new.safetensors", tmp_path / "loras" / "mine.safetensors"
-    dst.parent.mkdir()
-    src.write_bytes(b"new" * 100)
-    dst.write_bytes(b"old")
-
-    def broken_copy(a, b):
-        with open(b, "wb") as f:
-            f.write(b"ne")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(pack.nodes.shutil, "copyfile", broken_copy)
-    with pytest.raises(OSError):
+    save_file({"lora_unet_a.lora_up.weight": torch.ones(2, 2)}, str(src))
+    dst.mkdir(parents=True)
+    with pytest.raises(UserError, match="is a folder") as info:
         pack.nodes.place_final(str(src), str(dst))
-    assert dst.read_bytes() == b"old" and os.listdir(dst.parent) == ["mine.safetensors"]
-    monkeypatch.undo()
-    pack.nodes.place_final(str(src), str(dst))
-    assert dst.read_bytes() == src.read_bytes() and os.listdir(dst.parent) == ["mine.safetensors"]
+    assert "\n" not in str(info.value)
+    assert os.listdir(dst.parent) == ["mine.safetensors"] and src.is_file()
 
 
 def _requirements(path):
