@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +229,54 @@ def _requirements(path):
 def test_node_requirements_are_lorasmiths_without_torch():
     root = _requirements(REPO / "requirements.txt")
     assert _requirements(PACK / "requirements.txt") == {r for r in root if not r.startswith("torch")}
+
+
+_COMFYUI_STARTUP = """
+import importlib.util, json, os, sys
+comfy_root, custom_nodes = sys.argv[1], os.path.join(sys.argv[1], "custom_nodes")
+sys.path.insert(0, comfy_root)  # python main.py: ComfyUI's own folder comes first
+
+
+def load_custom_node(module_path):  # what ComfyUI's nodes.load_custom_node does with a folder
+    name = module_path.replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(module_path, "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pack = load_custom_node(os.path.join(custom_nodes, "lorasmith_trainer"))
+found = {"loose": {n: importlib.util.find_spec(n) is not None for n in ("tools", "tests", "scripts", "train_network", "setup", "bench")}}
+load_custom_node(os.path.join(custom_nodes, "other_pack"))
+import library.train.entry, networks.lora, scripts, tests, tools
+found["modules"] = {m.__name__: m.__file__ for m in (tools, tests, scripts, library.train.entry, networks.lora)}
+found["sys_path"] = sys.path
+found["node"] = sorted(pack.NODE_CLASS_MAPPINGS)
+print(json.dumps(found))
+"""
+
+
+def test_the_pack_exposes_only_library_and_networks(tmp_path):
+    """Importing the pack must not make the repository's tools/, tests/, scripts/... importable for everyone."""
+    comfy_root = tmp_path / "ComfyUI"
+    custom_nodes = comfy_root / "custom_nodes"
+    other = custom_nodes / "other_pack"
+    (other / "tests").mkdir(parents=True)
+    (other / "__init__.py").write_text("import os, sys\nsys.path.append(os.path.dirname(__file__))\nNODE_CLASS_MAPPINGS = {}\n")
+    for module in ("tools.py", "scripts.py", "tests/__init__.py"):
+        (other / module).write_text("OWNER = 'other_pack'\n")
+    os.symlink(PACK, custom_nodes / "lorasmith_trainer", target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", _COMFYUI_STARTUP, str(comfy_root)], capture_output=True, text=True,
+                         cwd=comfy_root, env=env)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(found["loose"].values()), found["loose"]  # nothing of the repository's top level resolves
+    modules = {name: Path(path).resolve() for name, path in found["modules"].items()}
+    for name in ("tools", "tests", "scripts"):
+        assert modules[name].is_relative_to(other), (name, modules[name])  # the other pack's module wins
+    assert modules["library.train.entry"] == REPO / "library" / "train" / "entry.py"
+    assert modules["networks.lora"] == REPO / "networks" / "lora.py"
+    assert not any((comfy_root / p).resolve() in (REPO, PACK) for p in found["sys_path"])
+    assert found["node"] == ["LoRATrainer"]
