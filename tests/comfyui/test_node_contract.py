@@ -231,6 +231,28 @@ def test_node_requirements_are_lorasmiths_without_torch():
     assert _requirements(PACK / "requirements.txt") == {r for r in root if not r.startswith("torch")}
 
 
+@pytest.mark.skipif(os.environ.get("LORASMITH_LOCK_CHECK") == "0",
+                    reason="scripts/upgrade_deps.sh tests newer versions than the lock on purpose (and then regenerates the file)")
+def test_node_constraints_are_the_tested_versions_without_torch():
+    """constraints.txt pins what the pack installs at the lock's versions, and leaves ComfyUI's torch alone."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from tools import gen_node_constraints as gen
+
+    committed = (PACK / "constraints.txt").read_text()
+    assert committed == gen.render(), "constraints.txt is stale: run python tools/gen_node_constraints.py"
+    lock = set(gen.read_lock().values())
+    pins = {canonicalize_name(line.split("==")[0]): line for line in _requirements(PACK / "constraints.txt")}
+    assert set(pins.values()) <= lock  # exactly the tested versions
+    assert not {"torch", "sympy", "mpmath", "networkx", "pytest"} & set(pins)  # torch's own, and test-only ones
+    for req in _requirements(PACK / "requirements.txt"):
+        assert canonicalize_name(Requirement(req).name) in pins, f"{req} is not pinned in constraints.txt"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--disable-pip-version-check",
+                          "-r", "requirements.txt", "-c", "constraints.txt"], cwd=PACK, capture_output=True, text=True)
+    assert out.returncode == 0 and "Would install" not in out.stdout, out.stdout + out.stderr  # the documented command
+
+
 _COMFYUI_STARTUP = """
 import importlib.util, json, os, sys
 comfy_root, custom_nodes = sys.argv[1], os.path.join(sys.argv[1], "custom_nodes")
