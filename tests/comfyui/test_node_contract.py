@@ -96,14 +96,16 @@ def _refuses(pack, monkeypatch, **inputs):
     return str(info.value)
 
 
-@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "a\\b", "", "  ", "..", ".safetensors", "C:x"])
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "a\\b", "", "  ", "..", ".safetensors", "C:x", ".hidden",
+                                  "a\x07b", "line\nbreak", "zero\u200bwidth", "tab\tname", "x" * 300,
+                                  "é" * 120 + ".safetensors"])
 def test_escaping_lora_names_are_refused_before_anything_happens(pack, comfy, monkeypatch, name):
     message = _refuses(pack, monkeypatch, lora_name=name)
     assert "lora_name" in message and "\n" not in message
     assert not (comfy.models / "lora_logs").exists() and os.listdir(comfy.models / "loras") == []
 
 
-@pytest.mark.parametrize("folder", ["../x", "/abs", "a/b", ""])
+@pytest.mark.parametrize("folder", ["../x", "/abs", "a/b", "", ".hidden", "..", "a\x00b", "y" * 300])
 def test_escaping_log_folders_are_refused(pack, comfy, monkeypatch, folder):
     message = _refuses(pack, monkeypatch, lora_checkpoint_folder=folder)
     assert "lora_checkpoint_folder" in message
