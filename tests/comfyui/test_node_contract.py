@@ -174,9 +174,11 @@ def test_presets_fill_in_and_node_inputs_win(pack):
 
 
 _COPY_UNDER_A_FILE_SIZE_LIMIT = """
-import resource, signal, sys
-from tests.comfyui.conftest import load_pack
-pack = load_pack()
+import importlib.util, resource, signal, sys
+spec = importlib.util.spec_from_file_location("pack", sys.argv[4] + "/__init__.py")
+pack = importlib.util.module_from_spec(spec)
+sys.modules["pack"] = pack
+spec.loader.exec_module(pack)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG, as on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
 try:
@@ -196,7 +198,7 @@ def test_a_full_disk_at_the_final_copy_leaves_no_half_file(pack, tmp_path):
     old = loras / "mine.safetensors"
     save_file({"lora_unet_a.lora_up.weight": torch.zeros(2, 2)}, str(old))
     before = old.read_bytes()
-    out = subprocess.run([sys.executable, "-c", _COPY_UNDER_A_FILE_SIZE_LIMIT, str(src), str(old), "4096"],
+    out = subprocess.run([sys.executable, "-c", _COPY_UNDER_A_FILE_SIZE_LIMIT, str(src), str(old), "4096", str(PACK)],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2, out.stderr
     assert "disk full" in out.stdout and str(src) in out.stdout and "\n" not in out.stdout.strip()
@@ -304,3 +306,15 @@ def test_the_pack_exposes_only_library_and_networks(tmp_path):
     assert modules["networks.lora"] == REPO / "networks" / "lora.py"
     assert not any((comfy_root / p).resolve() in (REPO, PACK) for p in found["sys_path"])
     assert found["node"] == ["LoRATrainer"]
+
+
+def test_loader_workers_are_dropped_where_they_would_re_import_comfyui(pack, monkeypatch, capsys):
+    """spawn/forkserver workers re-run ComfyUI's main.py and cannot import lorasmith (not on sys.path)."""
+    nodes = pack.nodes
+    lowvram = nodes.preset_options("sdxl_lowvram_adafactor", "sdxl_train_network")
+    assert lowvram["max_data_loader_n_workers"] == 2
+    monkeypatch.setattr(nodes.multiprocessing, "get_start_method", lambda allow_none=False: "fork")
+    assert nodes.merged_options(lowvram, {})["max_data_loader_n_workers"] == 2
+    monkeypatch.setattr(nodes.multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    assert nodes.merged_options(lowvram, {})["max_data_loader_n_workers"] == 0
+    assert "max_data_loader_n_workers 2 -> 0 (spawn" in capsys.readouterr().out
