@@ -19,6 +19,7 @@ import gc
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -219,8 +220,8 @@ def check_final_target(dst: str) -> None:
         raise UserError(f"{dst} is a folder, so the LoRA cannot be written there; rename or move that folder, "
                         f"or choose another lora_name")
     if os.path.lexists(dst) and not _is_lora_file(dst):
-        raise UserError(f"{dst} exists and is not a LoRA file, so it is not replaced; move it away or choose another "
-                        f"lora_name")
+        raise UserError(f"{dst} exists and is not a LoRA file (kohya format, as this node writes), so it is not "
+                        f"replaced; move it away or choose another lora_name")
 
 
 def _is_lora_file(path: str) -> bool:
@@ -243,9 +244,12 @@ def place_final(src: str, dst: str) -> str:
     A failure (disk full, permissions, a folder at ``dst``) leaves ``dst`` as it was, removes the temporary
     file, and becomes a UserError that says where the trained LoRA is (``src`` is never touched).
     """
-    check_final_target(dst)
+    try:
+        check_final_target(dst)  # again: something may have taken the name during a long run
+    except UserError as e:
+        raise UserError(f"{e} — the trained LoRA is intact at {src}") from None
     folder, name = os.path.split(dst)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")  # hidden, and not a model extension
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")  # hidden, new, not a model extension
     try:
         # O_EXCL: never write through a file or link that is already there; mode 0o666 under the umask
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -267,7 +271,7 @@ def _copy_failed(e: OSError, src: str, dst: str) -> str:
     kept = f"the trained LoRA is intact at {src}; copy it to {dst} yourself or queue again"
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"disk full while copying the LoRA to {os.path.dirname(dst)} ({e.strerror}); free space there — {kept}"
-    if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+    if e.errno in (errno.EISDIR, errno.ENOTEMPTY):
         return f"{dst} is a folder, so the LoRA cannot be written there; rename or move it — {kept}"
     return f"cannot write {dst}: {e.strerror or e}; check the folder and its permissions — {kept}"
 

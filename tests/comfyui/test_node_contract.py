@@ -222,7 +222,7 @@ def test_a_folder_appearing_at_the_target_during_training_is_a_clear_error(pack,
     dst.mkdir(parents=True)
     with pytest.raises(UserError, match="is a folder") as info:
         pack.nodes.place_final(str(src), str(dst))
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and f"the trained LoRA is intact at {src}" in str(info.value)
     assert os.listdir(dst.parent) == ["mine.safetensors"] and src.is_file()
 
 
