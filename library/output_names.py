@@ -19,6 +19,8 @@ _FORBIDDEN = set('/\\:*?"<>|')
 # ``.safetensors.tmp`` and similar), so every derived name still fits.
 SUFFIX_ROOM = 40
 _DEFAULT_NAME_MAX = 255  # bytes, on every common file system
+# Device names Windows reserves whatever the extension (CON.safetensors opens the console).
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul"} | {f"{d}{i}" for d in ("com", "lpt") for i in range(1, 10)}
 
 
 def _name_max(folder: str | None) -> int:
@@ -52,6 +54,9 @@ def check_output_name(name: str, option: str = "output_name", folder: str | None
         raise UserError(f"{option} {text!r} contains a path separator or one of : * ? \" < > |; {fix}")
     if not stripped.isprintable():
         raise UserError(f"{option} {text!r} contains control or invisible characters; {fix}")
+    if stripped.split(".", 1)[0].strip().lower() in _WINDOWS_DEVICES or stripped.endswith("."):
+        raise UserError(f"{option} {text!r} is a name Windows reserves or changes (device names such as CON or "
+                        f"NUL, a trailing dot); {fix}")
     limit = _name_max(folder) - SUFFIX_ROOM
     size = len(stripped.encode("utf-8"))
     if size > limit:

@@ -98,7 +98,7 @@ def _refuses(pack, monkeypatch, **inputs):
 
 @pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "a\\b", "", "  ", "..", ".safetensors", "C:x", ".hidden",
                                   "a\x07b", "line\nbreak", "zero\u200bwidth", "tab\tname", "x" * 300,
-                                  "é" * 120 + ".safetensors"])
+                                  "é" * 120 + ".safetensors", "CON", "nul.safetensors", "com1.x", "trailing."])
 def test_escaping_lora_names_are_refused_before_anything_happens(pack, comfy, monkeypatch, name):
     message = _refuses(pack, monkeypatch, lora_name=name)
     assert "lora_name" in message and "\n" not in message
