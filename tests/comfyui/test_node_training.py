@@ -12,10 +12,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from library.errors import UserError
 from library.models import load_base_model
 from library.options import read_config_file
 from networks.lora import create_network_from_weights
-from library.errors import UserError
 from tests.comfyui.conftest import DEMO_IMG
 from tests.comfyui.fake_comfy import execute_node
 
