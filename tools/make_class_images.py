@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         if args.num_class_images < 1:
             raise UserError(f"--num_class_images {args.num_class_images}: must be 1 or more")
+        if not args.class_prompt.strip():
+            raise UserError("--class_prompt is empty: give the class the images should show, e.g. 'a star'")
         model = load_base_model(args.model, v_parameterization=args.v_parameterization)
         paths = make_class_images(
             model, args.out, args.class_prompt, args.num_class_images, seed=args.seed, width=args.W,
