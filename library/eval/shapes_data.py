@@ -8,6 +8,7 @@ Everything is deterministic from a seed (``random.Random``), independent of torc
 
 from __future__ import annotations
 
+import colorsys
 import math
 import random
 from dataclasses import dataclass
@@ -30,15 +31,15 @@ ALL_COLOURS = {**COLOURS, **CONCEPT_COLOURS}
 WHITE = (245, 245, 245)
 # Centres (x, y) of the five named positions in a 64 px image.
 POSITIONS = {
-    "top left": (18, 18),
-    "top right": (46, 18),
-    "bottom left": (18, 46),
-    "bottom right": (46, 46),
+    "top left": (19, 19),
+    "top right": (45, 19),
+    "bottom left": (19, 45),
+    "bottom right": (45, 45),
     "center": (32, 32),
 }
-RADIUS = (11.0, 14.0)
-JITTER = 2.0
-STAR_INNER = 0.45  # inner/outer radius of the five-pointed star
+RADIUS = (13.0, 16.0)  # big enough that a star's points survive the VAE's 8x8 latents
+JITTER = 1.5
+STAR_INNER = 0.5  # inner/outer radius of the five-pointed star
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,11 @@ def polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float, float
 
 
 def render(spec: ShapeSpec) -> Image.Image:
-    """The 64 px RGB image of ``spec``."""
+    """The 64 px RGB image of ``spec``; ``colour`` is a name or an ``(r, g, b)`` tuple."""
     s = SUPERSAMPLE
     img = Image.new("RGB", (SIZE * s, SIZE * s), BACKGROUND)
     draw = ImageDraw.Draw(img)
-    fill = ALL_COLOURS[spec.colour]
+    fill = ALL_COLOURS[spec.colour] if isinstance(spec.colour, str) else tuple(spec.colour)
     outline = WHITE if spec.outline == "white" else None
     width = int(round(2.0 * s)) if outline else 0
     pts = polygon(spec.shape, spec.x * s, spec.y * s, spec.radius * s)
@@ -112,6 +113,20 @@ def base_dataset(n: int, seed: int = 0) -> list[ShapeSpec]:
     """``n`` specs of the base world (every shape x base colour x position), deterministic."""
     rng = random.Random(seed)
     return [random_spec(rng) for _ in range(n)]
+
+
+def vae_specs(n: int, seed: int = 0) -> list[ShapeSpec]:
+    """Images for the *autoencoder* only: any hue, saturation and brightness, a third with a
+    white outline. A real SD VAE has seen every colour; the UNet's captions are what lack the
+    concept, so the VAE must be able to draw purple and outlines the UNet never learnt."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        spec = random_spec(rng, outline="white" if rng.random() < 0.33 else None)
+        h, sat, val = rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.55, 1.0)
+        rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, sat, val))
+        out.append(ShapeSpec(spec.shape, rgb, spec.position, spec.x, spec.y, spec.radius, spec.outline))
+    return out
 
 
 def concept_specs(n: int, seed: int = 0) -> list[ShapeSpec]:

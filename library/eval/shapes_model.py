@@ -7,6 +7,7 @@ the model draw the concept (see tests/quality/ and docs/quality.md).
 The recipe, each part as cheap as the question allows:
 
 * data: ``shapes_data.base_dataset`` (4 shapes x 4 colours x 5 positions, jittered), 64 px;
+  the VAE also sees ``shapes_data.vae_specs`` (any colour, white outlines), never captioned;
 * VAE: the SD1 AutoencoderKL layout at tiny widths, trained as an autoencoder (MSE + a
   small KL), then its latent channels normalised *inside the weights* (quant_conv /
   post_quant_conv) so the stock SD1 factor 0.18215 gives unit-variance latents, as in SD;
@@ -200,9 +201,10 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
         model = assemble(configs, build_models(configs, device="cpu", seed=seed))
         specs = shapes_data.base_dataset(budget.images, seed=seed)
         pixels = _pixels(specs)
-        log(f"rendered {len(specs)} images ({time.time() - t0:.0f}s)")
+        vae_pixels = torch.cat([pixels, _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
+        log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
 
-        train_vae(model.vae, pixels, budget, gen, log)
+        train_vae(model.vae, vae_pixels, budget, gen, log)
         normalise_latents(model.vae, pixels, model.vae_scale_factor)
         with torch.no_grad():
             latents = torch.cat([model.vae.encode(pixels[i : i + 256]).latent_dist.mean
