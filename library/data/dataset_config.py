@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional
 from .errors import DatasetError, Issues
 from .folders import discover_repeat_folders, is_image_name
 from .layouts import detect_layout
+from ..vocabulary import INTERPOLATIONS
 from .params import DATA_LAYOUTS, SUBSET_LAYOUTS, DataOptions, DatasetParams, SubsetParams, parse_resolution
 
 _BOOL, _INT, _FLOAT, _STR = "bool", "int", "float", "str"
@@ -68,7 +69,7 @@ IGNORED_KOHYA_KEYS = {
     "conditioning_data_dir", "max_token_length", "debug_dataset",
 }
 CLI_TO_CONFIG = {"train_batch_size": "batch_size", "dataset_repeats": "num_repeats"}
-_INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
+_INTERPOLATIONS = INTERPOLATIONS
 
 
 def load_config_file(path: str) -> dict:

@@ -17,10 +17,11 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..vocabulary import INTERPOLATIONS
 from .buckets import cover_size, crop_offsets
 from .errors import DatasetError
 
-_FILTERS = {
+_PIL_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -30,6 +31,7 @@ _FILTERS = {
     "area": Image.Resampling.BOX,
     "box": Image.Resampling.BOX,
 }
+_FILTERS = {name: _PIL_FILTERS[name] for name in INTERPOLATIONS}  # every name of library.vocabulary
 
 
 @dataclass

@@ -18,10 +18,7 @@ from typing import List, Optional, Tuple, Union
 
 from .errors import DatasetError
 
-# Subset layouts: how a subset's images and captions are laid out on disk.
-SUBSET_LAYOUTS = ("auto", "images", "metadata_jsonl", "image_text_pairs", "hf_dataset", "kohya_json")
-# Top-level layouts for train_data_dir/reg_data_dir ("kohya" = NN_name subfolders).
-DATA_LAYOUTS = ("auto", "kohya", "images", "metadata_jsonl", "image_text_pairs", "hf_dataset")
+from ..vocabulary import DATA_LAYOUTS, SUBSET_LAYOUTS  # noqa: F401  (re-exported for the data layer)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from ..vocabulary import DATA_LAYOUTS, INTERPOLATIONS, SAMPLERS
 from .schema import SD_ONLY, SDXL_ONLY, Option
 
 # network_args keys networks.lora understands (kohya's names); anything else is a typo
@@ -24,12 +25,6 @@ LR_SCHEDULERS = (
 )
 # lr_scheduler values that never warm up: a non-zero lr_warmup_steps with them is an error
 SCHEDULERS_WITHOUT_WARMUP = ("constant", "piecewise_constant", "adafactor")
-SAMPLERS = (
-    "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++",
-    "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
-)
-DATA_LAYOUTS = ("auto", "kohya", "images", "metadata_jsonl", "image_text_pairs", "hf_dataset")
-INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
 _IGNORED_HF = "lorasmith does not upload or download; copy the files yourself."
 
 _M, _D, _N, _O, _T = "model", "dataset", "network", "optimizer", "training"
@@ -171,7 +166,7 @@ OPTIONS = (
     Option("base_weights", "path", None, "LoRA files merged into the base model before training.", _N, nargs="*",
            metavar="FILE"),
     Option("base_weights_multiplier", "float", None, "Strength of each base_weights file (default 1).", _N,
-           nargs="*"),
+           nargs="*", unbounded=True),
     Option("loraplus_lr_ratio", "float", None,
            "LoRA+: the up weights learn this many times faster (16 is the paper's value). kohya takes it in "
            "network_args; both work (ours).", _N, gt=0, ours=True),
@@ -205,7 +200,7 @@ OPTIONS = (
     Option("lr_decay_steps", "int_or_float", 0,
            "Decay length for warmup_stable_decay: a step count, or a fraction of all steps below 1.", _O, min=0),
     Option("lr_scheduler_num_cycles", "int", 1, "Restarts of cosine_with_restarts.", _O, min=1),
-    Option("lr_scheduler_power", "float", 1.0, "Power of the polynomial schedule.", _O),
+    Option("lr_scheduler_power", "float", 1.0, "Power of the polynomial schedule.", _O, min=0),
     Option("lr_scheduler_timescale", "int", None, "Time scale of inverse_sqrt (default: the warm-up steps).", _O,
            min=1),
     Option("lr_scheduler_min_lr_ratio", "float", None,
@@ -344,7 +339,8 @@ OPTIONS = (
     Option("noise_offset_random_strength", "bool", False, "Use a random offset strength between 0 and noise_offset.",
            _NL),
     Option("adaptive_noise_scale", "float", None,
-           "Add this times |mean latent| to the noise offset (needs noise_offset).", _NL),
+           "Add this times |mean latent| to the noise offset (needs noise_offset; may be negative).", _NL,
+           unbounded=True),
     Option("multires_noise_iterations", "int", None, "Pyramid (multi-resolution) noise levels, about 6-10.", _NL,
            min=1),
     Option("multires_noise_discount", "float", 0.3, "Strength decay per pyramid-noise level.", _NL, min=0, max=1),
