@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
+from ..options.definitions import MAX_REPEATS
 from .captions import read_caption_file
 from .errors import DatasetError, Issues
 from .params import SubsetParams
@@ -97,6 +98,10 @@ def discover_repeat_folders(root: str, is_reg: bool, issues: Issues) -> List[Tup
             )
             continue
         repeats, tokens = parsed
+        if repeats > MAX_REPEATS:
+            issues.error("folder_too_many_repeats", f"folder {path}: {repeats} repeats is more than {MAX_REPEATS}; "
+                         f"one epoch would not fit in memory. Rename it with fewer repeats (and use more epochs)", path)
+            continue
         if repeats < 1:
             issues.warning("folder_zero_repeats", f"folder {path} is skipped: repeats {repeats} is less than 1", path)
             continue

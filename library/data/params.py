@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import List, Optional, Tuple, Union
 
+from ..options.schema import parse_size
 from .errors import DatasetError
 
 from ..vocabulary import DATA_LAYOUTS, SUBSET_LAYOUTS  # noqa: F401  (re-exported for the data layer)
@@ -132,20 +133,17 @@ DATASET_FIELDS = tuple(f.name for f in fields(DatasetParams) if f.name != "subse
 
 
 def parse_resolution(value, where: str = "resolution") -> Optional[Tuple[int, int]]:
-    """512 / "512" / "512,768" / [512, 768] -> (width, height); None stays None."""
+    """512 / "512" / "512,768" / [512, 768] -> (width, height); None stays None.
+
+    The one size parser of the options schema (``parse_size``): "512," and 512.7 are errors here as on
+    the command line, never (512, 512) or a silently truncated 512.
+    """
     if value is None:
         return None
     try:
-        if isinstance(value, str):
-            parts = [int(p.strip()) for p in value.split(",") if p.strip()]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts = [int(value)]
-        else:
-            parts = [int(v) for v in value]
+        parts = parse_size(value)
     except (TypeError, ValueError):
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) <= 0:
+        parts = (0, 0)
+    if min(parts) <= 0:
         raise DatasetError(f"{where} must be a size like 512 or 512,768 (width,height), got {value!r}")
-    return parts[0], parts[1]
+    return parts

@@ -25,6 +25,10 @@ LR_SCHEDULERS = (
 )
 # lr_scheduler values that never warm up: a non-zero lr_warmup_steps with them is an error
 SCHEDULERS_WITHOUT_WARMUP = ("constant", "piecewise_constant", "adafactor")
+# Upper bounds that protect memory: a subset's repeats, and samples (images x repeats) in one epoch; the
+# per-epoch index lists hold one entry per sample, so 10**12 repeats would need terabytes before step 1
+MAX_REPEATS = 100_000
+MAX_SAMPLES_PER_EPOCH = 50_000_000
 _IGNORED_HF = "lorasmith does not upload or download; copy the files yourself."
 
 _M, _D, _N, _O, _T = "model", "dataset", "network", "optimizer", "training"
@@ -61,7 +65,8 @@ OPTIONS = (
            "train_data_dir is then ignored.", _D, metavar="FILE"),
     Option("in_json", "path", None, "kohya fine-tuning metadata JSON for the images in train_data_dir.", _D,
            metavar="FILE"),
-    Option("dataset_repeats", "int", 1, "How often in_json datasets are repeated per epoch.", _D, min=1),
+    Option("dataset_repeats", "int", 1, "How often in_json datasets are repeated per epoch.", _D, min=1,
+           max=MAX_REPEATS),
     Option("resolution", "size", None,
            "Training size: 512 or width,height like 512,768. With buckets it is the maximum area, not a fixed "
            "shape. Required unless dataset_config sets it.", _D, gt=0, metavar="W[,H]"),

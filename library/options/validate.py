@@ -269,7 +269,7 @@ def _check_saving(args: Namespace, sources: Dict[str, str]) -> None:
 
 def _check_loss(args: Namespace) -> None:
     if args.adaptive_noise_scale is not None and not args.noise_offset:
-        raise UserError("adaptive_noise_scale adds to noise_offset, so it needs a --noise_offset above 0 too (e.g. 0.1)")
+        raise UserError("adaptive_noise_scale adds to noise_offset, so it needs --noise_offset above 0 too (e.g. 0.1)")
     if args.scale_v_pred_loss_like_noise_pred and not args.v_parameterization:
         raise UserError("scale_v_pred_loss_like_noise_pred only applies with --v_parameterization; drop it")
     if args.v_pred_like_loss and args.v_parameterization:
