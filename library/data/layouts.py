@@ -20,6 +20,7 @@ from typing import List
 
 from .captions import read_caption_file
 from .errors import DatasetError, Issues
+from .files import is_regular_file
 from .folders import IMAGE_EXTENSIONS, count_images, is_image_name, parse_folder_name, scan_image_folder
 from .params import SubsetParams
 from .records import ImageRecord
@@ -152,7 +153,7 @@ def scan_image_text_pairs(subset: SubsetParams, issues: Issues) -> List[ImageRec
     if os.path.isdir(text_dir):
         for name in os.listdir(text_dir):
             stem, ext = os.path.splitext(name)
-            if ext.lower() in (".txt", ".caption"):
+            if ext.lower() in (".txt", ".caption") and is_regular_file(os.path.join(text_dir, name)):
                 texts.setdefault(stem, os.path.join(text_dir, name))
     names = sorted(n for n in os.listdir(image_dir) if is_image_name(n))
     records, missing = [], []
