@@ -55,6 +55,7 @@ class SubsetParams:
     image_column: str = "image"
     fixed_caption: Optional[str] = None  # DreamBooth instance_prompt / class_prompt: one caption for all
     recursive: bool = False
+    allow_paths_outside_dataset: bool = False  # (ours, command line only) metadata may name files outside
 
     @property
     def name(self) -> str:
@@ -126,6 +127,7 @@ class DataOptions:
     instance_prompt: Optional[str] = None
     class_prompt: Optional[str] = None
     stop_on_bad_image: bool = False
+    allow_paths_outside_dataset: bool = False
 
 
 SUBSET_FIELDS = tuple(f.name for f in fields(SubsetParams))

@@ -142,6 +142,9 @@ OPTIONS = (
            ours=True),
     Option("class_prompt", "str", None, "One caption for all regularisation images, e.g. \"a photo of a dog\" (ours).",
            _D, ours=True),
+    Option("allow_paths_outside_dataset", "bool", False,
+           "Let metadata.jsonl / in_json name images outside the dataset folder (../ or absolute paths); their "
+           "caches still go inside the dataset folder (ours).", _D, ours=True),
     Option("stop_on_bad_image", "bool", False,
            "Stop on an unreadable image instead of skipping it with a warning (ours).",
            _D, ours=True),
