@@ -109,9 +109,8 @@ def discover_repeat_folders(root: str, is_reg: bool, issues: Issues) -> List[Tup
             continue
         repeats, tokens = parsed
         if repeats > MAX_REPEATS:
-            issues.error("folder_too_many_repeats", f"folder {path}: {repeats} repeats is more than {MAX_REPEATS}; "
-                         f"one epoch would not fit in memory. Rename it with fewer repeats (and use more epochs)", path)
-            continue
+            raise DatasetError(f"folder {path}: {repeats} repeats is more than {MAX_REPEATS}; one epoch would not fit "
+                               "in memory. Rename it with fewer repeats (and train more epochs)")
         if repeats < 1:
             issues.warning("folder_zero_repeats", f"folder {path} is skipped: repeats {repeats} is less than 1", path)
             continue
