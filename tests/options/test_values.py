@@ -116,3 +116,15 @@ def test_whole_float_sizes_are_the_same_everywhere(tmp_path):
     config.write_text("resolution = 512.0\n")
     args = parse_args(ARGV[:4] + ["--config_file", str(config)], check_files=False)
     assert args.resolution == (512, 512)
+
+
+def test_one_field_check_for_forms():
+    """What a GUI field or a node input calls: the schema's conversion, range and nan/inf checks at once."""
+    from library.options import check_value
+
+    assert check_value("unet_lr", "1e-4") == 1e-4
+    for name, value, words in (("unet_lr", "nan", "finite number"), ("network_alpha", float("inf"), "finite number"),
+                               ("network_dim", 0, "at least 1"), ("caption_dropout_rate", 1.5, "at most 1"),
+                               ("learnig_rate", 1, "did you mean")):
+        with pytest.raises(UserError, match=f"{name} in the form.*{words}|{name}.*{words}"):
+            check_value(name, value, source="the form")
