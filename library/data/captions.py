@@ -32,7 +32,6 @@ literal separator to the text encoder when shuffling is off). Empty tags ("a,,b"
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from typing import Dict, Iterable, Optional
