@@ -120,7 +120,7 @@ def _check_type(key, value, kind, where, path) -> None:
         example = {_BOOL: "true", _INT: "10", _FLOAT: "0.1", _STR: '".txt"'}[kind]
         raise DatasetError(f"{path}: {where}: {key} must be a {kind} (like {key} = {example}), got {value!r}")
     if kind == "resolution":
-        parse_resolution(value, f"{path}: {where}: resolution")
+        value = parse_resolution(value, f"{path}: {where}: resolution")
     problem = _range_problem(key, value)
     if problem:
         raise DatasetError(f"{path}: {where}: {key} {problem}, got {format_value(value)}")

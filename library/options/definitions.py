@@ -29,6 +29,7 @@ SCHEDULERS_WITHOUT_WARMUP = ("constant", "piecewise_constant", "adafactor")
 # per-epoch index lists hold one entry per sample, so 10**12 repeats would need terabytes before step 1
 MAX_REPEATS = 100_000
 MAX_SAMPLES_PER_EPOCH = 50_000_000
+MAX_SIDE = 8192  # training sizes and bucket sides in pixels (SDXL trains at 1024; 8192 needs ~100 GB of activations)
 _IGNORED_HF = "lorasmith does not upload or download; copy the files yourself."
 
 _M, _D, _N, _O, _T = "model", "dataset", "network", "optimizer", "training"
@@ -69,13 +70,13 @@ OPTIONS = (
            max=MAX_REPEATS),
     Option("resolution", "size", None,
            "Training size: 512 or width,height like 512,768. With buckets it is the maximum area, not a fixed "
-           "shape. Required unless dataset_config sets it.", _D, gt=0, metavar="W[,H]"),
+           "shape. Required unless dataset_config sets it.", _D, gt=0, max=MAX_SIDE, metavar="W[,H]"),
     Option("enable_bucket", "bool", False, "Group images by aspect ratio instead of cropping them all square.", _D),
-    Option("min_bucket_reso", "int", 256, "Smallest bucket side in pixels.", _D, gt=0),
-    Option("max_bucket_reso", "int", 1024, "Largest bucket side in pixels.", _D, gt=0),
+    Option("min_bucket_reso", "int", 256, "Smallest bucket side in pixels.", _D, gt=0, max=MAX_SIDE),
+    Option("max_bucket_reso", "int", 1024, "Largest bucket side in pixels.", _D, gt=0, max=MAX_SIDE),
     Option("bucket_reso_steps", "int", 64,
            "Bucket sides are multiples of this; a multiple of 8 (kohya insists on 64 for SD1/2, 32 for SDXL).",
-           _D, gt=0),
+           _D, gt=0, max=1024),
     Option("bucket_no_upscale", "bool", False, "Never upscale: small images get a bucket of their own size.", _D),
     Option("caption_extension", "str", ".caption",
            "Caption file extension next to each image (most datasets use .txt).", _D),

@@ -128,3 +128,12 @@ def test_one_field_check_for_forms():
                                ("learnig_rate", 1, "did you mean")):
         with pytest.raises(UserError, match=f"{name} in the form.*{words}|{name}.*{words}"):
             check_value(name, value, source="the form")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (("--resolution", "100000"), "resolution must be at most 8192"),
+    (("--max_bucket_reso", "65536"), "max_bucket_reso must be at most 8192"),
+    (("--dataset_repeats", "1000000000000"), "dataset_repeats must be at most 100000"),
+])
+def test_sizes_and_counts_have_upper_bounds(extra, words):
+    assert words in refused(*extra)
