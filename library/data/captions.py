@@ -102,13 +102,17 @@ def decode_caption_bytes(data: bytes, path: str) -> str:
             f"caption file {path} is not UTF-8 (byte 0x{bad} at offset {e.start}); "
             "re-save it as UTF-8 (in most editors: Save As -> Encoding: UTF-8)"
         ) from None
+    hint = "it looks like UTF-16 saved without a byte-order mark; " if encoding == "utf-8" else ""
+    return check_caption_text(text, f"caption file {path}", hint)
+
+
+def check_caption_text(text: str, where: str, hint: str = "") -> str:
+    """``text`` unchanged, or DatasetError naming ``where`` when it holds NULs or other control characters."""
     bad = _CONTROL.search(text)
     if bad:
         what = "NUL characters" if bad.group() == "\x00" else f"the control character {bad.group()!r}"
-        hint = ("it looks like UTF-16 saved without a byte-order mark; " if "\x00" in text and encoding == "utf-8"
-                else "")
-        raise DatasetError(f"caption file {path} holds {what} (at character {bad.start()}); {hint}"
-                           "re-save it as UTF-8 text")
+        hint = hint if bad.group() == "\x00" else ""
+        raise DatasetError(f"{where} holds {what} (at character {bad.start()}); {hint}re-save it as UTF-8 text")
     return text
 
 

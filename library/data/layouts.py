@@ -19,7 +19,7 @@ import json
 import os
 from typing import List
 
-from .captions import read_caption_file
+from .captions import caption_lines, check_caption_text, read_caption_file
 from .errors import DatasetError, Issues
 from .files import is_regular_file
 from .folders import IMAGE_EXTENSIONS, count_images, is_image_name, parse_folder_name, scan_image_folder
@@ -160,9 +160,12 @@ def scan_metadata_jsonl(subset: SubsetParams, issues: Issues) -> List[ImageRecor
                 missing_images.append(image_path)
                 continue
             text = row.get(col)
+            if text is not None and not isinstance(text, (str, int, float)):
+                raise DatasetError(f'{path} line {lineno}: "{col}" must be text, got {type(text).__name__}')
             caption = _fallback(subset) if subset.fixed_caption is not None or not text else str(text).strip()
-            if not subset.enable_wildcard:
-                caption = caption.split("\n")[0]
+            check_caption_text(caption, f'{path} line {lineno} "{col}"')
+            lines = [line.strip() for line in caption_lines(caption) if line.strip()]
+            caption = "\n".join(lines) if subset.enable_wildcard else (lines[0] if lines else "")
             records.append(_record(image_path, caption, subset, base))
     if missing_images:
         issues.warning(

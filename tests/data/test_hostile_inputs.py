@@ -195,3 +195,19 @@ def test_repeats_that_cannot_fit_in_memory_are_refused(tmp_path):
     make_folder(tmp_path / "img", "99999_a", 501, size=(32, 32))  # 50,099,499 samples
     with pytest.raises(DatasetError, match="samples per epoch"):
         prepare_datasets(_options(tmp_path / "img", min_bucket_reso=32, resolution=32))
+
+
+@pytest.mark.parametrize("text, words", [(["a", "b"], '"text" must be text, got list'),
+                                         ("sks\x00dog", "NUL characters")])
+def test_metadata_jsonl_captions_are_checked_like_caption_files(tmp_path, text, words):
+    make_image(tmp_path / "data" / "a.png")
+    write(tmp_path / "data" / "metadata.jsonl", json.dumps({"file_name": "a.png", "text": text}) + "\n")
+    with pytest.raises(DatasetError, match=f"metadata.jsonl line 1.*{words}"):
+        prepare_datasets(DataOptions(train_data_dir=str(tmp_path / "data"), resolution=64))
+
+
+def test_metadata_jsonl_caption_with_a_line_separator_is_not_cut(tmp_path):
+    make_image(tmp_path / "data" / "a.png")
+    write(tmp_path / "data" / "metadata.jsonl", json.dumps({"file_name": "a.png", "text": "red\u2028car\nsecond"}) + "\n")
+    (ds,) = prepare_datasets(DataOptions(train_data_dir=str(tmp_path / "data"), resolution=64))
+    assert ds.records[0].caption == "red car"
