@@ -244,6 +244,7 @@ def scan_kohya_json(subset: SubsetParams, issues: Issues) -> List[ImageRecord]:
         caption = caption or _fallback(subset)
         if subset.fixed_caption is not None:
             caption = subset.fixed_caption
+        check_caption_text(caption, f"metadata_file {path} key {key!r}")
         records.append(_record(image_path, caption.strip(), subset, root))
     if missing:
         issues.warning("image_missing", f"{len(missing)} images of {path} were not found in {subset.image_dir} (e.g. {missing[0]})", path)
