@@ -14,7 +14,8 @@ Types (``Option.type``):
 Numbers are finite: ``nan``, ``inf`` and ``1e999`` are refused for every float option (a NaN learning
 rate trains a LoRA full of NaN, a NaN ``max_grad_norm`` turns clipping off) unless the option sets
 ``finite=False`` because infinity means something there. Every float option states its range
-(``min``/``gt``/``max``) or says ``unbounded=True`` (any finite number).
+(``min``/``gt``/``max``) or says ``unbounded=True`` (any finite number); tests/options/test_values.py
+checks that every supported one does.
 """
 
 from __future__ import annotations
@@ -98,9 +99,6 @@ class Option:
             problems.append("nargs must be None or '*'")
         if self.type == "bool" and (self.default is not False or self.nargs):
             problems.append("a bool option is a flag with default False")
-        numeric = self.type in ("float", "int_or_float")
-        if numeric and self.status == "supported" and not self.unbounded and (self.min, self.gt, self.max) == (None,) * 3:
-            problems.append("a float option states its range (min/gt/max) or unbounded=True")
         if not self.help.strip():
             problems.append("help is empty")
         if any(s not in SCRIPTS for s in self.scripts) or not self.scripts:

@@ -49,11 +49,10 @@ def test_no_float_option_takes_nan_in_a_config_file_or_from_the_gui_and_node(opt
 
 
 def test_every_float_option_states_its_range():
-    for option in FLOATS:
-        if option.status == "supported":
-            assert option.unbounded or (option.min, option.gt, option.max) != (None, None, None), option.name
-    with pytest.raises(ValueError, match="states its range"):
-        Option("new_float", "float", None, "A new float.", "training")
+    """A new float option says min/gt/max, or unbounded=True when any finite number makes sense."""
+    silent = [o.name for o in FLOATS if o.status == "supported" and not o.unbounded
+              and (o.min, o.gt, o.max) == (None, None, None)]
+    assert not silent, f"float options without a range in library/options/definitions.py: {silent}"
     assert Option("ok_float", "float", None, "A new float.", "training", unbounded=True).from_text("-3.5") == -3.5
 
 
