@@ -55,11 +55,12 @@ def read_regular(path, limit: int, head: bool = False) -> bytes:
             raise FileTooLarge(f"{os.fspath(path)} has {info.st_size:,} bytes, more than the {limit:,} allowed")
         chunks, left = [], limit if head else info.st_size + 1
         while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
+            want = min(left, 1 << 20)
+            chunk = os.read(fd, want)
             chunks.append(chunk)
             left -= len(chunk)
+            if len(chunk) < want:  # a short read of a regular file is its end: no second system call
+                break
         data = b"".join(chunks)
         if not head and len(data) > limit:  # grew while we read it
             raise FileTooLarge(f"{os.fspath(path)} has more than the {limit:,} bytes allowed")
