@@ -45,25 +45,38 @@ def kind_of(mode: int) -> str:
 
 
 def read_regular(path, limit: int, head: bool = False) -> bytes:
-    """The file's bytes (only the first ``limit`` when ``head``); NotARegularFile / FileTooLarge otherwise."""
+    """The file's bytes (only the first ``limit`` when ``head``); NotARegularFile / FileTooLarge otherwise.
+
+    Opened without blocking, read in at most ``limit`` (+1) bytes, so neither a FIFO nor an endless device
+    can hang it; the file type is looked up (fstat, which costs more than the read) only when the read
+    looks odd: nothing, more than ``limit``, or a FIFO that would block.
+    """
     fd = os.open(path, _FLAGS)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotARegularFile(f"{os.fspath(path)} is {kind_of(info.st_mode)}, not a file")
-        if not head and info.st_size > limit:
-            raise FileTooLarge(f"{os.fspath(path)} has {info.st_size:,} bytes, more than the {limit:,} allowed")
-        chunks, left = [], limit if head else info.st_size + 1
-        while left > 0:
-            want = min(left, 1 << 20)
-            chunk = os.read(fd, want)
-            chunks.append(chunk)
-            left -= len(chunk)
-            if len(chunk) < want:  # a short read of a regular file is its end: no second system call
-                break
-        data = b"".join(chunks)
-        if not head and len(data) > limit:  # grew while we read it
-            raise FileTooLarge(f"{os.fspath(path)} has more than the {limit:,} bytes allowed")
+        try:
+            data = _read_up_to(fd, limit if head else limit + 1)
+        except BlockingIOError:
+            data = None
+        if not data or (not head and len(data) > limit):
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise NotARegularFile(f"{os.fspath(path)} is {kind_of(mode)}, not a file")
+            if data and len(data) > limit:
+                raise FileTooLarge(f"{os.fspath(path)} has {os.fstat(fd).st_size:,} bytes, more than the "
+                                   f"{limit:,} allowed")
         return data
     finally:
         os.close(fd)
+
+
+def _read_up_to(fd: int, most: int) -> bytes:
+    """Up to ``most`` bytes; a short read of a regular file is its end, so small files take one call."""
+    chunks = []
+    while most > 0:
+        want = min(most, 1 << 16)
+        chunk = os.read(fd, want)
+        chunks.append(chunk)
+        most -= len(chunk)
+        if len(chunk) < want:
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
