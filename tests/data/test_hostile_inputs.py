@@ -211,3 +211,18 @@ def test_metadata_jsonl_caption_with_a_line_separator_is_not_cut(tmp_path):
     write(tmp_path / "data" / "metadata.jsonl", json.dumps({"file_name": "a.png", "text": "red\u2028car\nsecond"}) + "\n")
     (ds,) = prepare_datasets(DataOptions(train_data_dir=str(tmp_path / "data"), resolution=64))
     assert ds.records[0].caption == "red car"
+
+
+def test_datasets_library_captions_are_checked_like_caption_files(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the `datasets` package is not installed (pip install datasets)")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    images = [Image.new("RGB", (64, 64), (i * 50, 0, 0)) for i in range(2)]
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    data = datasets.Dataset.from_dict({"image": images, "text": ["red\u2028car\nsecond", "ok"]}, features=features)
+    data.save_to_disk(str(tmp_path / "good"))
+    (ds,) = prepare_datasets(DataOptions(train_data_dir=str(tmp_path / "good"), resolution=64))
+    assert [r.caption for r in ds.records] == ["red car", "ok"]
+    bad = datasets.Dataset.from_dict({"image": images, "text": ["s\x00k\x00s", "ok"]}, features=features)
+    bad.save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(DatasetError, match="row 0 'text' holds NUL characters"):
+        prepare_datasets(DataOptions(train_data_dir=str(tmp_path / "bad"), resolution=64))
