@@ -80,6 +80,8 @@ class DatasetParams:
     bucket_reso_steps: int = 64
     bucket_no_upscale: bool = False
     prior_loss_weight: float = 1.0
+    validation_split: float = 0.0  # kohya: dataset-level only (validation_split.py)
+    validation_seed: Optional[int] = None
 
 
 @dataclass
@@ -128,6 +130,8 @@ class DataOptions:
     instance_prompt: Optional[str] = None
     class_prompt: Optional[str] = None
     stop_on_bad_image: bool = False
+    validation_split: float = 0.0
+    validation_seed: Optional[int] = None
 
 
 SUBSET_FIELDS = tuple(f.name for f in fields(SubsetParams))

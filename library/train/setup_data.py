@@ -96,22 +96,26 @@ def _park_on_cpu(model, modules) -> None:
         torch.cuda.empty_cache()
 
 
-def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool) -> None:
-    """Latent and text-encoder caches as the options ask; images that fail to encode are dropped."""
+def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool,
+                  validation: TrainDataset | None = None) -> None:
+    """Latent and text-encoder caches as the options ask; images that fail to encode are dropped.
+    The held-out ``validation`` images (if any) are cached with the same keys and dropped the same way."""
+    both = [d for d in (dataset, validation) if d is not None]
     base = model.base
     encoder = make_vae_encoder(base.vae, model.device, model.vae_dtype, sample=True, seed=args.seed)
     key = {"model": base.content_hash, "vae": os.path.basename(args.vae) if args.vae else "", "vae_dtype": str(model.vae_dtype)}
-    cache = latent_cache_for(data_options(args), dataset.datasets, encoder, key, arch="sdxl" if base.is_sdxl else "sd",
-                             progress=progress)
+    cache = latent_cache_for(data_options(args), [p for d in both for p in d.datasets], encoder, key,
+                             arch="sdxl" if base.is_sdxl else "sd", progress=progress)
     if cache is not None:  # None: not asked for, or color_aug/random_crop need new pixels every step
-        records = dataset.records()
+        records = [r for d in both for r in d.records()]
         stats = cache.cache(records, rank=rank, world_size=world)
         barrier()
         if args.cache_latents_to_disk and world > 1:
             cache.cache(records)  # reuse the other ranks' files (and check them)
-        if cache.failed:
-            dataset.exclude(cache.failed)
-        dataset.latent_cache = cache
+        for d in both:
+            if cache.failed:
+                d.exclude(cache.failed)
+            d.latent_cache = cache
         logger.info("latents: %d encoded, %d reused from disk", stats.encoded, stats.reused)
         _park_on_cpu(model, [base.vae])  # kohya's habit: the VAE is not needed on the GPU again
     if args.cache_text_encoder_outputs:  # validate() made sure the text encoders are not trained
@@ -119,10 +123,11 @@ def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, bar
         cache = TextEncoderOutputCache(
             _te_encoder(model, args.max_token_length), key, to_disk=args.cache_text_encoder_outputs_to_disk, batch_size=8, progress=progress
         )
-        records = dataset.records()
+        records = [r for d in both for r in d.records()]
         cache.cache(records, rank=rank, world_size=world)
         barrier()
         if args.cache_text_encoder_outputs_to_disk and world > 1:
             cache.cache(records)
-        dataset.text_cache = cache
+        for d in both:
+            d.text_cache = cache
         _park_on_cpu(model, base.text_encoders)

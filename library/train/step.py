@@ -69,17 +69,18 @@ def batch_conditioning(model, batch: dict, cfg: StepConfig) -> Conditioning:
         return Conditioning(cached["context"].to(model.device), cached.get("pooled").to(model.device) if "pooled" in cached else None)
     base = model.base
     ids = [tokenize(tok, batch["captions"], cfg.max_token_length).to(model.device) for tok in base.tokenizers]
-    grad = torch.enable_grad() if model.train_text_encoder else torch.no_grad()
+    grad = torch.enable_grad() if model.train_text_encoder and torch.is_grad_enabled() else torch.no_grad()
     with grad, cfg.autocast():
         return encode(base.text_encoders, ids, base.family, cfg.clip_skip)
 
 
-def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """The scalar loss of one batch (float32), every random draw from ``generator``."""
+def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
+               timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation)."""
     base = model.base
     latents = batch_latents(model, batch, generator)
     cond = batch_conditioning(model, batch, cfg)
-    noise, noisy, timesteps = noise_noisy_latents_and_timesteps(base.noise_scheduler, latents, cfg.noise, generator)
+    noise, noisy, timesteps = noise_noisy_latents_and_timesteps(base.noise_scheduler, latents, cfg.noise, generator, timesteps)
     added = None
     if base.is_sdxl:
         time_ids = sdxl_time_ids(
