@@ -60,6 +60,8 @@ INHERITED_SUBSET_KEYS = {
     "color_aug": _BOOL,
     "random_crop": _BOOL,
     "resize_interpolation": _STR,
+    "alpha_mask": _BOOL,
+    "conditioning_data_dir": _STR,
     "caption_column": _STR,
     "image_column": _STR,
     "layout": _STR,
@@ -68,8 +70,7 @@ INHERITED_SUBSET_KEYS = {
 SUBSET_ONLY_KEYS = {"image_dir": _STR, "is_reg": _BOOL, "metadata_file": _STR, "instance_prompt": _STR, "class_prompt": _STR}
 IGNORED_KOHYA_KEYS = {
     "face_crop_aug_range", "token_warmup_min", "token_warmup_step", "network_multiplier", "cache_info",
-    "alpha_mask", "custom_attributes", "sample_ratio",
-    "conditioning_data_dir", "max_token_length", "debug_dataset",
+    "custom_attributes", "sample_ratio", "max_token_length", "debug_dataset",
 }
 CLI_TO_CONFIG = {"train_batch_size": "batch_size", "dataset_repeats": "num_repeats"}
 _INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")

@@ -51,6 +51,9 @@ class SubsetParams:
     color_aug: bool = False
     random_crop: bool = False
     resize_interpolation: Optional[str] = None
+    # loss masks (masks.py; used with masked_loss)
+    alpha_mask: bool = False
+    conditioning_data_dir: Optional[str] = None
     # (ours) other layouts
     layout: str = "auto"
     caption_column: str = "text"
@@ -117,6 +120,9 @@ class DataOptions:
     color_aug: bool = False
     random_crop: bool = False
     resize_interpolation: Optional[str] = None
+    alpha_mask: bool = False
+    conditioning_data_dir: Optional[str] = None
+    masked_loss: bool = False
     seed: Optional[int] = None
     cache_latents: bool = False
     cache_latents_to_disk: bool = False

@@ -26,6 +26,7 @@ from .image_size import read_image_size
 from .layouts import scan_subset
 from .params import DataOptions, DatasetParams, SubsetParams
 from .records import ImageRecord
+from .masks import attach_masks, check_masked_loss
 from .validation_split import split_records
 
 _SHOW = 5
@@ -131,7 +132,7 @@ def balance_regularization(train_count: int, reg_records: List[ImageRecord]) -> 
 
 
 def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, stop_on_bad_image: bool = False, workers: int = 0,
-                    where: str = "dataset", seed: Optional[int] = None) -> PreparedDataset:
+                    where: str = "dataset", seed: Optional[int] = None, masked_loss: bool = False) -> PreparedDataset:
     """Scan all subsets of one dataset, hold out validation images, read sizes, balance reg images and assign buckets.
 
     ``seed`` shuffles the validation split when the dataset has no ``validation_seed`` (the run's --seed)."""
@@ -164,6 +165,8 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
             bad.append(rec.display_name)
             issues.warning("image_unreadable", f"skipped: {err}", rec.display_name)
         summary.skipped = len(records) - len(good)
+        if masked_loss:
+            attach_masks(good, issues)
         if params.validation_split > 0 and not subset.is_reg:  # kohya never splits reg subsets
             good, validation = split_records(good, params.validation_split, split_seed)
             held_out.extend(validation)
@@ -225,9 +228,11 @@ def prepare_datasets(options: DataOptions, issues: Optional[Issues] = None, work
     many = len(params) > 1
     prepared = [
         prepare_dataset(p, issues, stop_on_bad_image=options.stop_on_bad_image, workers=workers, where=f"dataset #{i}" if many else "dataset",
-                        seed=options.seed)
+                        seed=options.seed, masked_loss=options.masked_loss)
         for i, p in enumerate(params, 1)
     ]
+    if options.masked_loss:
+        check_masked_loss([r for p in prepared for r in p.records], issues)
     if raise_errors:
         issues.raise_if_errors()
     return prepared

@@ -124,8 +124,9 @@ OPTIONS = (
     Option("token_warmup_min", "int", 1, "kohya's tag warm-up (start with N tags); not implemented.", _D,
            status="ignored"),
     Option("token_warmup_step", "float", 0.0, "kohya's tag warm-up length; not implemented.", _D, status="ignored"),
-    Option("alpha_mask", "bool", False, "kohya: use image alpha as a loss mask; not implemented.", _D,
-           status="ignored"),
+    Option("alpha_mask", "bool", False,
+           "With masked_loss: use each image's alpha channel as its loss mask (opaque = full weight; an image "
+           "without alpha counts whole). A dataset_config subset may set its own.", _D),
     Option("debug_dataset", "bool", False, "kohya's dataset viewer; use tools/check_dataset.py instead.", _D,
            status="ignored"),
     Option("weighted_captions", "bool", False, "kohya's (word:1.2) caption weights; not implemented.", _D,
@@ -374,10 +375,11 @@ OPTIONS = (
     Option("huber_c", "float", 0.1, "Huber loss threshold (huber and smooth_l1).", _NL, gt=0),
     Option("huber_scale", "float", 1.0, "Huber loss scale (huber and smooth_l1).", _NL, gt=0),
     Option("masked_loss", "bool", False,
-           "kohya: weight the loss by a mask image; not implemented, the whole image counts.", _NL,
-           status="ignored"),
-    Option("conditioning_data_dir", "path", None, "kohya's mask folder for masked_loss; not implemented.", _NL,
-           status="ignored"),
+           "Weight the loss by a mask per image (white/opaque = learn, black/transparent = ignore), from "
+           "conditioning_data_dir or alpha_mask; the mask is resized, cropped and flipped with its image.", _NL),
+    Option("conditioning_data_dir", "path", None,
+           "With masked_loss: a folder of mask images named like the training images (same stem, same size); "
+           "the red channel is the weight. A dataset_config subset may set its own.", _NL, metavar="DIR"),
     # ---------------------------------------------------------------- distributed and misc
     Option("ddp_timeout", "int", None, "Multi-GPU timeout in minutes (default: accelerate's).", _MI, min=1),
     Option("ddp_gradient_as_bucket_view", "bool", False, "DDP gradient_as_bucket_view (multi-GPU memory saving).",

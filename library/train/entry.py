@@ -115,7 +115,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     rank, world = acc.process_index, acc.num_processes
     prepared = prepare_data(args, world, show=(lambda text: logger.info("\n%s", text)) if acc.is_main_process else None)
     dataset = build_dataset(args, args.seed, prepared)
-    held_out = build_validation_dataset(prepared, args.seed, args.stop_on_bad_image)
+    held_out = build_validation_dataset(prepared, args.seed, args.stop_on_bad_image, bool(args.masked_loss))
     torch.manual_seed(args.seed)  # LoRA init
     model = load_for_training(args, script, acc.device)
     attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process,

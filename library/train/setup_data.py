@@ -69,7 +69,7 @@ def prepare_data(args, world: int = 1, show=None) -> list:
 
 def build_dataset(args, seed: int, prepared: list | None = None) -> TrainDataset:
     prepared = prepare_data(args) if prepared is None else prepared
-    return TrainDataset(prepared, seed=seed, stop_on_bad_image=args.stop_on_bad_image)
+    return TrainDataset(prepared, seed=seed, stop_on_bad_image=args.stop_on_bad_image, masks=bool(args.masked_loss))
 
 
 def _te_encoder(model, max_token_length):

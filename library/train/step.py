@@ -93,4 +93,6 @@ def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator |
             noisy.to(model.weight_dtype), timesteps, cond.context.to(model.weight_dtype), added_cond_kwargs=added
         ).sample
     target = target_for(base.noise_scheduler, latents, noise, timesteps, cfg.loss.prediction_type)
-    return total_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss, batch["loss_weights"].to(model.device))
+    mask = batch.get("masks")  # --masked_loss: kohya's apply_masked_loss, area-resized to the latents in losses.py
+    return total_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss, batch["loss_weights"].to(model.device),
+                      mask.to(model.device) if mask is not None else None)

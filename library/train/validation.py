@@ -39,12 +39,13 @@ def validation_timesteps(min_timestep: int, max_timestep: int) -> List[int]:
     return [int(t) for t in np.linspace(min_timestep, max_timestep, NUM_VALIDATION_TIMESTEPS + 2, dtype=int)[1:-1]]
 
 
-def build_validation_dataset(prepared: Sequence, seed: int, stop_on_bad_image: bool = False) -> Optional[TrainDataset]:
+def build_validation_dataset(prepared: Sequence, seed: int, stop_on_bad_image: bool = False,
+                             masks: bool = False) -> Optional[TrainDataset]:
     """The held-out images of every prepared dataset as one TrainDataset, or None when nothing is held out."""
     held_out = [d for d in (p.validation_dataset() for p in prepared) if d is not None]
     if not held_out:
         return None
-    return TrainDataset(held_out, seed=seed, stop_on_bad_image=stop_on_bad_image)
+    return TrainDataset(held_out, seed=seed, stop_on_bad_image=stop_on_bad_image, masks=masks)
 
 
 class _SavedRng:
