@@ -129,8 +129,9 @@ OPTIONS = (
            "without alpha counts whole). A dataset_config subset may set its own.", _D),
     Option("debug_dataset", "bool", False, "kohya's dataset viewer; use tools/check_dataset.py instead.", _D,
            status="ignored"),
-    Option("weighted_captions", "bool", False, "kohya's (word:1.2) caption weights; not implemented.", _D,
-           scripts=SD_ONLY, status="unsupported"),
+    Option("weighted_captions", "bool", False,
+           "Read (word:1.2), (word) = x1.1, [word] = /1.1 in captions as token weights (\\( for a literal "
+           "parenthesis); SD1/SD2 and SDXL (both text encoders). Sample prompts always understand this syntax.", _D),
     Option("data_layout", "str", "auto",
            "How train_data_dir is laid out: auto, kohya (NN_name folders), images, metadata_jsonl, "
            "image_text_pairs or hf_dataset (ours).", _D, choices=DATA_LAYOUTS, ours=True),

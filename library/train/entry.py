@@ -124,6 +124,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
         noise=noise_options(args, model.base.noise_scheduler.config.num_train_timesteps),
         loss=loss_options(args, model.base.v_parameterization),
         clip_skip=None if model.base.is_sdxl else args.clip_skip, max_token_length=args.max_token_length,
+        weighted_captions=bool(args.weighted_captions),
         autocast=acc.autocast,
     )
     cfg.noise.validate(model.base.noise_scheduler.config.num_train_timesteps)

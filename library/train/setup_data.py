@@ -22,7 +22,7 @@ from library.data.params import DataOptions
 from library.data.prepare import prepare_datasets
 from library.data.preflight import build_report, check_caching, compute_steps
 from library.data.text_cache import TextEncoderOutputCache
-from library.train.text_encoding import encode, tokenize
+from library.train.text_encoding import encode_captions
 
 logger = logging.getLogger("lorasmith.train")
 
@@ -72,14 +72,13 @@ def build_dataset(args, seed: int, prepared: list | None = None) -> TrainDataset
     return TrainDataset(prepared, seed=seed, stop_on_bad_image=args.stop_on_bad_image, masks=bool(args.masked_loss))
 
 
-def _te_encoder(model, max_token_length):
+def _te_encoder(model, max_token_length, weighted: bool = False):
     """captions -> {"context", "pooled"} with the frozen text encoders (for the SDXL cache)."""
     base = model.base
 
     @torch.no_grad()
     def run(captions):
-        ids = [tokenize(tok, captions, max_token_length) for tok in base.tokenizers]
-        cond = encode(base.text_encoders, ids, base.family)
+        cond = encode_captions(base, captions, max_token_length, None, weighted, device=base.text_encoders[0].device)
         out = {"context": cond.context.float().cpu()}
         if cond.pooled is not None:
             out["pooled"] = cond.pooled.float().cpu()
@@ -119,9 +118,10 @@ def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, bar
         logger.info("latents: %d encoded, %d reused from disk", stats.encoded, stats.reused)
         _park_on_cpu(model, [base.vae])  # kohya's habit: the VAE is not needed on the GPU again
     if args.cache_text_encoder_outputs:  # validate() made sure the text encoders are not trained
-        key = {"model": base.content_hash, "dtype": str(model.weight_dtype), "max_token_length": args.max_token_length}
+        key = {"model": base.content_hash, "dtype": str(model.weight_dtype), "max_token_length": args.max_token_length,
+               **({"weighted_captions": True} if args.weighted_captions else {})}
         cache = TextEncoderOutputCache(
-            _te_encoder(model, args.max_token_length), key, to_disk=args.cache_text_encoder_outputs_to_disk, batch_size=8, progress=progress
+            _te_encoder(model, args.max_token_length, bool(args.weighted_captions)), key, to_disk=args.cache_text_encoder_outputs_to_disk, batch_size=8, progress=progress
         )
         records = [r for d in both for r in d.records()]
         cache.cache(records, rank=rank, world_size=world)

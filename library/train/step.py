@@ -14,7 +14,7 @@ import torch
 
 from library.train.losses import LossOptions, target_for, total_loss
 from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
-from library.train.text_encoding import Conditioning, encode, sdxl_time_ids, tokenize
+from library.train.text_encoding import Conditioning, encode_captions, sdxl_time_ids
 
 
 @dataclass
@@ -25,6 +25,7 @@ class StepConfig:
     loss: LossOptions
     clip_skip: int | None = None
     max_token_length: int | None = None
+    weighted_captions: bool = False  # (word:1.2) caption weights (library/inference/prompt_weights.py)
     autocast: object = contextlib.nullcontext  # a callable returning a context manager
 
 
@@ -67,11 +68,10 @@ def batch_conditioning(model, batch: dict, cfg: StepConfig) -> Conditioning:
     cached = batch.get("text_encoder_outputs")
     if cached is not None:
         return Conditioning(cached["context"].to(model.device), cached.get("pooled").to(model.device) if "pooled" in cached else None)
-    base = model.base
-    ids = [tokenize(tok, batch["captions"], cfg.max_token_length).to(model.device) for tok in base.tokenizers]
     grad = torch.enable_grad() if model.train_text_encoder and torch.is_grad_enabled() else torch.no_grad()
     with grad, cfg.autocast():
-        return encode(base.text_encoders, ids, base.family, cfg.clip_skip)
+        return encode_captions(model.base, batch["captions"], cfg.max_token_length, cfg.clip_skip, cfg.weighted_captions,
+                               device=model.device)
 
 
 def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
