@@ -63,6 +63,7 @@ class PreflightReport:
     num_train_images: int = 0
     num_reg_images: int = 0
     reg_samples_used: int = 0
+    num_validation_images: int = 0  # held out by validation_split, never trained
     samples_per_epoch: int = 0
     batches_per_epoch: int = 0
     steps_per_epoch: int = 0
@@ -191,6 +192,7 @@ def _fill_dataset(report: PreflightReport, d: int, ds: PreparedDataset, issues: 
     report.num_train_images += ds.num_train_images
     report.num_reg_images += ds.num_reg_images
     report.reg_samples_used += sum(r.num_repeats for r in ds.records if r.is_reg)
+    report.num_validation_images += len(ds.validation)
     report.samples_per_epoch += ds.samples_per_epoch
 
 
@@ -247,6 +249,8 @@ def render_text(r: PreflightReport) -> str:
             )
         else:
             lines.append(f"Training samples per epoch: {r.num_train_images} (sum of repeats x images); no regularisation images")
+        if r.num_validation_images:
+            lines.append(f"Validation: {r.num_validation_images} images held out by validation_split (never trained)")
         lines.append("")
     for d, info in enumerate(r.datasets, 1):
         w, h = info["resolution"]

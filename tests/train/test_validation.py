@@ -72,7 +72,9 @@ def test_validation_images_are_never_trained_and_metadata_says_so(tiny_ckpt, dem
                          validate_every_n_steps=20, max_train_steps=None, max_train_epochs=2, train_batch_size=4,
                          cache_latents=True, reg_data_dir=str(demo_data / "reg"), logging_dir=str(tmp_path / "logs"))
     args = namespace_from(values)
-    prepared = prepare_data(args)
+    shown = []
+    prepared = prepare_data(args, show=shown.append)
+    assert "Validation: 2 images held out by validation_split (never trained)" in shown[0]
     held_out = {r.key for p in prepared for r in p.validation}
     trained = {r.key for p in prepared for r in p.records}
     assert len(held_out) == 2 and not held_out & trained
