@@ -64,6 +64,8 @@ def fingerprint(args, model, plan, world: int) -> dict:
         "processes": world,
         "seed": args.seed,
         "train": [model.train_unet, model.train_text_encoder],
+        # another split trains other images (absent without a split, so older states still resume)
+        **({"validation": [args.validation_split, args.validation_seed]} if args.validation_split else {}),
     }
 
 
