@@ -104,6 +104,11 @@ def test_sdxl_weights_both_encoders_and_leaves_pooled(models):
         torch.testing.assert_close(weighted.context[..., half], expected, rtol=1e-5, atol=1e-6)
         assert not torch.allclose(weighted.context[..., half], plain.context[..., half])
     assert torch.equal(weighted.pooled, plain.pooled)
+    long = ["a red ball " * 40, "(red:1.2)"]  # cut mid-caption at 150 tokens, and mostly padding
+    for tok in base.tokenizers:  # bigG pads with "!", CLIP-L with EOS: the layout must match tokenize()'s
+        for length in (None, 150):
+            assert torch.equal(tokenize_weighted(tok, ["a red ball", *long], length)[0],
+                               tokenize(tok, ["a red ball", long[0], "red"], length))
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
