@@ -165,3 +165,23 @@ def test_dataset_config_split_is_dataset_level(tiny_ckpt, demo_data, tmp_path):
     assert len(prepared[0].validation) == 4 and len(prepared[0].records) == 4
     with pytest.raises(UserError, match="validation_split must be at least 0 and below 1"):
         prepare_data(namespace_from({**values, "dataset_config": _config(tmp_path, demo_data, "validation_split = 1.0")}))
+
+
+def test_two_processes_share_the_validation_and_get_the_one_process_number(tiny_ckpt, demo_data, tmp_path):
+    import re
+
+    from tests.train.test_multiprocess import _launch
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("this torch build has no gloo backend")
+    out = _launch(tmp_path, tiny_ckpt("sd1"), demo_data, 2, ["--validation_split", "0.25", "--validation_seed", "2"])
+    rows = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>(step|epoch)</td><td>([0-9.]+)</td></tr>",
+                      (out / "mp_report.html").read_text(encoding="utf-8"))
+    assert [r[:3] for r in rows] == [("15", "1", "epoch")]  # 6 images x 10 / batch 2 / 2 processes = 15 steps
+    args = namespace_from(base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "x", validation_split=0.25,
+                                      validation_seed=2, seed=3, network_dim=4))
+    model = load_for_training(args, "train_network")
+    model.network.load_weights(str(out / "mp.safetensors"))
+    held_out = build_validation_dataset(prepare_data(args), args.seed)
+    losses = validation_losses(model, held_out, StepConfig(noise_options(args), loss_options(args, False)), seed=2)
+    assert float(rows[0][3]) == pytest.approx(sum(losses) / len(losses), abs=2e-5)
