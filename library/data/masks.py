@@ -20,7 +20,7 @@ The loss multiplies each latent pixel's error by the mask area-resized to the la
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -137,7 +137,3 @@ def prepare_mask(rec: ImageRecord, resized_size: Tuple[int, int], crop_left_top:
         arr = arr[:, ::-1]
     return np.ascontiguousarray(arr)
 
-
-def mask_subsets(records: Sequence[ImageRecord]) -> List[str]:
-    """Names of subsets with a mask source (for reports)."""
-    return sorted({r.subset.name for r in records if has_mask_source(r)})

@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .captions import captions_are_static
-from .dataset_config import resolve_datasets
 from .errors import DatasetError, Issue, Issues
 from .images import load_image
 from .layouts import subset_layout
 from .params import DataOptions
-from .prepare import PreparedDataset, prepare_dataset
+from .prepare import PreparedDataset, prepare_datasets
 
 KOHYA_DEFAULT_MAX_TRAIN_STEPS = 1600
 
@@ -111,9 +110,7 @@ def run_preflight(
     issues = Issues(log=False)
     prepared: List[PreparedDataset] = []
     try:
-        params = resolve_datasets(options, issues)
-        for i, p in enumerate(params, 1):
-            prepared.append(prepare_dataset(p, issues, stop_on_bad_image=options.stop_on_bad_image, workers=workers, where=f"dataset #{i}"))
+        prepared = prepare_datasets(options, issues, workers, raise_errors=False)  # the trainer's own preparation
         if verify_images:
             _verify(prepared, issues, options.stop_on_bad_image, workers)
         check_caching(options, prepared, issues)

@@ -12,7 +12,7 @@ from library.data.dataset import TrainDataset
 from library.errors import UserError
 from library.options import namespace_from
 from library.train.entry import train
-from library.train.setup_data import build_dataset, data_options, prepare_data
+from library.train.setup_data import build_dataset, prepare_data
 from library.train.setup_model import load_for_training
 from library.train.step import StepConfig, batch_loss, loss_options, noise_options
 from tests.train.conftest import base_values
