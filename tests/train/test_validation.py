@@ -106,7 +106,8 @@ def test_validation_images_are_never_trained_and_metadata_says_so(tiny_ckpt, dem
 
 def test_same_weights_give_the_same_validation_loss_and_leave_rng_alone(tiny_ckpt, demo_data, tmp_path):
     args = namespace_from(base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "out", validation_split=0.25,
-                                      network_dropout=0.5, noise_offset=0.05))
+                                      network_dropout=0.5, noise_offset=0.05,
+                                      network_args=["rank_dropout=0.3", "module_dropout=0.3"]))
     held_out = build_validation_dataset(prepare_data(args), args.seed)
     model = load_for_training(args, "train_network")
     model.network.train()
@@ -121,6 +122,16 @@ def test_same_weights_give_the_same_validation_loss_and_leave_rng_alone(tiny_ckp
         validation_losses(model, held_out, cfg, seed=5, rank=1, world=2)
     assert sorted(shards) == sorted(first)  # processes share the work without changing the numbers
     assert validation_losses(model, held_out, cfg, seed=5, max_batches=1) == first[:4]
+    # LoRA dropout is off: the same weights without any dropout give the same numbers
+    with torch.no_grad():
+        for name, p in model.network.named_parameters():
+            if "lora_up" in name:
+                p.copy_(torch.randn_like(p) * 0.2)
+    with_dropout = validation_losses(model, held_out, cfg, seed=5)
+    for m in model.network.modules():
+        if hasattr(m, "rank_dropout"):
+            m.dropout = m.rank_dropout = m.module_dropout = None
+    assert validation_losses(model, held_out, cfg, seed=5) == with_dropout != first
     assert validation_timesteps(0, 1000) == [200, 400, 600, 800]
     assert validation_timesteps(100, 900) == [260, 420, 580, 740]
 
