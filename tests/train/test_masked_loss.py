@@ -142,11 +142,16 @@ def test_zero_half_of_the_mask_gives_zero_gradient_from_that_half(tiny_ckpt, dem
     assert lora_grads and any(torch.count_nonzero(g) for g in lora_grads)
 
 
-def test_masked_training_runs_with_cached_latents_and_alpha(tiny_ckpt, tmp_path):
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_masked_training_runs_with_cached_latents_and_alpha(family, tiny_ckpt, tmp_path):
+    """Everything of this scope at once: masks, held-out images with their masks, weighted captions, caches."""
+    script = "sdxl_train_network" if family == "sdxl" else "train_network"
     data = _alpha_folder(tmp_path / "d")
-    values = base_values(tiny_ckpt("sd1"), data, tmp_path / "out", masked_loss=True, alpha_mask=True, cache_latents=True,
-                         flip_aug=True, max_train_steps=3, validation_split=0.25)
-    result = train(namespace_from(values))
+    extra = {"network_train_unet_only": True, "cache_text_encoder_outputs": True} if family == "sdxl" else {}
+    values = base_values(tiny_ckpt(family), data, tmp_path / "out", masked_loss=True, alpha_mask=True, cache_latents=True,
+                         flip_aug=True, max_train_steps=3, validation_split=0.25, validate_every_n_steps=2,
+                         weighted_captions=True, **extra)
+    result = train(namespace_from(values, script), script)
     assert result.steps == 3 and all(np.isfinite(result.losses))
     with safe_open(result.lora, "pt") as f:
         assert f.metadata()["ss_num_validation_images"] == "1"
