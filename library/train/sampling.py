@@ -156,7 +156,8 @@ def prompt_kwargs(model, prompt: str, negative: str | None, clip_skip: int | Non
     dtype = model.unet.dtype
     kwargs = {"prompt_embeds": cond.context[:1].to(dtype), "negative_prompt_embeds": cond.context[1:].to(dtype)}
     if model.is_sdxl:
-        kwargs["pooled_prompt_embeds"], kwargs["negative_pooled_prompt_embeds"] = cond.pooled[:1], cond.pooled[1:]
+        kwargs["pooled_prompt_embeds"] = cond.pooled[:1].to(dtype)
+        kwargs["negative_pooled_prompt_embeds"] = cond.pooled[1:].to(dtype)
         if not negative:  # what the SDXL pipeline does for an empty negative prompt (force_zeros_for_empty_prompt)
             kwargs["negative_prompt_embeds"] = torch.zeros_like(kwargs["negative_prompt_embeds"])
             kwargs["negative_pooled_prompt_embeds"] = torch.zeros_like(kwargs["negative_pooled_prompt_embeds"])
