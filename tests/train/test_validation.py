@@ -67,9 +67,9 @@ def test_validation_images_are_never_trained_and_metadata_says_so(tiny_ckpt, dem
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     seen = _spy_training_batches(monkeypatch)
-    # 8 images x 10 repeats, 2 held out: (6 x 10 + 60 reg) / batch 4 = 30 steps per epoch; 2 epochs, validation every 20 steps
+    # 8 images x 10 repeats, 2 held out: (6 x 10 + 60 reg) / batch 8 = 15 steps per epoch; 2 epochs, validation every 10 steps
     values = base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "out", validation_split=0.25, validation_seed=3,
-                         validate_every_n_steps=20, max_train_steps=None, max_train_epochs=2, train_batch_size=4,
+                         validate_every_n_steps=10, max_train_steps=None, max_train_epochs=2, train_batch_size=8,
                          cache_latents=True, reg_data_dir=str(demo_data / "reg"), logging_dir=str(tmp_path / "logs"))
     args = namespace_from(values)
     shown = []
@@ -81,14 +81,14 @@ def test_validation_images_are_never_trained_and_metadata_says_so(tiny_ckpt, dem
     assert all(not r.is_reg for p in prepared for r in p.validation)  # reg subsets are never split
 
     result = train(args)
-    assert result.steps == 60
+    assert result.steps == 30
     assert seen and not held_out & set(seen), "a validation image reached a training batch"
     assert {k for k in seen if "reg" not in k} == {k for k in trained if "reg" not in k}
 
     with safe_open(result.lora, "pt") as f:
         md = f.metadata()
     assert md["ss_num_validation_images"] == "2" and md["ss_validation_split"] == "0.25"
-    assert md["ss_validation_seed"] == "3" and md["ss_validate_every_n_steps"] == "20"
+    assert md["ss_validation_seed"] == "3" and md["ss_validate_every_n_steps"] == "10"
     assert md["ss_validate_every_n_epochs"] == "None" and md["ss_max_validation_steps"] == "None"
     assert md["ss_num_train_images"] == "60"  # reg balance sees the 6 training images x 10 only
 
@@ -98,7 +98,7 @@ def test_validation_images_are_never_trained_and_metadata_says_so(tiny_ckpt, dem
     tags = set(acc.Tags()["scalars"])
     assert {"loss/validation/step_average", "loss/validation/step_divergence",
             "loss/validation/epoch_average", "loss/validation/epoch_divergence"} <= tags, tags
-    assert [e.step for e in acc.Scalars("loss/validation/step_average")] == [20, 40, 60]
+    assert [e.step for e in acc.Scalars("loss/validation/step_average")] == [10, 20, 30]
     assert [e.step for e in acc.Scalars("loss/validation/epoch_average")] == [1, 2]
     report = (tmp_path / "out" / "t_report.html").read_text(encoding="utf-8")
     assert "Validation loss" in report
