@@ -7,6 +7,8 @@ plus kohya's ``train_state.json``.
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,9 +17,10 @@ from safetensors.torch import load_file
 
 from library.errors import UserError
 from library.options import namespace_from
-from library.train.entry import train
+from library.train.entry import EXIT_USER, main, train
 from library.train.setup_model import load_for_training
-from tests.train.conftest import base_values
+from tests.faults.harness import child_env, cli_args
+from tests.train.conftest import REPO, base_values
 
 STEPS = 3
 
@@ -50,34 +53,42 @@ def _resume(tmp_path, ckpt, data, state, script="train_network", **values):
 
 
 def test_resume_at_the_states_step_carries_weights_and_adamw_moments(tiny_ckpt, demo_data, tmp_path, caplog):
+    """Through train_network.py's main: a run that resumes at its last step writes the state's values back out."""
     ckpt = tiny_ckpt("sd1")
     state, weights, opt_sd = _kohya_state(tmp_path, ckpt, demo_data)
     assert {p.name for p in state.iterdir()} >= {"model.safetensors", "optimizer.bin", "scheduler.bin",
                                                   "random_states_0.pkl", "train_state.json"}
+    argv = cli_args(ckpt, demo_data, tmp_path / "out", network_dim=8, network_alpha=8, train_batch_size=2, seed=7,
+                    max_train_steps=STEPS, resume=state, save_state=True, network_dropout=None)
     with caplog.at_level(logging.WARNING, logger="lorasmith.train"):
-        result = _resume(tmp_path, ckpt, demo_data, state, max_train_steps=STEPS, save_state=True)
-    assert result.steps == STEPS and result.losses == []  # nothing left to train: the state's values come out as they went in
+        assert main(argv, "train_network") == 0
     assert "resumed kohya state" in caplog.text and "LoRA weights and optimizer state" in caplog.text
-    lora = load_file(result.lora)
+    lora = load_file(tmp_path / "out" / "t.safetensors")
     assert set(lora) == set(weights)
-    for k, v in weights.items():
+    for k, v in weights.items():  # nothing left to train: the state's values come out as they went in
         assert torch.equal(lora[k].float(), v.float()), k
     ours = tmp_path / "out" / "t-state"
     saved = torch.load(ours / "optimizer.pt", weights_only=True)
     assert json.loads((ours / "train_state.json").read_text())["global_step"] == STEPS
     assert len(saved["state"]) == len(opt_sd["state"]) > 0
+    assert opt_sd["param_groups"][0]["initial_lr"] == 5e-3  # kohya's lr; this run's schedule (1e-3, cosine) rules:
+    assert saved["param_groups"][0]["initial_lr"] == 1e-3
+    assert torch.load(ours / "scheduler.pt", weights_only=True)["last_epoch"] == STEPS
     for i, entry in opt_sd["state"].items():
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(saved["state"][i][name], entry[name]), (i, name)
 
 
-def test_resume_continues_training_from_the_states_step(tiny_ckpt, demo_data, tmp_path):
-    ckpt = tiny_ckpt("sd1")
-    state, weights, opt_sd = _kohya_state(tmp_path, ckpt, demo_data)
-    result = _resume(tmp_path, ckpt, demo_data, state, max_train_steps=STEPS + 2, save_state=True)
+@pytest.mark.parametrize("family, script", [("sd1", "train_network"), ("sdxl", "sdxl_train_network")])
+def test_resume_continues_training_from_the_states_step(tiny_ckpt, demo_data, tmp_path, family, script):
+    ckpt = tiny_ckpt(family)
+    state, weights, opt_sd = _kohya_state(tmp_path, ckpt, demo_data, script=script)
+    result = _resume(tmp_path, ckpt, demo_data, state, script=script, max_train_steps=STEPS + 2, save_state=True)
     assert result.steps == STEPS + 2 and len(result.losses) == 2  # steps 4 and 5 only
     saved = torch.load(tmp_path / "out" / "t-state" / "optimizer.pt", weights_only=True)
-    assert all(float(e["step"]) == STEPS + 2 for e in saved["state"].values())  # AdamW's counts went on from kohya's 3
+    # AdamW's counts went on from kohya's 3 (SDXL: modules behind the unused last CLIP layer get no gradient, stay at 3)
+    counts = {float(e["step"]) for e in saved["state"].values()}
+    assert STEPS + 2 in counts and counts <= {STEPS, STEPS + 2}, counts
 
 
 def test_another_optimizer_keeps_the_weights_and_restarts_the_optimizer_with_one_notice(tiny_ckpt, demo_data, tmp_path, caplog):
@@ -96,9 +107,11 @@ def test_missing_optimizer_file_restarts_the_optimizer(tiny_ckpt, demo_data, tmp
     ckpt = tiny_ckpt("sd1")
     state, _, _ = _kohya_state(tmp_path, ckpt, demo_data)
     (state / "optimizer.bin").unlink()
+    (state / "train_state.json").write_text(json.dumps({"current_epoch": 2, "current_step": STEPS}))
     with caplog.at_level(logging.WARNING, logger="lorasmith.train"):
         _resume(tmp_path, ckpt, demo_data, state, max_train_steps=STEPS)
     assert "optimizer restarted: optimizer.bin is missing" in caplog.text
+    assert "kohya counted epoch 2 at this step, this run has" in caplog.text  # another epoch length: said, not hidden
 
 
 @pytest.mark.parametrize("change, message", [
@@ -121,17 +134,27 @@ def test_an_sdxl_state_on_an_sd1_run_is_refused(tiny_ckpt, demo_data, tmp_path):
 
 
 class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (print, ("ran code from a pickle",))
+        return (open, (self.marker, "w"))
 
 
-def test_a_pickle_that_references_code_is_refused_and_nothing_runs(tiny_ckpt, demo_data, tmp_path, capsys):
+def test_a_pickle_that_references_code_is_refused_and_nothing_runs(tiny_ckpt, demo_data, tmp_path):
+    """Through a real ``python train_network.py``: exit 2, one error line, the pickle's code never ran."""
     ckpt = tiny_ckpt("sd1")
     state, _, _ = _kohya_state(tmp_path, ckpt, demo_data)
-    torch.save({"state": {}, "param_groups": [], "x": _Evil()}, state / "optimizer.bin")
-    with pytest.raises(UserError, match=r"optimizer\.bin: refused to load: the pickle references code \(.*print\)"):
-        _resume(tmp_path, ckpt, demo_data, state)
-    assert "ran code" not in capsys.readouterr().out
+    marker = tmp_path / "PWNED"
+    torch.save({"state": {}, "param_groups": [], "x": _Evil(str(marker))}, state / "optimizer.bin")
+    argv = cli_args(ckpt, demo_data, tmp_path / "out", network_dim=8, network_alpha=8, train_batch_size=2, resume=state)
+    proc = subprocess.run([sys.executable, str(REPO / "train_network.py"), *argv], cwd=REPO, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_USER, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "optimizer.bin: refused to load: the pickle references code" in errors[0] and "--network_weights" in errors[0]
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("damage, message", [
