@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
+from library.merge.tool_args import PRECISIONS, check_device  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
-from tools.resize_lora import PRECISIONS, check_device  # noqa: E402
 
 
 def _networks(org, tuned, dim: int, conv_dim: int | None):

@@ -23,10 +23,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
+from library.merge.tool_args import PRECISIONS, check_device  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from networks.lora_file import LoRAFileError, read_lora_file, save_lora_file  # noqa: E402
-
-PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -170,18 +169,6 @@ def summary(rows: list[ModuleResize], save_to: str) -> str:
     return (f"resized {len(rows)} modules: rank {span(old)} -> {span(new)}; Frobenius norm retained: "
             f"mean {mean:.2%} (std {std:.3f}), lowest {worst.fro_retained:.2%} ({worst.name})\n"
             f"wrote {save_to} ({size:.2f} MB)")
-
-
-def check_device(device: str | None) -> str:
-    """The device to compute on, refused with a clear message when it does not exist here."""
-    device = device or "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: not a torch device; use cpu or cuda (cuda:0, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available in this Python; use --device cpu")
-    return device
 
 
 def _check_args(args) -> None:
