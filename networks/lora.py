@@ -19,7 +19,7 @@ import torch
 
 from library.errors import UserError
 from networks import lora_blocks, lora_file
-from networks.compvis_names import UNetLayout, to_compvis
+from library.models.unet_layout import UNetLayout, to_compvis
 from networks.lora_math import delta_weight, effective_alpha, max_norm_ratio, rank_dropout_mask
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from networks import lora_names as names
-from networks.compvis_names import UNetLayout
+from library.models.unet_layout import UNetLayout
 from networks.lora_file import LoRAFileError, read_lora_file
 
 FORMATS = ("kohya", "diffusers", "peft", "attn_procs")

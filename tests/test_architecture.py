@@ -37,9 +37,6 @@ ALLOWED = {
         "pipelines and PNG info move from train/sampling.py to library/inference after the parity merge",
     ("library.merge.lora_merge", "library.train.metadata"):
         "modelspec moves from train/metadata.py to the LoRA file-format owner after the parity merge",
-    ("library.models.layout", "networks.compvis_names"):
-        "the UNet layout map stays in networks until library/models/__init__ imports lazily "
-        "(today importing any library.models module loads diffusers, ~3x the import time of networks.lora)",
 }
 
 
@@ -123,3 +120,14 @@ def test_allowlisted_violations_still_exist():
 def test_every_product_module_has_a_layer():
     loose = [module_name(p)[0] for p in product_files() if placement(module_name(p)[0]) is None and p.name != "__init__.py"]
     assert not loose, f"modules outside every layer (add them to LAYERS and docs/architecture.md): {loose}"
+
+
+def test_lora_key_naming_does_not_load_diffusers():
+    # networks/ uses the UNet layout map in library/models; the package must not pull diffusers in with it
+    import subprocess
+    import sys
+
+    code = ("import sys, networks.lora_names, networks.lora_convert, library.models.unet_layout; "
+            "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
