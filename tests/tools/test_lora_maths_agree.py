@@ -36,3 +36,26 @@ def test_merge_and_extract_clamp_the_same_delta_identically(tiny_path, tmp_path)
         assert err < 1e-3, (key, err)
         clamped += int((want.abs() == scale).sum()) > 1  # the clamp bound is hit: the quantile took effect
     assert clamped > 0
+
+
+def test_resize_and_merge_of_one_lora_write_the_same_factors(tiny_path, tmp_path):
+    """One LoRA resized, and the same LoRA SVD-merged alone without clamping: the same SVD, split and signs.
+
+    resize keeps the scale in alpha (alpha/r * k); merge folds it into up (alpha = k).
+    """
+    from tools import resize_lora
+
+    lora = make_lora(load_base_model(str(tiny_path("sd1"))), tmp_path / "lora.safetensors", seed=7, dim=4, alpha=2.0, conv_dim=2)
+    resized, merged = tmp_path / "resized.safetensors", tmp_path / "merged.safetensors"
+    assert resize_lora.main(["--model", lora, "--save_to", str(resized), "--new_rank", "2", "--new_conv_rank", "1"]) == 0
+    assert merge_lora.main(["--models", lora, "--new_rank", "2", "--new_conv_rank", "1", "--clamp_quantile", "1",
+                            "--save_to", str(merged)]) == 0
+    got_r, got_m = read_lora_file(str(resized))[0], read_lora_file(str(merged))[0]
+    assert got_r.keys() == got_m.keys()
+    for key in (k for k in got_m if k.endswith(".lora_down.weight")):
+        name = key[: -len(".lora_down.weight")]
+        rank = got_m[key].shape[0]
+        assert float(got_m[f"{name}.alpha"]) == rank
+        scale = float(got_r[f"{name}.alpha"]) / rank
+        torch.testing.assert_close(got_m[key], got_r[key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got_m[f"{name}.lora_up.weight"], got_r[f"{name}.lora_up.weight"] * scale, rtol=1e-4, atol=1e-6)
