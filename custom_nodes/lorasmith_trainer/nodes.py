@@ -186,14 +186,10 @@ def merged_options(preset_values: dict, node_values: dict) -> dict:
 
 def place_final(src: str, dst: str) -> str:
     """Copy ``src`` to ``dst`` through a temporary name, so ``dst`` is never a half file."""
-    tmp = dst + ".tmp"
-    try:
+    from library.atomic import atomic_path
+
+    with atomic_path(dst, make_folder=False) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return dst
 
 
@@ -203,10 +199,9 @@ def write_options_file(args, script: str, path: str) -> str:
 
     header = (f"options of a LoRATrainer (ComfyUI) run; repeat or continue it with:\n"
               f"  python {script}.py --config_file {path} [--resume <a *-state folder next to this file>]")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(config_text(vars(args), header))
-    os.replace(path + ".tmp", path)
+    from library.atomic import write_text
+
+    write_text(path, config_text(vars(args), header))
     return path
 
 

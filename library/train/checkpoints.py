@@ -1,6 +1,6 @@
 """Checkpoint names, resumable training state, pruning — all written so a crash loses nothing.
 
-A LoRA file is written to ``.tmp`` and renamed into place (networks.lora_file). A state is a
+Every file goes through library.atomic (``.tmp``, fsync, rename into place). A state is a
 folder written whole under ``<dir>.tmp`` and then swapped in, so the folder under the final
 name is always complete: either the previous state or the new one.
 
@@ -28,6 +28,7 @@ import shutil
 import torch
 from safetensors.torch import load_file
 
+from library import atomic
 from library.errors import UserError
 from networks.lora_file import atomic_save_safetensors
 
@@ -53,10 +54,8 @@ def state_dir_name(stem: str) -> str:
 
 
 def _write_json(path: str, data: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic.atomic_write(path, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class _Writer:
@@ -78,7 +77,7 @@ class _Writer:
 
 
 def _torch_save(obj, path: str) -> None:
-    with open(path, "wb") as f:
+    with atomic.atomic_write(path, "wb") as f:
         writer = _Writer(f)
         try:
             torch.save(obj, writer)
@@ -86,8 +85,6 @@ def _torch_save(obj, path: str) -> None:
             if writer.error is not None:
                 raise writer.error from None
             raise
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def is_complete_state(path: str) -> bool:
@@ -107,7 +104,7 @@ def _recover_swap(path: str) -> None:
         return
     for leftover in (path + ".tmp", path + ".old"):  # the newer one first
         if os.path.isdir(leftover) and is_complete_state(leftover):
-            os.replace(leftover, path)
+            atomic.replace(leftover, path)
             return
 
 
@@ -126,12 +123,12 @@ def save_state(path: str, network_sd: dict, optimizer, scheduler, train_state: d
         _torch_save(scheduler.state_dict(), os.path.join(tmp, STATE_FILES[2]))
         _write_json(os.path.join(tmp, STATE_FILES[3]), train_state)
         if os.path.exists(path):
-            os.replace(path, old)
-        os.replace(tmp, path)
+            atomic.replace(path, old)
+        atomic.replace(tmp, path)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if os.path.exists(old) and not os.path.exists(path):
-            os.replace(old, path)
+            atomic.replace(old, path)
         reason = e.strerror or str(e)
         what = f"the disk is full ({reason})" if e.errno in DISK_FULL else reason
         raise CheckpointError(f"could not write training state {path}: {what}; free space or choose "
@@ -240,7 +237,7 @@ def prune(folder: str, output_name: str, kind: str, keep: int, state: bool = Fal
     for _, name in found[:-keep]:
         target = os.path.join(folder, name)
         if state:  # renamed first, so a kill mid-delete never leaves a half state under a state's name
-            os.replace(target, target + _DELETING)
+            atomic.replace(target, target + _DELETING)
             shutil.rmtree(target + _DELETING)
         else:
             os.remove(target)

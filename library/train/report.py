@@ -12,6 +12,9 @@ import os
 
 from PIL import Image, ImageDraw
 
+from library import atomic
+from library.atomic import atomic_path
+
 
 def _smooth(values: list[float], window: int) -> list[float]:
     out, acc = [], 0.0
@@ -48,8 +51,8 @@ def loss_curve_png(losses: list[float], path: str, size=(800, 400)) -> str:
         draw.text((right - 60, bottom + 10), f"step {len(losses)}", fill="black")
     draw.text((left + 5, top + 5), "loss (light: per step, dark: moving average)", fill="black")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(path + ".tmp", format="PNG")  # then renamed: a crash never leaves half a PNG under the name
-    os.replace(path + ".tmp", path)
+    with atomic_path(path) as tmp:  # a crash never leaves half a PNG under the name
+        img.save(tmp, format="PNG")
     return path
 
 
@@ -80,8 +83,5 @@ def write_report(output_dir: str, output_name: str, losses: list[float], checkpo
     page += "<table border=1 cellpadding=4><tr><th>file</th><th>epoch</th><th>step</th><th>loss (last 10 steps)</th><th>samples</th></tr>"
     page += "".join(rows) + "</table>"
     path = os.path.join(output_dir, f"{output_name}_report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    atomic.write_text(path, page)
     return path

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import PngImagePlugin
 
+from library.atomic import atomic_path
 from library.errors import UserError
 
 OPTION_KEYS = {"n": "negative_prompt", "w": "width", "h": "height", "d": "seed", "s": "steps", "l": "scale", "ss": "sampler"}
@@ -160,9 +161,8 @@ def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str
                 image = pipe(**kwargs).images[0]
                 sample.seed = sample_seed
                 path = os.path.join(out_dir, f"{stem}_{i:02d}_{sample_seed}.png")
-                tmp = path + ".tmp"  # a kill mid-write never leaves a partial PNG under the final name
-                image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:  # a kill mid-write never leaves a partial PNG under the name
+                    image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
                 paths.append(path)
     finally:
         for m, t in zip((model.unet, *model.text_encoders), was_training):

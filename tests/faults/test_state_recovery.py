@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from library import atomic
 from library.train import checkpoints as ck
 
 
@@ -49,7 +50,7 @@ def test_a_swap_cut_short_falls_back_to_the_previous_copy(tmp_path):
     assert json.loads((tmp_path / "t-state" / "train_state.json").read_text())["global_step"] == 3
 
 
-def test_save_state_never_deletes_the_only_previous_copy(tmp_path, monkeypatch):
+def test_save_state_never_deletes_the_only_previous_copy(tmp_path):
     """A kill between the renames left only t-state.old; the next save must not wipe it before writing."""
     import torch
 
@@ -58,14 +59,19 @@ def test_save_state_never_deletes_the_only_previous_copy(tmp_path, monkeypatch):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     calls = []
 
-    def failing(obj, path):
-        calls.append(path)
-        raise OSError(28, "No space left on device", path)
+    def failing(event, src, dst):  # library.atomic's public fault hook: the optimizer file hits a full disk
+        if event == "written" and dst.endswith(".pt"):
+            calls.append(dst)
+            raise OSError(28, "No space left on device", dst)
 
-    monkeypatch.setattr(ck, "_torch_save", failing)
-    with pytest.raises(ck.CheckpointError, match="the disk is full.*--resume"):
-        ck.save_state(str(tmp_path / "t-state"), {"w": torch.zeros(1)}, opt, sched, {"global_step": 4})
+    atomic.set_fault_hook(failing)
+    try:
+        with pytest.raises(ck.CheckpointError, match="the disk is full.*--resume"):
+            ck.save_state(str(tmp_path / "t-state"), {"w": torch.zeros(1)}, opt, sched, {"global_step": 4})
+    finally:
+        atomic.set_fault_hook(None)
     assert calls and ck.is_complete_state(str(tmp_path / "t-state"))  # the old copy was put back, then kept
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]  # the writer cleaned up its temp files
     assert json.loads((tmp_path / "t-state" / "train_state.json").read_text())["global_step"] == 3
 
 
