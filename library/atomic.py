@@ -135,3 +135,20 @@ def write_bytes(path: str, data: bytes) -> None:
 def write_text(path: str, text: str, newline: Optional[str] = None) -> None:
     with atomic_write(path, "w", encoding="utf-8", newline=newline) as f:
         f.write(text)
+
+
+def disk_of(path: str) -> str:
+    """'the disk mounted at /data (12.3 MB free)': which file system a failed write hit, for messages."""
+    probe = os.path.abspath(os.fspath(path))
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    mount = probe
+    while not os.path.ismount(mount) and os.path.dirname(mount) != mount:
+        mount = os.path.dirname(mount)
+    try:
+        import shutil
+
+        free = f" ({shutil.disk_usage(probe).free / 1e6:.1f} MB free)"
+    except OSError:
+        free = ""
+    return f"the disk mounted at {mount}{free}"

@@ -29,6 +29,13 @@ SAMPLERS = (
     "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
 )
 DATA_LAYOUTS = ("auto", "kohya", "images", "metadata_jsonl", "image_text_pairs", "hf_dataset")
+# settings a state is tied to (library/train/run_settings.py); --resume_with_changes names them
+RESUME_SETTING_KEYS = (
+    "model", "network_module", "network_dim", "network_alpha", "network_args", "network_dropout", "optimizer_type",
+    "optimizer_args", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler", "lr_warmup_steps", "resolution",
+    "mixed_precision", "datasets", "batches_per_epoch", "gradient_accumulation_steps", "processes", "seed",
+    "trained_parts",
+)
 INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
 _IGNORED_HF = "lorasmith does not upload or download; copy the files yourself."
 
@@ -291,6 +298,10 @@ OPTIONS = (
     Option("save_state_on_train_end", "bool", False, "Save the full training state once, at the end.", _S),
     Option("resume", "path", None, "Continue from a saved state folder at exactly its step; given the output folder, "
            "its newest complete state.", _S, metavar="DIR"),
+    Option("resume_with_changes", "str", None,
+           "Resume although these settings differ from the state's (e.g. resolution datasets learning_rate); "
+           "without it such a resume is refused. (ours)", _S, nargs="*", choices=RESUME_SETTING_KEYS, ours=True,
+           metavar="KEY"),
     Option("huggingface_repo_id", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_repo_type", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_path_in_repo", "str", None, _IGNORED_HF, _S, status="ignored"),

@@ -7,14 +7,16 @@ import pytest
 
 from library import atomic
 from library.train import checkpoints as ck
+from library.train.ownership import prune_own
 
 
-def make_state(path, step, complete=True):
+def make_state(path, step, complete=True, run_id=None):
     os.makedirs(path)
     for name in ck.STATE_FILES[:3]:
         (path / name).write_bytes(b"x")
     if complete:
-        (path / ck.STATE_FILES[3]).write_text(json.dumps({"global_step": step}))
+        data = {"global_step": step, **({"run_id": run_id} if run_id else {})}
+        (path / ck.STATE_FILES[3]).write_text(json.dumps(data))
     return path
 
 
@@ -86,8 +88,16 @@ def test_resume_accepts_a_state_or_an_output_folder(tmp_path):
 
 def test_prune_renames_before_deleting_and_sweeps_half_deleted_states(tmp_path):
     for step in (1, 2, 3):
-        make_state(tmp_path / f"t-step{step:08d}-state", step)
+        make_state(tmp_path / f"t-step{step:08d}-state", step, run_id="mine")
     make_state(tmp_path / "t-step00000000-state.deleting", 0)
-    removed = ck.prune(str(tmp_path), "t", "step", 2, state=True)
+    removed = prune_own(str(tmp_path), "t", "step", 2, "mine", state=True)
     assert removed == [str(tmp_path / "t-step00000001-state")]
     assert sorted(os.listdir(tmp_path)) == ["t-step00000002-state", "t-step00000003-state"]
+
+
+def test_prune_never_touches_another_runs_states(tmp_path):
+    make_state(tmp_path / "t-step00000001-state", 1, run_id="other")
+    make_state(tmp_path / "t-step00000002-state", 2)  # written before run ids existed
+    make_state(tmp_path / "t-step00000003-state", 3, run_id="mine")
+    assert prune_own(str(tmp_path), "t", "step", 10, "mine", state=True) == [str(tmp_path / "t-step00000003-state")]
+    assert sorted(os.listdir(tmp_path)) == ["t-step00000001-state", "t-step00000002-state"]
