@@ -48,10 +48,10 @@ def check_output_name(name, folder: Optional[str] = None, what: str = "output_na
 
     if not isinstance(name, str) or not name.strip():
         refuse("is empty")
-    if name in (".", "..") or name.startswith("."):
-        refuse("starts with a dot, so the file would be hidden (or point at a parent folder)")
     if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
         refuse("contains a path separator; put folders in --output_dir")
+    if name in (".", "..") or name.startswith("."):
+        refuse("starts with a dot, so the file would be hidden (or point at a parent folder)")
     bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
     if bad:
         refuse(f"contains the control character {bad[0]!r}")

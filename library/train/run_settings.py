@@ -17,14 +17,16 @@ from library.train.checkpoints import CheckpointError
 FIXED = ("network_module", "network_dim", "trained_parts", "processes")
 
 
-def _datasets(dataset) -> list:
-    """Per dataset: resolution, batch size and (image folder, repeats) of each subset."""
+def _datasets(dataset, resolution) -> list:
+    """Per dataset: batch size, (image folder, repeats) of each subset, and its resolution where a dataset
+    config sets one apart from --resolution (that one is the ``resolution`` key)."""
     out = []
     for prepared in getattr(dataset, "datasets", []):
         params = prepared.params
         subsets = [[os.path.abspath(s.subset.image_dir) if s.subset.image_dir else s.subset.name, s.subset.num_repeats]
                    for s in prepared.subsets]
-        out.append({"resolution": list(params.resolution) if params.resolution else None,
+        own = params.resolution and tuple(params.resolution) != tuple(resolution or ())
+        out.append({"resolution": list(params.resolution) if own else None,
                     "batch_size": params.batch_size, "subsets": subsets})
     return out
 
@@ -39,7 +41,7 @@ def run_settings(args, model, plan, world: int, dataset) -> dict:
         "learning_rate": args.learning_rate, "unet_lr": args.unet_lr, "text_encoder_lr": args.text_encoder_lr,
         "lr_scheduler": args.lr_scheduler, "lr_warmup_steps": args.lr_warmup_steps,
         "resolution": args.resolution, "mixed_precision": args.mixed_precision,
-        "datasets": _datasets(dataset),
+        "datasets": _datasets(dataset, args.resolution),
         "batches_per_epoch": plan.batches_per_epoch,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "processes": world, "seed": args.seed,
