@@ -12,7 +12,8 @@ code, or minus the signal number).
 ``faults`` is test instrumentation, installed in the child only (nothing in the product reads it):
 ``{"kill_at": [EVENT, n]}`` makes the child SIGKILL itself at the n-th EVENT, in the middle of
 what the event names; ``{"fsize": BYTES}`` caps every file the child writes (RLIMIT_FSIZE, with
-SIGXFSZ ignored so write() fails with EFBIG, as on a full disk). Events:
+SIGXFSZ ignored so write() fails with EFBIG, as on a full disk); ``{"signal_at": [[EVENT, n, "SIGTERM"], ...]}``
+makes the child send itself that signal at the n-th EVENT and carry on. Events:
 ``safetensors_write`` (half a .safetensors written), ``torch_save`` (half an optimizer/scheduler
 file), ``json_write`` (half a train_state.json), ``replace`` (before a rename into place),
 ``replaced`` (just after one), ``rmtree`` (a folder half deleted), ``step`` (inside a micro-batch).
@@ -55,12 +56,18 @@ def _install_faults(faults: dict) -> None:
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (faults["fsize"], faults["fsize"]))
-    if "kill_at" not in faults:
+    if "kill_at" not in faults and "signal_at" not in faults:
         return
-    event, nth = faults["kill_at"]
+    event, nth = faults.get("kill_at") or (None, 0)
     seen = {"n": 0}
+    signals = [[e, n, getattr(signal, name), 0] for e, n, name in faults.get("signal_at", [])]
 
     def due(name: str) -> bool:
+        for entry in signals:  # signal_at: send ourselves a signal at the n-th event, then go on
+            if entry[0] == name:
+                entry[3] += 1
+                if entry[3] == entry[1]:
+                    os.kill(os.getpid(), entry[2])
         if name != event:
             return False
         seen["n"] += 1

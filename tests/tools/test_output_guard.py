@@ -99,3 +99,20 @@ def test_gen_img_outdir_that_is_an_input_is_refused(files, capsys):
     for outdir in (ckpt, lora):
         assert gen_img.main(["--ckpt", ckpt, "--outdir", outdir, "--prompt", "a cat", "--network_weights", lora]) == 2
         assert "--outdir" in capsys.readouterr().err
+
+
+def test_non_finite_weights_are_never_written(files, tmp_path, capsys):
+    """A LoRA holding NaN (made by another program) merged: refused, nothing under the output name."""
+    from safetensors.torch import load_file, save_file
+
+    _, _, lora = files
+    tensors = load_file(lora)
+    first = next(k for k in tensors if k.endswith("lora_up.weight"))
+    tensors[first][0, 0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad))
+    out = tmp_path / "merged.safetensors"
+    assert merge_lora.main(["--models", lora, str(bad), "--save_to", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or inf" in err and str(out) in err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
