@@ -124,8 +124,12 @@ def resolve_dataset(use_custom_dataset: bool, dataset_path: str, logs_dir: str) 
             raise UserError("dataset_path is empty but use_custom_dataset is on; give your dataset folder, or turn "
                             "use_custom_dataset off to train on the bundled demo images")
         target = Path(logs_dir) / DEMO_COPY
-        if not target.is_dir():
-            shutil.copytree(DEMO_IMAGES, target)
+        if not target.is_dir():  # copied whole under a temporary name, then renamed: never a half demo
+            from library import atomic
+
+            shutil.rmtree(atomic.temp_name(str(target)), ignore_errors=True)
+            shutil.copytree(DEMO_IMAGES, atomic.temp_name(str(target)))
+            atomic.replace(atomic.temp_name(str(target)), str(target))
         return {"train_data_dir": str(target)}
     p = Path(path).expanduser()
     if not p.exists():
@@ -138,8 +142,9 @@ def resolve_dataset(use_custom_dataset: bool, dataset_path: str, logs_dir: str) 
             raise UserError(f"dataset_path {path} is a file; give a dataset folder (docs/datasets.md) or a .parquet file")
         os.makedirs(logs_dir, exist_ok=True)
         config = Path(logs_dir) / PARQUET_CONFIG
-        config.write_text(f"[[datasets]]\n[[datasets.subsets]]\nimage_dir = {json.dumps(str(p.resolve()))}\n",
-                          encoding="utf-8")
+        from library import atomic
+
+        atomic.write_text(str(config), f"[[datasets]]\n[[datasets.subsets]]\nimage_dir = {json.dumps(str(p.resolve()))}\n")
         return {"dataset_config": str(config)}
     return {"train_data_dir": str(p)}
 
