@@ -44,12 +44,12 @@ def _name_max(folder: Optional[str]) -> int:
 def check_output_name(name, folder: Optional[str] = None, what: str = "output_name") -> None:
     """Refuse a name that would be hidden, leave its folder, break on another OS, or not fit the disk."""
     def refuse(why: str) -> None:
-        raise UserError(f"{what} {name!r} {why}; choose a plain file name such as 'my_lora'")
+        raise UserError(f"{what} {name!r} must be a plain file name: it {why}; choose one such as 'my_lora'")
 
     if not isinstance(name, str) or not name.strip():
         refuse("is empty")
     if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
-        refuse("contains a path separator; put folders in --output_dir")
+        refuse("contains a path separator (put folders in --output_dir)")
     if name in (".", "..") or name.startswith("."):
         refuse("starts with a dot, so the file would be hidden (or point at a parent folder)")
     bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
@@ -108,23 +108,19 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _within(path: str, folder: str) -> bool:
-    real, top = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.isdir(top) and os.path.commonpath([real, top]) == top
-
-
-def check_tool_output(path: str, inputs: Iterable[Optional[str]], kind: str, overwrite: bool = False,
+def check_tool_output(path: str, inputs: Iterable[Optional[str]], kind: Optional[str], overwrite: bool = False,
                       option: str = "--save_to") -> None:
-    """Refuse ``path`` if it is (or lies inside) an input, or is an existing file of another ``kind``."""
+    """Refuse ``path`` if it is (or lies inside) an input, or is an existing file of another ``kind``
+    ('lora', 'checkpoint', 'folder'; None: only the input check, when the kind is not known yet)."""
     path = os.fspath(path)
     for source in inputs:
         if not source:
             continue
         source = os.fspath(source)
-        if _same_file(path, source) or (os.path.isdir(source) and _within(path, source)):
-            raise UserError(f"{option} {path} is the input {source} (the same file, a link to it, or inside it); "
+        if _same_file(path, source):
+            raise UserError(f"{option} {path} is one of the inputs ({source}: the same file, or a link to it); "
                             "write the result to a new file")
-    if not os.path.lexists(path):
+    if kind is None or not os.path.lexists(path):
         return
     found = file_kind(path)
     if kind == "folder" and found != "folder":

@@ -122,9 +122,7 @@ def _output_path(args) -> Path:
 def convert(args) -> int:
     if args.model and args.family:
         raise UserError("--model and --family both set the base model family; give only one")
-    check_tool_output(args.save_to, [args.input, args.model, args.adapter_config],
-                      "folder" if args.to == "diffusers" and Path(args.save_to).suffix != ".safetensors" else "lora",
-                      args.overwrite)
+    check_tool_output(args.save_to, [args.input, args.model, args.adapter_config], None)  # before reading anything
     tensors, metadata, config = lc.read_any(args.input)
     if args.adapter_config:
         config = lc.read_adapter_config(args.adapter_config)
