@@ -12,9 +12,18 @@ from safetensors import safe_open
 from library.errors import UserError
 from library.options import namespace_from, parse_args
 from library.train.entry import train
-from library.train.loop import Interrupted
 from library.train.ownership import RUN_ID_KEY, RunLock
 from tests.train.conftest import base_values
+
+
+def _short_epochs(demo_data, tmp_path):
+    """The demo images with 1 repeat: 8 images, so one step per epoch at batch 8."""
+    import shutil
+
+    src = next((demo_data / "img").iterdir())
+    dst = tmp_path / "data1"
+    shutil.copytree(src, dst / "img" / ("1_" + src.name.split("_", 1)[1]))
+    return dst
 
 
 def _run_id(path):
@@ -26,49 +35,22 @@ def _names(folder, suffix=".safetensors"):
     return sorted(n for n in os.listdir(folder) if n.endswith(suffix))
 
 
-class StopAt:
-    def __init__(self, n):
-        self.n, self.calls = n, 0
 
-    def __call__(self):
-        self.calls += 1
-        return self.calls >= self.n
-
-
-def test_a_second_run_prunes_only_its_own_files_and_keeps_the_last_n_steps(tiny_ckpt, demo_data, tmp_path):
+def test_save_last_n_steps_counts_steps_and_the_final_step_gets_its_file(tiny_ckpt, demo_data, tmp_path):
     out = tmp_path / "out"
-    first = base_values(tiny_ckpt("sd1"), demo_data, out, max_train_steps=6, save_every_n_steps=2)
-    train(namespace_from(first))
-    mine = {n: (out / n).read_bytes() for n in _names(out)}
-    assert set(mine) == {"t-step00000002.safetensors", "t-step00000004.safetensors", "t-step00000006.safetensors",
-                         "t.safetensors"}  # kohya: the final step gets its step file when the interval hits it
-    for n in mine:
-        os.rename(out / n, out / n.replace("t", "old", 1))  # keep the first run's files aside under another name
-    train(namespace_from(first))
-    first_id = _run_id(out / "t.safetensors")
-    # a second, fresh run with --save_last_n_steps 3: at step 6 it keeps the files of steps 3..6 (kohya counts steps)
-    second = {**first, "save_last_n_steps": 3, "seed": 8}
-    for n in list(_names(out)):
-        if n.startswith("old"):
-            os.remove(out / n)
-    before = {n: (out / n).read_bytes() for n in _names(out)}
-    with pytest.raises(Interrupted):
-        train(namespace_from({**second, "max_train_steps": 6}), stop_flag=StopAt(1))  # writes t-step00000001
-    assert (out / "t-step00000002.safetensors").read_bytes() == before["t-step00000002.safetensors"]
-    train(namespace_from(second))
-    names = _names(out)
-    assert "t-step00000004.safetensors" in names and "t-step00000006.safetensors" in names
-    assert _run_id(out / "t-step00000004.safetensors") != first_id  # replaced by the second run's own file
-    # the first run's step-2 file was replaced by the second run's (same name), which its own pruning then removed
-    assert "t-step00000002.safetensors" not in names
-    # the interrupted third run's step-1 file is not the second run's: never pruned
-    assert "t-step00000001.safetensors" in names
+    values = base_values(tiny_ckpt("sd1"), demo_data, out, resolution=32, max_train_steps=6, save_every_n_steps=2,
+                         save_last_n_steps=3, save_state=True)
+    train(namespace_from(values))
+    # kohya: at step 6, the files of steps 3..6 stay (step 2 goes); step 6 is saved though it is the last step
+    assert _names(out) == ["t-step00000004.safetensors", "t-step00000006.safetensors", "t.safetensors"]
+    assert sorted(n for n in os.listdir(out) if n.endswith("-state")) == [
+        "t-state", "t-step00000004-state", "t-step00000006-state"]
 
 
 def test_files_of_another_run_under_the_same_name_survive_pruning(tiny_ckpt, demo_data, tmp_path):
     out = tmp_path / "out"
-    values = base_values(tiny_ckpt("sd1"), demo_data, out, max_train_steps=4, save_every_n_steps=1)
-    train(namespace_from({**values, "max_train_steps": 20, "save_every_n_steps": 10, "output_name": "x"}))
+    values = base_values(tiny_ckpt("sd1"), demo_data, out, resolution=32, max_train_steps=4, save_every_n_steps=1)
+    train(namespace_from({**values, "max_train_steps": 12, "save_every_n_steps": 6, "output_name": "x"}))
     for n in _names(out):  # another run's checkpoints at higher step numbers, renamed to this output_name
         os.rename(out / n, out / n.replace("x", "t", 1))
     theirs = {n: (out / n).read_bytes() for n in _names(out)}
@@ -85,6 +67,7 @@ def test_files_of_another_run_under_the_same_name_survive_pruning(tiny_ckpt, dem
 def test_default_names_without_output_name_are_kohyas(tiny_ckpt, demo_data, tmp_path):
     out = tmp_path / "out"
     values = base_values(tiny_ckpt("sd1"), demo_data, out, output_name=None, train_batch_size=8, max_train_steps=None,
+                         resolution=32,
                          max_train_epochs=2, save_every_n_epochs=1, save_every_n_steps=5, save_state=True)
     train(namespace_from(values))
     assert _names(out) == ["at-step00000005.safetensors", "at-step00000010.safetensors", "at-step00000015.safetensors",
@@ -113,7 +96,7 @@ def test_a_held_lock_refuses_a_second_run_and_a_dead_ones_lock_is_taken_over(tin
 
 def test_resume_from_the_folder_picks_this_output_names_state(tiny_ckpt, demo_data, tmp_path):
     out = tmp_path / "out"
-    values = base_values(tiny_ckpt("sd1"), demo_data, out, max_train_steps=3, save_state=True)
+    values = base_values(tiny_ckpt("sd1"), demo_data, out, resolution=32, max_train_steps=3, save_state=True)
     train(namespace_from({**values, "output_name": "other", "max_train_steps": 5}))
     with pytest.raises(UserError, match="no complete training state of output_name t"):
         train(namespace_from({**values, "resume": str(out)}))
@@ -156,3 +139,13 @@ def test_lora_files_and_states_get_the_umasks_mode(tiny_ckpt, demo_data, tmp_pat
     for path in (out / "t.safetensors", out / "t-state" / "network.safetensors", out / "t-state" / "optimizer.pt",
                  out / "t_report.html"):
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o644), path
+
+
+def test_save_last_n_epochs_keeps_the_last_saved_epochs(tiny_ckpt, demo_data, tmp_path):
+    out = tmp_path / "out"
+    values = base_values(tiny_ckpt("sd1"), _short_epochs(demo_data, tmp_path), out, train_batch_size=8,
+                         max_train_steps=None, max_train_epochs=4, save_every_n_epochs=1, save_last_n_epochs=2,
+                         save_state=True, save_last_n_epochs_state=1)
+    train(namespace_from(values))
+    assert _names(out) == ["t-000002.safetensors", "t-000003.safetensors", "t.safetensors"]  # kohya: epoch 4 is the final file
+    assert sorted(n for n in os.listdir(out) if n.endswith("-state")) == ["t-000003-state", "t-state"]
