@@ -107,6 +107,7 @@ def atomic_path(path: str, make_folder: bool = True, unique: bool = False) -> It
     if make_folder:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_name(path, unique)
+    _remove_quietly(tmp)  # a leftover of a killed write, or a link planted there: never written through
     try:
         yield tmp
         commit(tmp, path)

@@ -238,7 +238,8 @@ def read_train_state(path: str) -> dict:
 # field -> (accepted types, required); bool is an int in Python, so it is refused explicitly
 _STATE_FIELDS = {"global_step": (int, True), "epoch": (int, True), "position": (int, True), "losses": (list, False),
                  "checkpoints": (list, False), "fingerprint": (dict, False), "run_id": (str, False),
-                 "scaler": ((dict, type(None)), False), "max_train_steps": (int, False), "script": (str, False)}
+                 "scaler": ((dict, type(None)), False), "max_train_steps": (int, False), "script": (str, False),
+                 "validation": (list, False)}
 
 
 def _train_state_problem(state) -> str | None:

@@ -46,6 +46,8 @@ def run_settings(args, model, plan, world: int, dataset) -> dict:
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "processes": world, "seed": args.seed,
         "trained_parts": [model.train_unet, model.train_text_encoder],
+        # another split trains other images (absent without a split, so older states still resume)
+        **({"validation": [args.validation_split, args.validation_seed]} if args.validation_split else {}),
     }
     return json.loads(json.dumps(settings, default=str))
 
