@@ -96,7 +96,10 @@ def commit(tmp: str, path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.chmod(tmp, umask_mode())
+    try:
+        os.chmod(tmp, umask_mode())
+    except OSError:  # file systems without modes (some network/FUSE mounts): keep what they give
+        pass
     replace(tmp, path)
 
 
