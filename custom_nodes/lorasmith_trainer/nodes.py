@@ -252,11 +252,11 @@ def place_final(src: str, dst: str) -> str:
         check_final_target(dst)  # again: something may have taken the name during a long run
     except UserError as e:
         raise UserError(f"{e} — the trained LoRA is intact at {src}") from None
-    from library.atomic import atomic_path
+    from library.atomic import atomic_write
 
     try:  # the one atomic writer: temporary name in the folder, fsync, the umask's mode, rename
-        with atomic_path(dst, make_folder=False) as tmp:
-            shutil.copyfile(src, tmp)
+        with atomic_write(dst, "wb", make_folder=False) as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
     except OSError as e:
         raise UserError(_copy_failed(e, src, dst)) from None
     return dst
