@@ -27,6 +27,7 @@ from library.train import checkpoints as ck
 from library.train import stopping
 from library.train.ownership import new_run_id
 from library.train.run_settings import check_resume_settings, run_settings
+from library.train import kohya_state
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
 from library.data.dataset import make_dataloader
@@ -95,6 +96,10 @@ class Trainer:
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
         path = ck.resolve_resume(path, self.args.output_name, self.script)  # a state, or the folder's newest of ours
+        if kohya_state.is_kohya_state(path):  # written by kohya's sd-scripts: what carries over, library/train/kohya_state.py
+            self.global_step, self.epoch, self.position = kohya_state.load_kohya_state(
+                path, self.model.network, self.opt_info.optimizer, self.scheduler, self.plan, self.accum)
+            return
         state = ck.read_train_state(path)
         changed = check_resume_settings(path, state.get("fingerprint", {}), self.fp, self.args.resume_with_changes)
         if changed:
