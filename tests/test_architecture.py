@@ -2,8 +2,9 @@
 
 Layers, lowest first (a module may import its own package and anything lower):
 
-    base        library.errors, library.vocabulary
-    options     library.options, library.output_names
+    errors      library.errors
+    leaves      library.vocabulary, library.atomic, library.output_names, library.output_paths
+    options     library.options
     data/models library.data, library.models        (independent of each other)
     networks    networks                            (LoRA modules wrap model layers)
     inference/merge/captioning                      (independent of each other)
@@ -22,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = [
-    ("base", ("library.errors", "library.vocabulary")),
-    ("options", ("library.options", "library.output_names")),
+    ("errors", ("library.errors",)),
+    ("leaves", ("library.vocabulary", "library.atomic", "library.output_names", "library.output_paths")),
+    ("options", ("library.options",)),
     ("data/models", ("library.data", "library.models")),
     ("networks", ("networks",)),
     ("inference/merge", ("library.inference", "library.merge", "library.captioning")),
