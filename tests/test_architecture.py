@@ -133,3 +133,14 @@ def test_lora_key_naming_does_not_load_diffusers():
             "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_lora_svd_maths_has_one_owner():
+    # SVD, QR and quantiles of LoRA factors live in networks/lora_svd.py; merge, resize and extract call it
+    import re
+
+    pattern = re.compile(r"linalg\.(svd|qr)\b|svd_lowrank\(|torch\.quantile\(|\.kthvalue\(|torch\.svd\(")
+    owner = ROOT / "networks/lora_svd.py"
+    assert pattern.search(owner.read_text(encoding="utf-8"))
+    others = [p.relative_to(ROOT).as_posix() for p in product_files() if p != owner and pattern.search(p.read_text(encoding="utf-8"))]
+    assert not others, f"SVD/QR/quantile outside networks/lora_svd.py (call lora_svd instead): {others}"
