@@ -178,13 +178,15 @@ def main(argv=None, script: str = "train_network") -> int:
     """Command-line entry: parse, train, map every failure to a message and an exit code."""
     from library.options import parse_args
     from library.train.loop import Interrupted, NonFiniteLoss
+    from library.train.run_folder import run_status
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _setup_logging(debug)
     try:
         args = parse_args(argv, script)
-        result = train(args, script)
+        with run_status(args, argv):  # status.json: starting -> done / interrupted / failed (library/train/run_folder.py)
+            result = train(args, script)
         print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
         return EXIT_OK
     except Interrupted as e:

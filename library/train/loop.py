@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from library.errors import UserError
 from library.train import checkpoints as ck
+from library.train.run_folder import RunFolder, poll_controls
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
 from library.data.dataset import make_dataloader
@@ -100,6 +101,7 @@ class Trainer:
         self._last_sampled = -1
         self.loader = None
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
+        self.run_folder = RunFolder(args.output_dir, enabled=accelerator.is_main_process)  # status/metrics/controls
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
@@ -147,6 +149,7 @@ class Trainer:
         if args.sample_at_first and self.global_step == 0:
             self._samples(f"{self.name}_000000")
         self.opt_info.train()
+        self.run_folder.training(self.global_step, plan.max_train_steps, self.epoch, plan.num_epochs)
         try:
             while self.global_step < plan.max_train_steps and self.epoch <= plan.num_epochs:
                 self._run_epoch(bar)
@@ -155,6 +158,7 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
         finally:
             bar.close()
+            self.run_folder.update(force=True)  # the throttled status gets the last step
         wants_samples = args.sample_every_n_steps or args.sample_every_n_epochs
         if wants_samples and self._last_sampled != self.global_step:
             self._samples(f"{self.name}_{self.global_step:06d}")  # the final LoRA gets samples too
@@ -230,6 +234,7 @@ class Trainer:
         lrs = current_lrs(self.opt_info, self.scheduler)
         bar.update(1)
         bar.set_postfix({"loss": f"{average:.4f}", "lr": f"{next(iter(lrs.values()), 0):.2e}"}, refresh=False)
+        self.run_folder.record_step(self.global_step, self.plan.max_train_steps, self.epoch, loss_value, lrs, logs)
         if self.progress_callback is not None:
             self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
         if args.log_with:
@@ -268,7 +273,12 @@ class Trainer:
             self._samples(f"{self.name}_{step:06d}")
         if args.save_every_n_steps and step % args.save_every_n_steps == 0:
             self._save(stem, "step", bool(args.save_state))
-        if self._interrupt_requested():
+        wanted = poll_controls(self.run_folder, self.acc)  # save-now / sample-now / stop files (docs/gui.md)
+        if "sample-now" in wanted and self._last_sampled != step:
+            self._samples(f"{self.name}_{step:06d}")
+        if "save-now" in wanted:
+            self._save(stem, None, True)
+        if self._interrupt_requested() or "stop" in wanted:
             lora = self._save(stem, None, True)
             raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora)
 
@@ -293,6 +303,7 @@ class Trainer:
         if self.acc.is_main_process:
             t = time.perf_counter()
             paths = self.outputs.samples(stem, self.acc.autocast)
+            self.run_folder.record_samples(self.global_step, [p.prompt for p in self.outputs.prompts], paths)
             if paths:
                 logger.info("%d sample images in %.1f s", len(paths), time.perf_counter() - t)
         self.acc.wait_for_everyone()

@@ -1,0 +1,71 @@
+"""The run folder through the CLI: status.json, metrics.jsonl, samples.jsonl and the control files."""
+
+import json
+import os
+
+from library.train.entry import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, main
+from library.train.run_folder import read_status
+
+
+def _argv(ckpt, data, out, steps=3, **extra):
+    values = {"pretrained_model_name_or_path": ckpt, "train_data_dir": str(data / "img"), "resolution": 64,
+              "caption_extension": ".txt", "network_dim": 4, "network_alpha": 4, "learning_rate": 1e-3,
+              "max_train_steps": steps, "train_batch_size": 2, "seed": 3, "output_dir": str(out), "output_name": "t",
+              "max_data_loader_n_workers": 0, "optimizer_type": "AdamW", **extra}
+    argv = []
+    for k, v in values.items():
+        argv += [f"--{k}"] + ([] if v is True else [str(v)])
+    return argv
+
+
+def _lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_status_metrics_samples_and_save_now_sample_now(tiny_ckpt, demo_data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a sks shape --w 64 --h 64 --s 2\n")
+    (out / "save-now").touch()
+    (out / "sample-now").touch()
+    code = main(_argv(tiny_ckpt("sd1"), demo_data, out, sample_prompts=prompts, sample_sampler="euler",
+                       sample_every_n_steps=2))
+    assert code == EXIT_OK
+    status = read_status(str(out))
+    assert status["phase"] == "done" and status["step"] == 3 and status["total"] == 3 and status["error"] is None
+    assert status["epoch"] >= 1 and status["it_s"] > 0
+    metrics = _lines(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(isinstance(m["loss"], float) and m["lr/unet"] > 0 and "lr/textencoder" in m for m in metrics)
+    samples = _lines(out / "samples.jsonl")
+    assert [s["step"] for s in samples] == [1, 2, 3]  # sample-now after step 1, every 2 steps, the final ones
+    assert all(s["prompt"] == "a sks shape" and (out / s["file"]).is_file() for s in samples)
+    assert (out / "t-step00000001-state").is_dir() and (out / "t-step00000001.safetensors").is_file()  # save-now
+    assert not any((out / n).exists() for n in ("save-now", "sample-now", "stop"))  # acted on once, then removed
+
+
+def test_stop_file_is_the_ctrl_c_path_and_resume_finishes(tiny_ckpt, demo_data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stop").touch()
+    argv = _argv(tiny_ckpt("sd1"), demo_data, out, steps=4)
+    assert main(argv) == EXIT_INTERRUPTED
+    status = read_status(str(out))
+    assert status["phase"] == "interrupted" and status["step"] == 1
+    assert (out / "t-step00000001-state").is_dir() and not (out / "stop").exists()
+    assert main(argv + ["--resume", str(out)]) == EXIT_OK
+    status = read_status(str(out))
+    assert status["phase"] == "done" and status["step"] == 4
+    assert [m["step"] for m in _lines(out / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_a_user_error_is_the_status_error(tiny_ckpt, tmp_path):
+    empty = tmp_path / "data"
+    (empty / "img" / "5_x").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert main(_argv(tiny_ckpt("sd1"), empty, out)) == EXIT_USER
+    status = read_status(str(out))
+    assert status["phase"] == "failed" and status["error"] and "\n" not in status["error"]
+    assert os.listdir(out) == ["status.json"]
