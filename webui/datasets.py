@@ -1,0 +1,76 @@
+"""The Dataset page's work: the preflight report of a folder and the caption editor.
+
+Why here: the report is library/data/preflight's (the one tools/check_dataset.py prints); the GUI only
+turns form values into its options. Captions are written atomically next to their image.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from library.data.preflight import run_preflight
+from library.options import namespace_from
+from library.train.setup_data import data_options
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def preflight(values: dict, processes: int = 1) -> dict:
+    """The preflight report (as a dict and as text) and a step plan for the given option values."""
+    args = namespace_from(values, source="the form", check=False)
+    report = run_preflight(
+        data_options(args), max_train_epochs=args.max_train_epochs, max_train_steps=args.max_train_steps,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, num_processes=processes,
+    )
+    out = report.to_dict()
+    out["text"] = report.to_text()
+    out["plan"] = plan(args, report)
+    return out
+
+
+def plan(args, report) -> dict:
+    """Steps, epochs, saves and sample rounds the run will make (the numbers shown before starting)."""
+    total, epochs = report.total_steps, report.epochs
+    saves = (total // args.save_every_n_steps if args.save_every_n_steps else 0) + \
+        (max(epochs - 1, 0) // args.save_every_n_epochs if args.save_every_n_epochs else 0)
+    samples = (total // args.sample_every_n_steps if args.sample_every_n_steps else 0) + \
+        (max(epochs - 1, 0) // args.sample_every_n_epochs if args.sample_every_n_epochs else 0)
+    return {"images": report.num_train_images, "reg_images": report.num_reg_images,
+            "samples_per_epoch": report.samples_per_epoch, "batch_size": args.train_batch_size,
+            "batches_per_epoch": report.batches_per_epoch, "steps_per_epoch": report.steps_per_epoch,
+            "epochs": epochs, "total_steps": total, "saves": saves + 1, "sample_rounds": samples}
+
+
+def captions(folder: Path, extension: str = ".txt") -> list[dict]:
+    """Every image under ``folder`` (recursively) with its caption text ("" when none)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            image = Path(dirpath) / name
+            cap = image.with_suffix(extension)
+            text = cap.read_text(encoding="utf-8", errors="replace") if cap.is_file() else None
+            out.append({"image": image, "caption": text})
+    return out
+
+
+def write_caption(image: Path, text: str, extension: str = ".txt") -> Path:
+    """Write the caption next to ``image`` atomically (temp file in the folder, fsync, rename).
+    TODO(own): use library.atomic when it lands."""
+    path = image.with_suffix(extension)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
