@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
@@ -89,6 +93,11 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
         return Path(job["run_dir"])
 
     # ------------------------------------------------------------------------------- pages
+    def page_context(request: Request, page: str) -> dict:
+        given = request.query_params.get("token")
+        tq = "?" + urlencode({"token": given}) if given else ""  # static files need the token on a network
+        return {"page": page, "root": str(roots.root), "tq": tq}
+
     @app.get("/", include_in_schema=False)
     def index(request: Request):
         query = f"?{request.url.query}" if request.url.query else ""
@@ -98,12 +107,12 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
     def page(request: Request, page: str):
         if page not in PAGES:
             raise HTTPException(404, f"no page {page}")
-        return templates.TemplateResponse(request, f"{page}.html", {"page": page, "root": str(roots.root)})
+        return templates.TemplateResponse(request, f"{page}.html", page_context(request, page))
 
     @app.get("/runs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def run_page(request: Request, job_id: int):
         job_or_404(job_id)
-        return templates.TemplateResponse(request, "run.html", {"page": "runs", "job_id": job_id, "root": str(roots.root)})
+        return templates.TemplateResponse(request, "run.html", {**page_context(request, "runs"), "job_id": job_id})
 
     @app.get("/help/{name}", response_class=PlainTextResponse, include_in_schema=False)
     def help_page(name: str):
@@ -318,6 +327,31 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
                 roots.resolve(a)
         job_id = store.add(tool, tool, tool, [str(a) for a in args], None)
         return job_view(store.get(job_id))
+
+    @app.get("/api/tools/{tool}/help")
+    def api_tool_help(tool: str):
+        if tool not in TOOLS:
+            raise HTTPException(404, f"no tool {tool}")
+        out = subprocess.run([sys.executable, str(TOOLS[tool]), "--help"], capture_output=True, text=True, timeout=120,
+                             cwd=roots.root, env={**os.environ, "PYTHONPATH": str(REPO)})
+        return {"help": out.stdout or out.stderr}
+
+    @app.post("/api/demo")
+    def api_demo(folder: str = Body("demo", embed=True)):
+        """Copy examples/demo into the root and queue the tiny model's creation: a run to try the GUI with."""
+        target = roots.resolve(folder)
+        if not target.exists():
+            shutil.copytree(REPO / "examples" / "demo", target)
+        model = target / "tiny_sd15.safetensors"
+        job_id = None
+        if not model.exists():
+            job_id = store.add("make_tiny_model", "tiny model", "make_tiny_model",
+                               ["--family", "sd1", "--out", str(model)], None)
+        rel = roots.relative(target)
+        values = {k: v for k, v in forms.preset("demo", "train_network").items() if k not in ("output_dir",)}
+        values.update(pretrained_model_name_or_path=f"{rel}/tiny_sd15.safetensors", train_data_dir=f"{rel}/img",
+                      reg_data_dir=f"{rel}/reg", sample_prompts=f"{rel}/prompts.txt")
+        return {"folder": rel, "train_data_dir": f"{rel}/img", "reg_data_dir": f"{rel}/reg", "job": job_id, "values": values}
 
     @app.get("/api/health")
     def api_health():

@@ -24,7 +24,8 @@ from library.train.run_folder import CONTROL_FILES, read_status
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = {"train_network": REPO / "train_network.py", "sdxl_train_network": REPO / "sdxl_train_network.py"}
 TOOLS = {name: REPO / "tools" / f"{name}.py" for name in
-         ("merge_lora", "resize_lora", "extract_lora", "convert_lora", "caption", "merge_models", "gen_img")}
+         ("merge_lora", "resize_lora", "extract_lora", "convert_lora", "caption", "merge_models", "gen_img",
+          "make_tiny_model")}
 ACTIVE, FINAL = ("queued", "running"), ("done", "failed", "interrupted", "cancelled")
 EXIT_PHASES = {0: "done", 130: "interrupted"}
 
