@@ -205,8 +205,8 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
         return {"jobs": [job_view(j) for j in store.all()]}
 
     @app.post("/api/jobs")
-    def api_create(values: dict = Body(None), config_path: str = Body(None), script: str = Body("train_network"),
-                   name: str = Body(None), processes: int = Body(1), gpu_ids: str = Body(None)):
+    def api_create(values: dict | None = Body(None), config_path: str | None = Body(None), script: str = Body("train_network"),
+                   name: str | None = Body(None), processes: int = Body(1), gpu_ids: str | None = Body(None)):
         """Queue a training run from form values and/or a TOML file (form values win)."""
         merged = {}
         if config_path:

@@ -14,7 +14,7 @@ def one_thread_children(monkeypatch):
 def test_create_stop_resume_extend_metrics_files(gui_root):
     client, app = make_client(gui_root)
     runner, store = app.state.runner, app.state.store
-    r = client.post("/api/jobs", json={"values": run_values(), "name": "first"})
+    r = client.post("/api/jobs", json={"values": run_values(), "name": "first", "gpu_ids": None})
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["status"] == "queued" and job["run_dir_rel"] == "output/t"

@@ -29,7 +29,8 @@ const LS = (() => {
       body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined});
     const data = await r.json().catch(() => ({}));
     if (!r.ok) {
-      const err = new Error(data.error || data.detail || r.statusText);
+      const detail = Array.isArray(data.detail) ? data.detail.map(d => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ") : data.detail;
+      const err = new Error(data.error || detail || r.statusText);
       err.field = data.field; err.status = r.status;
       throw err;
     }
@@ -320,6 +321,8 @@ const LS = (() => {
       const v = {train_data_dir: $("#train-dir").value, resolution: $("#resolution").value, train_batch_size: Number($("#batch").value) || 1,
         caption_extension: $("#ext").value, enable_bucket: true};
       if ($("#reg-dir").value) v.reg_data_dir = $("#reg-dir").value;
+      if ($("#min-bucket").value) v.min_bucket_reso = Number($("#min-bucket").value);
+      if ($("#max-bucket").value) v.max_bucket_reso = Number($("#max-bucket").value);
       return v;
     };
     $("#check").addEventListener("click", async () => {
@@ -345,6 +348,7 @@ const LS = (() => {
       try {
         const r = await api("/api/demo", {body: {}});
         $("#train-dir").value = r.train_data_dir; $("#reg-dir").value = r.reg_data_dir; $("#resolution").value = "64"; $("#batch").value = 2;
+        $("#min-bucket").value = r.values.min_bucket_reso || ""; $("#max-bucket").value = r.values.max_bucket_reso || "";
         sessionStorage.setItem("lsDemo", JSON.stringify(r));
         toast(`demo dataset in ${r.folder}; the tiny model is made by job #${r.job}`);
       } catch (e) { toast(e.message, true); }
