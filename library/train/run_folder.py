@@ -19,10 +19,13 @@ Formats are documented in docs/gui.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
 from contextlib import contextmanager
+
+logger = logging.getLogger("lorasmith.train")
 
 STATUS_FILE, METRICS_FILE, SAMPLES_FILE = "status.json", "metrics.jsonl", "samples.jsonl"
 CONTROL_FILES = ("save-now", "sample-now", "stop")
@@ -73,8 +76,9 @@ class RunFolder:
         self.state: dict = {}
         self._written_at = None
         self._rate_from = None  # (clock, step) of the first step of this process: it/s over the session
+        self._warned = False
         if enabled:
-            os.makedirs(folder, exist_ok=True)
+            self._guarded(os.makedirs, folder, 0o777, True)
             self.state = read_status(folder)
 
     # --- status.json ------------------------------------------------------------------------
@@ -88,8 +92,17 @@ class RunFolder:
         if force or phase_changed or self._written_at is None or now - self._written_at >= self.interval:
             self.state["updated_at"] = time.time()
             self.state["pid"] = os.getpid()
-            write_json_atomic(os.path.join(self.folder, STATUS_FILE), self.state)
+            self._guarded(write_json_atomic, os.path.join(self.folder, STATUS_FILE), self.state)
             self._written_at = now
+
+    def _guarded(self, write, *args) -> None:
+        """These files are for watchers: a full disk or a read-only folder must never stop or mask the run."""
+        try:
+            write(*args)
+        except OSError as e:
+            if not self._warned:
+                logger.warning("could not write the run folder's status/metrics files in %s: %s", self.folder, e)
+                self._warned = True
 
     def starting(self, argv=None) -> None:
         self.update(force=True, phase="starting", error=None, exit_code=None, started_at=time.time(),
@@ -106,8 +119,11 @@ class RunFolder:
 
     # --- metrics.jsonl / samples.jsonl --------------------------------------------------------
     def _append(self, name: str, record: dict) -> None:
-        with open(os.path.join(self.folder, name), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        def write():
+            with open(os.path.join(self.folder, name), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+        self._guarded(write)
 
     def record_step(self, step: int, total: int, epoch: int, loss: float, lrs: dict, extra: dict | None = None) -> None:
         """One metrics line, and the status's step, it/s and ETA (throttled)."""
@@ -151,7 +167,7 @@ class RunFolder:
             if os.path.exists(path):
                 try:
                     os.unlink(path)
-                except FileNotFoundError:
+                except OSError:  # gone already, or not ours to delete: act only on a request we could take
                     continue
                 found.add(name)
         return found

@@ -69,3 +69,16 @@ def test_a_user_error_is_the_status_error(tiny_ckpt, tmp_path):
     status = read_status(str(out))
     assert status["phase"] == "failed" and status["error"] and "\n" not in status["error"]
     assert os.listdir(out) == ["status.json"]
+
+
+def test_a_failing_run_folder_write_never_stops_the_run(tmp_path, caplog):
+    from library.train.run_folder import RunFolder
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")  # every write below it fails with an OSError
+    rf = RunFolder(str(blocker / "run"), interval=0)
+    rf.training(0, 10, 1, 1)
+    rf.record_step(1, 10, 1, 0.5, {"lr/unet": 1e-4})
+    rf.record_samples(1, ["p"], [str(blocker / "run" / "a.png")])
+    rf.finish("done")
+    assert sum("could not write the run folder" in r.message for r in caplog.records) == 1
