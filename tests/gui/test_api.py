@@ -122,3 +122,15 @@ def test_queue_order_and_cancel(gui_root):
     assert [j["id"] for j in client.get("/api/jobs").json()["jobs"] if j["status"] == "queued"] == [ids[2], ids[1]]
     r = client.post("/api/jobs", json={"values": run_values(output_name="q1", output_dir="output/q1")})
     assert r.status_code == 400 and "used by job" in r.json()["error"]
+
+
+def test_processes_and_gpu_ids_become_an_accelerate_launch_of_the_same_script(gui_root):
+    client, app = make_client(gui_root)
+    job = client.post("/api/jobs", json={"values": run_values(), "processes": 2, "gpu_ids": "0,1"}).json()
+    argv = app.state.runner.command(app.state.store.get(job["id"]))
+    assert argv[1:4] == ["-m", "accelerate.commands.launch", "--num_processes"] and argv[4] == "2"
+    assert "--multi_gpu" in argv and argv[argv.index("--gpu_ids") + 1] == "0,1"
+    script = argv.index(next(a for a in argv if a.endswith("train_network.py")))
+    assert argv[script + 1:script + 3] == ["--pretrained_model_name_or_path", str(gui_root / "tiny.safetensors")]
+    single = client.post("/api/jobs", json={"values": run_values(output_name="one")}).json()
+    assert app.state.runner.command(app.state.store.get(single["id"]))[1].endswith("train_network.py")

@@ -55,3 +55,38 @@ def test_local_gui_refuses_cross_site_changes_and_foreign_hosts(gui_root):
     assert local.post("/api/queue/order", json={"ids": []}, headers=HEADERS).status_code == 200
     rebound = TestClient(app, base_url="http://evil.example:7860")
     assert rebound.get("/api/jobs").status_code == 403
+
+
+def test_gui_py_listen_requires_and_prints_a_token(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from pathlib import Path
+
+    REPO = Path(__file__).resolve().parents[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(REPO / "gui.py"), "--root", str(tmp_path), "--port", str(port),
+                             "--listen", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        token = next(line.split()[1] for line in lines if line.startswith("token: "))
+        assert f"?token={token}" in lines[0]
+        url = f"http://127.0.0.1:{port}/api/health"
+        for _ in range(100):
+            try:
+                r = httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert r.status_code == 401
+        assert httpx.get(url, headers={"X-Token": token}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
