@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     print(f"lorasmith GUI for {os.path.abspath(args.root)}: open {url}", flush=True)
     if token:
         print(f"token: {token}  (API callers send it as the X-Token header)", flush=True)
-    uvicorn.run(app, host=host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)
     return 0
 
 

@@ -184,6 +184,14 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
         resolved = forms.resolve_paths(forms.clean(values), roots)
         return datasets.preflight(resolved, processes)
 
+    @app.post("/api/dataset/kohya-folder")
+    def api_kohya_folder(source: str = Body(...), dest: str = Body(...), repeats: int = Body(10),
+                         trigger: str = Body(...), class_name: str = Body(""), ext: str = Body(".txt")):
+        """Copy a flat folder of images (+ captions) into DEST/NN_trigger class/, kohya's layout."""
+        folder = datasets.make_kohya_folder(roots.resolve(source, must_exist=True), roots.resolve(dest), repeats,
+                                            trigger, class_name, ext)
+        return {"folder": roots.relative(folder), "train_data_dir": roots.relative(folder.parent)}
+
     @app.get("/api/dataset/captions")
     def api_captions(folder: str, ext: str = ".txt"):
         base = roots.resolve(folder, must_exist=True)
@@ -322,9 +330,10 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
         """Run tools/<tool>.py with an argument list as a job (merge_lora, resize_lora, extract_lora, convert_lora, ...)."""
         if tool not in TOOLS:
             raise HTTPException(404, f"no tool {tool}; tools: {', '.join(TOOLS)}")
-        for a in args:  # every path-looking argument must stay inside the root
-            if not a.startswith("-") and ("/" in a or os.sep in a or a.endswith((".safetensors", ".ckpt", ".pt", ".toml"))):
-                roots.resolve(a)
+        for a in args:  # every path-looking argument (or --key=value value) must stay inside the root
+            value = a.split("=", 1)[1] if a.startswith("-") and "=" in a else (None if a.startswith("-") else a)
+            if value and ("/" in value or os.sep in value or "." in value):
+                roots.resolve(value)
         job_id = store.add(tool, tool, tool, [str(a) for a in args], None)
         return job_view(store.get(job_id))
 

@@ -7,6 +7,8 @@ turns form values into its options. Captions are written atomically next to thei
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -74,3 +76,27 @@ def write_caption(image: Path, text: str, extension: str = ".txt") -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def make_kohya_folder(source: Path, dest: Path, repeats: int, trigger: str, class_name: str = "", extension: str = ".txt") -> Path:
+    """Copy the images of a flat ``source`` folder (and their captions) into ``dest/NN_trigger class/``."""
+    from library.errors import UserError
+
+    if repeats < 1:
+        raise UserError(f"repeats must be at least 1, got {repeats}")
+    name = f"{repeats}_{trigger.strip()}" + (f" {class_name.strip()}" if class_name.strip() else "")
+    if not trigger.strip() or re.search(r"[\\/:*?\"<>|]", name):
+        raise UserError(f"folder name {name!r}: give a trigger word without / \\ : * ? \" < > |")
+    images = [p for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    if not images:
+        raise UserError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+    target = dest / name
+    if target.exists():
+        raise UserError(f"{target} exists already; pick another destination or name")
+    target.mkdir(parents=True)
+    for image in images:
+        shutil.copy2(image, target / image.name)
+        caption = image.with_suffix(extension)
+        if caption.is_file():
+            shutil.copy2(caption, target / caption.name)
+    return target

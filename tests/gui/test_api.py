@@ -134,3 +134,24 @@ def test_processes_and_gpu_ids_become_an_accelerate_launch_of_the_same_script(gu
     assert argv[script + 1:script + 3] == ["--pretrained_model_name_or_path", str(gui_root / "tiny.safetensors")]
     single = client.post("/api/jobs", json={"values": run_values(output_name="one")}).json()
     assert app.state.runner.command(app.state.store.get(single["id"]))[1].endswith("train_network.py")
+
+
+def test_kohya_folder_from_a_flat_folder(gui_root):
+    client, _ = make_client(gui_root)
+    flat = gui_root / "flat"
+    flat.mkdir()
+    for image in sorted((gui_root / "data" / "img").rglob("*.png"))[:3]:
+        (flat / image.name).write_bytes(image.read_bytes())
+        (flat / image.name).with_suffix(".txt").write_text("a caption")
+    r = client.post("/api/dataset/kohya-folder", json={"source": "flat", "dest": "img2", "repeats": 5, "trigger": "zwx",
+                                                       "class_name": "dog"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"folder": "img2/5_zwx dog", "train_data_dir": "img2"}
+    made = gui_root / "img2" / "5_zwx dog"
+    assert len(list(made.glob("*.png"))) == 3 and len(list(made.glob("*.txt"))) == 3
+    report = client.post("/api/dataset/preflight", json={"values": {"train_data_dir": "img2", "resolution": "64",
+                                                                    "min_bucket_reso": 32, "bucket_reso_steps": 16}}).json()
+    assert report["num_train_images"] == 15 and not report["fatal"]  # kohya counts images x repeats
+    again = client.post("/api/dataset/kohya-folder", json={"source": "flat", "dest": "img2", "repeats": 5, "trigger": "zwx",
+                                                           "class_name": "dog"})
+    assert again.status_code == 400 and "exists" in again.json()["error"]

@@ -383,6 +383,13 @@ const LS = (() => {
       $("#tags").replaceChildren(el("p", {}, `${items.length} images, ${missing} without a caption. Tags:`),
         ...sorted.map(([t, n]) => el("span", {class: "tag"}, `${t} ${n}`)));
     }
+    $("#flat-make").addEventListener("click", async () => {
+      try {
+        const r = await api("/api/dataset/kohya-folder", {body: {source: $("#flat-src").value, dest: $("#flat-dest").value || "img",
+          repeats: Number($("#flat-repeats").value), trigger: $("#flat-trigger").value, class_name: $("#flat-class").value, ext: $("#ext").value}});
+        $("#train-dir").value = r.train_data_dir; toast("made " + r.folder);
+      } catch (e) { toast(e.message, true); }
+    });
     $("#load-captions").addEventListener("click", () => loadCaptions().catch(e => toast(e.message, true)));
     $("#bulk-apply").addEventListener("click", async () => {
       const pre = $("#bulk-prefix").value, suf = $("#bulk-suffix").value, find = $("#bulk-find").value, repl = $("#bulk-repl").value;
