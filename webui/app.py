@@ -196,7 +196,7 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
     def api_captions(folder: str, ext: str = ".txt"):
         base = roots.resolve(folder, must_exist=True)
         items = datasets.captions(base, ext)
-        return {"items": [{"image": roots.relative(i["image"]), "caption": i["caption"]} for i in items]}
+        return {"items": [dict(i, image=roots.relative(i["image"])) for i in items]}
 
     @app.put("/api/dataset/caption")
     def api_caption(image: str = Body(...), text: str = Body(...), ext: str = Body(".txt")):

@@ -6,6 +6,8 @@ turns form values into its options. Captions are written atomically next to thei
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 import shutil
@@ -45,8 +47,22 @@ def plan(args, report) -> dict:
             "epochs": epochs, "total_steps": total, "saves": saves + 1, "sample_rounds": samples}
 
 
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    from library.models.tokenizers import clip_tokenizer
+
+    return clip_tokenizer()
+
+
+def token_count(text: str) -> int:
+    """CLIP tokens of a caption (without start/end), as the text encoder sees it: > 75 gets cut
+    unless --max_token_length allows more."""
+    return len(_tokenizer()(text, truncation=False)["input_ids"]) - 2
+
+
 def captions(folder: Path, extension: str = ".txt") -> list[dict]:
-    """Every image under ``folder`` (recursively) with its caption text ("" when none)."""
+    """Every image under ``folder`` (recursively): caption text (None when none), CLIP token count, and a
+    content hash (sha1) so the page can show duplicate images."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -56,7 +72,8 @@ def captions(folder: Path, extension: str = ".txt") -> list[dict]:
             image = Path(dirpath) / name
             cap = image.with_suffix(extension)
             text = cap.read_text(encoding="utf-8", errors="replace") if cap.is_file() else None
-            out.append({"image": image, "caption": text})
+            digest = hashlib.sha1(image.read_bytes()).hexdigest()
+            out.append({"image": image, "caption": text, "tokens": token_count(text) if text else 0, "sha1": digest})
     return out
 
 

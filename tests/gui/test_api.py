@@ -104,6 +104,7 @@ def test_schema_presets_config_preflight_and_captions(gui_root):
 
     items = client.get("/api/dataset/captions", params={"folder": "data/img"}).json()["items"]
     first = items[0]
+    assert first["tokens"] == len(first["caption"].replace(",", " ,").split()) and len(first["sha1"]) == 40
     r = client.put("/api/dataset/caption", json={"image": first["image"], "text": "sks shape, edited"})
     assert r.status_code == 200
     caption = gui_root / r.json()["caption"]

@@ -366,7 +366,7 @@ const LS = (() => {
       $("#captions").replaceChildren(...items.map((it, i) => el("div", {class: "cap"},
         el("img", {src: withToken("/api/file?path=" + encodeURIComponent(it.image)), alt: it.image, loading: "lazy"}),
         el("textarea", {rows: 3, "data-i": i, placeholder: "(no caption)"}, it.caption ?? ""),
-        el("button", {onclick: () => save(i)}, "save"), el("small", {}, it.image))));
+        el("button", {onclick: () => save(i)}, "save"), el("small", {}, `${it.image} · ${it.tokens} tokens`))));
       tagTable();
     }
     async function save(i) {
@@ -380,8 +380,19 @@ const LS = (() => {
       items.forEach(it => (it.caption || "").split(",").map(t => t.trim()).filter(Boolean).forEach(t => counts.set(t, (counts.get(t) || 0) + 1)));
       const sorted = [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 60);
       const missing = items.filter(it => it.caption === null).length;
-      $("#tags").replaceChildren(el("p", {}, `${items.length} images, ${missing} without a caption. Tags:`),
-        ...sorted.map(([t, n]) => el("span", {class: "tag"}, `${t} ${n}`)));
+      const hist = new Map();  // CLIP token lengths in bins of 10; past 75 the text encoder cuts (unless --max_token_length)
+      items.forEach(it => { const b = Math.min(Math.floor((it.tokens || 0) / 10) * 10, 150); hist.set(b, (hist.get(b) || 0) + 1); });
+      const bins = [...hist.keys()].sort((a, b) => a - b);
+      const most = Math.max(1, ...hist.values());
+      const bySha = new Map();
+      items.forEach(it => bySha.set(it.sha1, [...(bySha.get(it.sha1) || []), it.image]));
+      const dups = [...bySha.values()].filter(g => g.length > 1);
+      $("#tags").replaceChildren(el("p", {}, `${items.length} images, ${missing} without a caption, ${dups.length} duplicate groups. Tags:`),
+        ...sorted.map(([t, n]) => el("span", {class: "tag"}, `${t} ${n}`)),
+        el("h3", {}, "Caption length (CLIP tokens)"),
+        el("table", {class: "hist"}, ...bins.map(b => el("tr", {class: b >= 80 ? "long" : ""}, el("th", {}, `${b}–${b + 9}`),
+          el("td", {}, el("span", {class: "bar", style: `width:${Math.round(200 * hist.get(b) / most)}px`}), ` ${hist.get(b)}`)))),
+        dups.length ? el("div", {}, el("h3", {}, "Duplicate images"), el("ul", {}, ...dups.map(g => el("li", {}, g.join(" = "))))) : "");
     }
     $("#flat-make").addEventListener("click", async () => {
       try {
