@@ -20,11 +20,12 @@ def test_restart_reattaches_to_a_running_job_and_shows_finished_ones(gui_root, m
     runner.tick()
     assert store.get(first["id"])["status"] == "running" and store.get(first["id"])["pid"] == pid
     assert store.get(second["id"])["status"] == "queued"  # one job at a time, also after the restart
+    assert runner.cancel(second["id"]) == "cancelled"  # the queue is still editable after the restart
     done = wait_final(runner, store, first["id"])
     assert done["status"] == "done" and done["exit_code"] == 0  # read from the run folder's status.json
-    assert wait_final(runner, store, second["id"])["status"] == "done"
 
     # a third start of the GUI lists both as finished
     client2, _ = make_client(gui_root)
     jobs = {j["id"]: j for j in client2.get("/api/jobs").json()["jobs"]}
-    assert jobs[first["id"]]["run"]["step"] == 3 and jobs[second["id"]]["status"] == "done"
+    assert jobs[first["id"]]["run"]["step"] == 3 and jobs[first["id"]]["status"] == "done"
+    assert jobs[second["id"]]["status"] == "cancelled"
