@@ -337,6 +337,21 @@ def create_app(root: str | os.PathLike = ".", token: str | None = None, state_di
         job_id = store.add(tool, tool, tool, [str(a) for a in args], None)
         return job_view(store.get(job_id))
 
+    tool_forms: dict = {}
+
+    @app.get("/api/tools/{tool}/schema")
+    def api_tool_schema(tool: str):
+        """The tool's options from its own parser (tools/<tool>.py build_parser), for the form."""
+        if tool not in TOOLS:
+            raise HTTPException(404, f"no tool {tool}")
+        if tool not in tool_forms:
+            out = subprocess.run([sys.executable, "-m", "webui.tool_forms", tool], capture_output=True, text=True,
+                                 timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+            if out.returncode != 0:
+                raise HTTPException(500, f"could not read the options of tools/{tool}.py: {out.stderr.strip()[-300:]}")
+            tool_forms[tool] = json.loads(out.stdout.strip().splitlines()[-1])
+        return tool_forms[tool]
+
     @app.get("/api/tools/{tool}/help")
     def api_tool_help(tool: str):
         if tool not in TOOLS:

@@ -56,6 +56,15 @@ def test_create_stop_resume_extend_metrics_files(gui_root):
     events = client.get(f"/api/jobs/{extended['id']}/events").text
     assert "event: job" in events and "event: metrics" in events and events.rstrip().endswith("data: {}")
 
+    # a tool as a job, its form read from the tool's own parser
+    form = client.get("/api/tools/resize_lora/schema").json()["fields"]
+    assert {"flag": "--new_rank", "kind": "value", "required": False} == {k: f[k] for f in form if f["name"] == "new_rank"
+                                                                           for k in ("flag", "kind", "required")}
+    tool = client.post("/api/tools/resize_lora", json={"args": ["--model", "output/t/t.safetensors", "--save_to",
+                                                                  "output/t/t-r2.safetensors", "--new_rank", "2"]}).json()
+    assert wait_final(runner, store, tool["id"])["status"] == "done"
+    assert (gui_root / "output" / "t" / "t-r2.safetensors").is_file()
+
     # a new run from the LoRA's own metadata gets the settings back
     settings = client.post("/api/lora-settings", json={"path": "output/t/t.safetensors"}).json()
     assert settings["values"]["network_dim"] == 4 and settings["values"]["max_train_steps"] == 6

@@ -154,5 +154,6 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
 
     page.goto(gui + "/tools")
     page.select_option("#tool", "resize_lora")
+    page.wait_for_selector("#tool-new_rank", timeout=120_000)  # the form comes from the tool's own parser
     _shot(page, "tools")
     assert not errors, errors

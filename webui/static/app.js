@@ -417,8 +417,41 @@ const LS = (() => {
 
   // --- Tools ----------------------------------------------------------------------------------------
   function toolsPage() {
+    let fields = [];
+    async function loadForm() {
+      $("#tool-form").replaceChildren(el("p", {class: "hint"}, "reading the tool's options…"));
+      try {
+        const r = await api(`/api/tools/${$("#tool").value}/schema`);
+        fields = r.fields;
+        $("#tool-description").textContent = r.description;
+        $("#tool-form").replaceChildren(...fields.map(f => {
+          const id = "tool-" + f.name;
+          const input = f.kind === "flag" ? el("input", {type: "checkbox", id}) : f.choices
+            ? el("select", {id}, el("option", {value: ""}, `(default ${f.default ?? "-"})`), ...f.choices.map(c => el("option", {value: c}, c)))
+            : el("input", {id, class: "path", list: "complete-list", placeholder: f.default === null ? "" : String(f.default)});
+          return el("div", {class: "field basic" + (f.required ? " required" : "")},
+            el("label", {for: id}, f.flag, f.required ? " *" : ""), input, el("div", {class: "help"}, f.help));
+        }));
+        pathCompletion();
+      } catch (e) { $("#tool-form").replaceChildren(el("p", {class: "error"}, e.message)); }
+    }
+    function formArgs() {
+      const args = [];
+      for (const f of fields) {
+        const inp = document.getElementById("tool-" + f.name);
+        if (!inp) continue;
+        if (f.kind === "flag") { if (inp.checked) args.push(f.flag); continue; }
+        const v = inp.value.trim();
+        if (!v) continue;
+        args.push(f.flag, ...(f.kind === "list" ? v.split(/\s+/) : [v]));
+      }
+      return args;
+    }
+    $("#tool").addEventListener("change", loadForm);
+    loadForm();
     $("#run-tool").addEventListener("click", async () => {
-      const args = $("#args").value.split("\n").map(s => s.trim()).filter(Boolean);
+      const raw = $("#args").value.split("\n").map(s => s.trim()).filter(Boolean);
+      const args = raw.length ? raw : formArgs();
       try { const j = await api(`/api/tools/${$("#tool").value}`, {body: {args}}); toast(`queued job #${j.id}`); location.href = withToken("/runs"); }
       catch (e) { toast(e.message, true); }
     });
