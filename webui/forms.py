@@ -98,7 +98,10 @@ def report(values: dict, script: str, roots: Roots) -> dict:
     try:
         args, _ = check(values, script, roots)
         out["notices"] = notices(args, script)
-        out["toml"] = config_text({k: getattr(args, k) for k in values if hasattr(args, k)}, header=f"{script}.py --config_file")
+        converted = {k: getattr(args, k) for k in values if hasattr(args, k)}
+        # paths as the user typed them (relative to the root), so the TOML works where it is used
+        converted.update({k: v for k, v in values.items() if k in BY_NAME and BY_NAME[k].type == "path"})
+        out["toml"] = config_text(converted, header=f"{script}.py --config_file")
     except UserError as e:
         out.update(ok=False, error=str(e), field=field_of(str(e), values))
     return out

@@ -91,6 +91,7 @@ def test_invalid_values_are_refused_at_the_field_before_a_run(gui_root):
     assert report["ok"] is False and report["field"] == "lr_scheduler" and "cosine" in report["error"]
     good = client.post("/api/validate", json={"values": run_values()}).json()
     assert good["ok"] and "--network_dim 4" in good["cli"] and "network_dim = 4" in good["toml"]
+    assert 'train_data_dir = "data/img"' in good["toml"]  # as typed: relative to the root, not resolved
 
 
 def test_schema_presets_config_preflight_and_captions(gui_root):
