@@ -77,6 +77,7 @@ class RunFolder:
         self._written_at = None
         self._rate_from = None  # (clock, step) of the first step of this process: it/s over the session
         self._warned = False
+        self._validation_seen = 0
         if enabled:
             self._guarded(os.makedirs, folder, 0o777, True)
             self.state = read_status(folder)
@@ -148,6 +149,13 @@ class RunFolder:
             values = {k: _scalar(v) for k, v in scalars.items()}
             self._append(METRICS_FILE, {"step": step, "time": round(time.time(), 3),
                                         **{k: v for k, v in values.items() if v is not None}})
+
+    def record_validation(self, history: list) -> None:
+        """Validation losses (library/train/validation.py's history) not yet in metrics.jsonl, as
+        ``loss/validation/<kind>_average`` lines at their step."""
+        for entry in history[self._validation_seen:]:
+            self.record_scalars(entry["step"], {f"loss/validation/{entry['kind']}_average": entry["loss"]})
+        self._validation_seen = len(history)
 
     def record_samples(self, step: int, prompts: list[str], paths: list[str]) -> None:
         if not self.enabled:

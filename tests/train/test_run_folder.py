@@ -82,3 +82,11 @@ def test_a_failing_run_folder_write_never_stops_the_run(tmp_path, caplog):
     rf.record_samples(1, ["p"], [str(blocker / "run" / "a.png")])
     rf.finish("done")
     assert sum("could not write the run folder" in r.message for r in caplog.records) == 1
+
+
+def test_validation_loss_lands_in_metrics(tiny_ckpt, demo_data, tmp_path):
+    out = tmp_path / "out"
+    assert main(_argv(tiny_ckpt("sd1"), demo_data, out, steps=4, validation_split=0.2, validate_every_n_steps=2)) == EXIT_OK
+    rows = _lines(out / "metrics.jsonl")
+    validation = {r["step"]: r["loss/validation/step_average"] for r in rows if "loss/validation/step_average" in r}
+    assert sorted(validation) == [2, 4] and all(v > 0 for v in validation.values())
