@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from library.train.run_folder import METRICS_FILE, SAMPLES_FILE, read_status  # noqa: F401 (re-exported)
+from library.train.run_folder import METRICS_FILE, SAMPLES_FILE
 
 
 def read_jsonl(path: Path, offset: int = 0) -> tuple[list[dict], int]:
