@@ -90,3 +90,30 @@ def test_validation_loss_lands_in_metrics(tiny_ckpt, demo_data, tmp_path):
     rows = _lines(out / "metrics.jsonl")
     validation = {r["step"]: r["loss/validation/step_average"] for r in rows if "loss/validation/step_average" in r}
     assert sorted(validation) == [2, 4] and all(v > 0 for v in validation.values())
+
+
+def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_path):
+    """Only the main process reads the control files; both ranks stop at the same step (accelerate, gloo)."""
+    import subprocess
+    import sys
+
+    import pytest
+    import torch
+
+    from tests.train.conftest import REPO
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("this torch build has no gloo backend")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stop").touch()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(29700 + os.getpid() % 1000), "--multi_gpu",
+           "--num_processes", "2", str(REPO / "train_network.py"), *_argv(tiny_ckpt("sd1"), demo_data, out, steps=6)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "interrupted: saved" in proc.stderr, proc.stderr[-3000:]
+    status = read_status(str(out))
+    assert status["phase"] == "interrupted" and status["step"] == 1
+    assert (out / "t-step00000001-state").is_dir() and not (out / "stop").exists()
+    assert [m["step"] for m in _lines(out / "metrics.jsonl")] == [1]  # one writer: the main process
