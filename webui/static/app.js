@@ -120,6 +120,8 @@ const LS = (() => {
     const addRows = (list) => list.forEach(r => rows.set(r.step, Object.assign(rows.get(r.step) || {}, r)));
 
     function showJob(j) {
+      if (job && job.status === "running" && j.status !== "running" && window.Notification && Notification.permission === "granted")
+        new Notification(`lorasmith: run #${j.id} ${j.status}`, {body: j.error || `${j.name}: step ${(j.run || {}).step || 0}`});
       job = j;
       const r = j.run || {};
       $("#job-name").textContent = `#${j.id} ${j.name}`;
@@ -294,6 +296,7 @@ const LS = (() => {
       } catch (e) { toast(e.message, true); }
     });
     $("#queue").addEventListener("click", async () => {
+      if (window.Notification && Notification.permission === "default") Notification.requestPermission();  // "run ended" notices
       try {
         const j = await api("/api/jobs", {body: {script: script(), values: getValues(), processes: Number($("#processes").value) || 1,
           gpu_ids: $("#gpu-ids").value || null}});
