@@ -154,6 +154,8 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
 
     page.goto(gui + "/tools")
     page.select_option("#tool", "resize_lora")
-    page.wait_for_selector("#tool-new_rank", timeout=120_000)  # the form comes from the tool's own parser
+    page.wait_for_selector("#tool-dynamic_method", timeout=120_000)  # the form comes from resize_lora's own parser
+    page.wait_for_timeout(1000)
+    assert page.query_selector("#tool-models") is None  # not merge_lora's form, loaded first
     _shot(page, "tools")
     assert not errors, errors

@@ -423,8 +423,10 @@ const LS = (() => {
     let fields = [];
     async function loadForm() {
       $("#tool-form").replaceChildren(el("p", {class: "hint"}, "reading the tool's options…"));
+      const tool = $("#tool").value;
       try {
-        const r = await api(`/api/tools/${$("#tool").value}/schema`);
+        const r = await api(`/api/tools/${tool}/schema`);
+        if (tool !== $("#tool").value) return;  // another tool was picked meanwhile: its answer draws the form
         fields = r.fields;
         $("#tool-description").textContent = r.description;
         $("#tool-form").replaceChildren(...fields.map(f => {
