@@ -297,7 +297,7 @@ OPTIONS = (
            "With every LoRA file also save the full training state (optimizer, step) for --resume.", _S),
     Option("save_state_on_train_end", "bool", False, "Save the full training state once, at the end.", _S),
     Option("resume", "path", None, "Continue from a saved state folder at exactly its step; given the output folder, "
-           "its newest complete state.", _S, metavar="DIR"),
+           "its newest complete state. A kohya sd-scripts state folder works too (see docs/training.md).", _S, metavar="DIR"),
     Option("huggingface_repo_id", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_repo_type", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_path_in_repo", "str", None, _IGNORED_HF, _S, status="ignored"),
