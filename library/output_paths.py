@@ -41,8 +41,9 @@ def _name_max(folder: Optional[str]) -> int:
         return 255
 
 
-def check_output_name(name, folder: Optional[str] = None, what: str = "output_name") -> None:
-    """Refuse a name that would be hidden, leave its folder, break on another OS, or not fit the disk."""
+def check_output_name(name, folder: Optional[str] = None, what: str = "output_name") -> str:
+    """Refuse a name that would be hidden, leave its folder, break on another OS, or not fit the disk; the one
+    rule for ``--output_name`` and the ComfyUI node's ``lora_name``/``lora_checkpoint_folder``. Returns ``name``."""
     def refuse(why: str) -> None:
         raise UserError(f"{what} {name!r} must be a plain file name: it {why}; choose one such as 'my_lora'")
 
@@ -52,9 +53,10 @@ def check_output_name(name, folder: Optional[str] = None, what: str = "output_na
         refuse("contains a path separator (put folders in --output_dir)")
     if name in (".", "..") or name.startswith("."):
         refuse("starts with a dot, so the file would be hidden (or point at a parent folder)")
-    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    # control characters, line/paragraph separators, and invisible format characters (zero-width, bidi overrides)
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp")]
     if bad:
-        refuse(f"contains the control character {bad[0]!r}")
+        refuse(f"contains the control character {bad[0]!r} (control and invisible characters are refused)")
     forbidden = sorted(WINDOWS_FORBIDDEN.intersection(name))
     if forbidden:
         refuse(f"contains {''.join(forbidden)!r}, which Windows does not allow in file names")
@@ -67,6 +69,7 @@ def check_output_name(name, folder: Optional[str] = None, what: str = "output_na
     if longest > limit:
         refuse(f"is too long: with the suffixes lorasmith appends (up to {len(LONGEST_SUFFIX)} characters, e.g. "
                f"'{LONGEST_SUFFIX}') a file name would take {longest} bytes, and this file system allows {limit}")
+    return name
 
 
 def _safetensors_keys(path: str) -> Optional[list]:

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from library.errors import UserError
-from library.output_names import check_output_name
+from library.output_paths import check_output_name
 
 from .locate import REPO_ROOT
 
@@ -115,8 +115,9 @@ def preset_names() -> list:
 
 
 def check_name(value: str, what: str, folder: str | None = None) -> str:
-    """A plain file/folder name that stays inside ``folder`` (library.output_names decides); UserError otherwise."""
-    return check_output_name(value, what, folder)
+    """A plain file/folder name that stays inside ``folder`` (library.output_paths decides); UserError otherwise.
+    Surrounding spaces, easy to type into a node's text box, are dropped first."""
+    return check_output_name("" if value is None else str(value).strip(), folder=folder, what=what)
 
 
 def lora_stem(lora_name: str, folder: str | None = None) -> str:

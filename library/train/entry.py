@@ -220,9 +220,11 @@ def _run(args, script: str, debug: bool) -> int:
     import torch
 
     from library.train.loop import Interrupted, NonFiniteLoss
+    from library.train.run_folder import run_status
 
     try:
-        result = train(args, script)
+        with run_status(args):  # status.json: starting -> done / interrupted / failed (library/train/run_folder.py)
+            result = train(args, script)
         print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
         return EXIT_OK
     except Interrupted as e:

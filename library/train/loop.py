@@ -28,6 +28,7 @@ from library.train import stopping
 from library.train.ownership import new_run_id
 from library.train.run_settings import check_resume_settings, run_settings
 from library.train import kohya_state
+from library.train.run_folder import RunFolder, poll_controls
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
 from library.data.dataset import make_dataloader
@@ -92,6 +93,7 @@ class Trainer:
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
         self.stop_cause = None  # what the progress callback raised: a host's Cancel, handled like Ctrl-C
         self.validation = None  # a validation.Validation when images are held out (--validation_split)
+        self.run_folder = RunFolder(args.output_dir, enabled=accelerator.is_main_process)  # status/metrics/controls
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
@@ -150,6 +152,7 @@ class Trainer:
         if args.sample_at_first and self.global_step == 0:
             self._samples(f"{self.name}_000000")
         self.opt_info.train()
+        self.run_folder.training(self.global_step, plan.max_train_steps, self.epoch, plan.num_epochs)
         try:
             while self.global_step < plan.max_train_steps and self.epoch <= plan.num_epochs:
                 self._run_epoch(bar)
@@ -158,6 +161,8 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
         finally:
             bar.close()
+            self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
+            self.run_folder.update(force=True)  # the throttled status gets the last step
         wants_samples = args.sample_every_n_steps or args.sample_every_n_epochs
         if wants_samples and self._last_sampled != self.global_step:
             self._samples(f"{self.name}_{self.global_step:06d}")  # the final LoRA gets samples too
@@ -238,6 +243,7 @@ class Trainer:
         lrs = current_lrs(self.opt_info, self.scheduler)
         bar.update(1)
         bar.set_postfix({"loss": f"{average:.4f}", "lr": f"{next(iter(lrs.values()), 0):.2e}"}, refresh=False)
+        self.run_folder.record_step(self.global_step, self.plan.max_train_steps, self.epoch, loss_value, lrs, logs)
         if self.progress_callback is not None:
             try:
                 self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
@@ -281,11 +287,19 @@ class Trainer:
         if args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
             self._samples(f"{self.name}_{step:06d}")
         self._save_on_step_interval()
-        if self._interrupt_requested():
+        self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
+        wanted = poll_controls(self.run_folder, self.acc)  # save-now / sample-now / stop files (docs/gui.md)
+        if "sample-now" in wanted and self._last_sampled != step:
+            self._samples(f"{self.name}_{step:06d}")
+        if "save-now" in wanted:
+            self._save(stem, None, True)
+        stop_file = "stop" in wanted
+        if self._interrupt_requested() or stop_file:
             with stopping.saving(self.stop_flag):  # a second signal now would only cut the save short
                 lora = self._save(stem, None, True)
-            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora,
-                              "cancelled" if self.stop_cause is not None else stopping.reason_of(self.stop_flag)) from self.stop_cause
+            reason = ("cancelled" if self.stop_cause is not None else
+                      "stop file" if stop_file and not self.stop_flag() else stopping.reason_of(self.stop_flag))
+            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora, reason) from self.stop_cause
 
     def _save_on_step_interval(self) -> None:
         args, step = self.args, self.global_step
@@ -313,6 +327,7 @@ class Trainer:
         if self.acc.is_main_process:
             t = time.perf_counter()
             paths = self.outputs.samples(stem, self.acc.autocast)
+            self.run_folder.record_samples(self.global_step, [p.prompt for p in self.outputs.prompts], paths)
             if paths:
                 logger.info("%d sample images in %.1f s", len(paths), time.perf_counter() - t)
         self.acc.wait_for_everyone()
