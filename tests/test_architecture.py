@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own package and anything lower):
 
     errors      library.errors
-    leaves      library.vocabulary, library.atomic, library.output_paths
+    leaves      library.vocabulary, library.atomic, library.output_paths, library.devices
     options     library.options
     data/models library.data, library.models        (independent of each other)
     networks    networks                            (LoRA modules wrap model layers)
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = [
     ("errors", ("library.errors",)),
-    ("leaves", ("library.vocabulary", "library.atomic", "library.output_paths")),
+    ("leaves", ("library.vocabulary", "library.atomic", "library.output_paths", "library.devices")),
     ("options", ("library.options",)),
     ("data/models", ("library.data", "library.models")),
     ("networks", ("networks",)),

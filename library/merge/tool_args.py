@@ -1,25 +1,13 @@
-"""Argument checks the LoRA maths tools (resize, extract) share, so no tool imports another.
+"""Arguments the LoRA maths tools (resize, extract, merge) share, so no tool imports another.
 
-``--device`` must name a device that exists here before a model or file is read;
-``--save_precision`` names the dtype the output is written in.
+``--device`` must name a device that exists here before a model or file is read (the check is
+library/devices.py's); ``--save_precision`` names the dtype the output is written in.
 """
 
 from __future__ import annotations
 
 import torch
 
-from library.errors import UserError
+from library.devices import check_device  # noqa: F401  (re-exported: the tools import it from here)
 
 PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def check_device(device: str | None) -> str:
-    """The device to compute on, refused with a clear message when it does not exist here."""
-    device = device or "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: not a torch device; use cpu or cuda (cuda:0, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available in this Python; use --device cpu")
-    return device
