@@ -19,6 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from library.devices import check_device  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from library.train.sampling import SAMPLERS, parse_prompt_line, read_prompt_file  # noqa: E402
@@ -102,13 +103,13 @@ def run(args) -> list[Path]:
 
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 both given; pick one")
+    device = check_device(args.device, default="auto")
     check_tool_output(args.outdir, [args.ckpt, args.from_file, *args.network_weights], "folder", option="--outdir")
     prompts = read_prompts(args)
     loras = global_loras(args)
     seed = args.seed if args.seed is not None else random.randint(0, 2**31 - 1)
     jobs = plan_jobs(prompts, images_per_prompt=args.images_per_prompt, seed=seed,
                      default_sampler=args.sampler, lora_dir=args.lora_dir)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
     model = load_base_model(args.ckpt, v_parameterization=args.v_parameterization, dtype=dtype, device=device)
     size = DEFAULT_SIZE[model.family]

@@ -2,12 +2,13 @@
 
 import pytest
 
-from tools import extract_lora, merge_lora, resize_lora
+from tools import extract_lora, gen_img, merge_lora, resize_lora
 
 MISSING = "no_such_file.safetensors"
 TOOLS = {
     "resize_lora": lambda dev, out: resize_lora.main(["--model", MISSING, "--save_to", out, "--device", dev]),
     "extract_lora": lambda dev, out: extract_lora.main(["--model_org", MISSING, "--model_tuned", MISSING, "--save_to", out, "--device", dev]),
+    "gen_img": lambda dev, out: gen_img.main(["--ckpt", MISSING, "--outdir", out[: -len(".safetensors")], "--prompt", "a cat", "--device", dev]),
     "merge_lora": lambda dev, out: merge_lora.main(["--models", MISSING, "--new_rank", "4", "--save_to", out, "--device", dev]),
 }
 
