@@ -44,7 +44,7 @@ class RunOutputs:
             md = {k: v for k, v in md.items() if k.startswith("modelspec.")}
         self.optimizer_info.eval()
         try:
-            self.model.network.save_weights(path, self.save_dtype, md)
+            self.model.contract.save_weights(path, self.save_dtype, md)
         finally:
             self.optimizer_info.train()
         self.checkpoints = [c for c in self.checkpoints if c["file"] != path]
