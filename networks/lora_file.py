@@ -180,3 +180,14 @@ def require_plain_lora(tensors, path, what: str) -> None:
             "(lora_down/lora_up/alpha). Use it in ComfyUI or A1111 as it is, or with the network module that wrote it "
             "(see ss_network_module in its metadata)"
         )
+
+
+def lora_file_keys(path) -> list[str]:
+    """The tensor names of a LoRA file, read from its header only (a fast check before a model loads)."""
+    path = os.fspath(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoRAFileError(f"{path}: not a readable safetensors file ({reason}); it may be truncated, re-download or re-save it") from None

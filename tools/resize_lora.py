@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
-from networks.lora_file import LoRAFileError, read_lora_file, save_lora_file  # noqa: E402
+from networks.lora_file import LoRAFileError, read_lora_file, require_plain_lora, save_lora_file  # noqa: E402
 
 PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -203,6 +203,7 @@ def _check_args(args) -> None:
 def resize(args) -> str:
     _check_args(args)
     tensors, metadata = read_lora_file(args.model)
+    require_plain_lora(tensors, args.model, "resize_lora.py")
     resized, rows = resize_lora_tensors(
         tensors, args.new_rank, args.new_conv_rank, args.dynamic_method, args.dynamic_param, args.device or "cpu", args.model
     )
