@@ -201,13 +201,18 @@ class NetworkContract:
 def create(args, module, text_encoders: list, unet, vae, kwargs: dict) -> NetworkContract:
     """``create_network`` (or ``create_network_from_weights`` with ``--dim_from_weights``), as kohya calls them."""
     tes = text_encoders_for_module(text_encoders)
-    if args.dim_from_weights:
-        network, _ = module.create_network_from_weights(1.0, args.network_weights, vae, tes, unet, **kwargs)
-    else:
-        call_kwargs = dict(kwargs)
-        call_kwargs.setdefault("dropout", args.network_dropout)  # kohya's workaround for LyCORIS, for every module
-        network = module.create_network(1.0, args.network_dim, args.network_alpha, vae, tes, unet,
-                                        neuron_dropout=args.network_dropout, **call_kwargs)
+    try:
+        if args.dim_from_weights:
+            network, _ = module.create_network_from_weights(1.0, args.network_weights, vae, tes, unet, **kwargs)
+        else:
+            call_kwargs = dict(kwargs)
+            call_kwargs.setdefault("dropout", args.network_dropout)  # kohya's workaround for LyCORIS, for every module
+            network = module.create_network(1.0, args.network_dim, args.network_alpha, vae, tes, unet,
+                                            neuron_dropout=args.network_dropout, **call_kwargs)
+    except (AssertionError, ValueError, KeyError, TypeError) as e:
+        if args.network_module in OWN_MODULES:
+            raise
+        raise UserError(_creation_error(args, kwargs, e)) from None
     contract = NetworkContract(args.network_module, module, network)
     contract.kohya_text_encoders = tes
     if not contract.own:
@@ -215,6 +220,17 @@ def create(args, module, text_encoders: list, unet, vae, kwargs: dict) -> Networ
                     "LoRA+/block learning rates work only if it implements them, and the file format is its own",
                     args.network_module)
     return contract
+
+
+def _creation_error(args, kwargs: dict, error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    hint = "check --network_args against that module's documentation"
+    if args.network_module.startswith("lycoris") and "duplicated lora name" in text and "time_embedding" in text:
+        hint = ("LyCORIS' default preset (full) targets the time embedding twice on diffusers UNets; "
+                "add preset=attn-mlp (or unet-transformer-only) to --network_args")
+    given = " ".join(f"{k}={v}" for k, v in kwargs.items()) or "none"
+    return (f"--network_module {args.network_module} could not create its network (network_args: {given}): "
+            f"{type(error).__name__}: {text}; {hint}")
 
 
 def merge_base_weights(module, paths, multipliers, text_encoders: list, unet, vae, dtype, device) -> None:
