@@ -206,7 +206,8 @@ def create(args, module, text_encoders: list, unet, vae, kwargs: dict) -> Networ
             network, _ = module.create_network_from_weights(1.0, args.network_weights, vae, tes, unet, **kwargs)
         else:
             call_kwargs = dict(kwargs)
-            call_kwargs.setdefault("dropout", args.network_dropout)  # kohya's workaround for LyCORIS, for every module
+            if args.network_module not in OWN_MODULES:  # kohya's workaround for LyCORIS (ours read neuron_dropout)
+                call_kwargs.setdefault("dropout", args.network_dropout)
             network = module.create_network(1.0, args.network_dim, args.network_alpha, vae, tes, unet,
                                             neuron_dropout=args.network_dropout, **call_kwargs)
     except (AssertionError, ValueError, KeyError, TypeError) as e:
