@@ -135,3 +135,26 @@ def test_lora_fa_down_is_frozen_but_saved():
     assert any(after[k].abs().sum() > 0 for k in after if "lora_up" in k)
     std = module.lora_down.weight.std().item()
     assert 0.5 < std / (2 / (module.lora_down.weight.shape[1] + 4)) ** 0.5 < 1.5
+
+
+CONTRACT = ("apply_to", "prepare_optimizer_params", "prepare_grad_etc", "on_epoch_start", "get_trainable_params",
+            "save_weights", "load_weights", "set_multiplier", "is_mergeable", "merge_to", "enable_gradient_checkpointing")
+
+
+@pytest.mark.parametrize("name", ["networks.lora", "networks.dylora", "networks.lora_fa", "networks.oft"])
+def test_our_modules_follow_kohyas_contract(name, tmp_path):
+    import importlib
+
+    module = importlib.import_module(name)
+    unet, tes = tiny_sdxl()
+    net = module.create_network(1.0, 4, 1e-3 if name.endswith("oft") else 4, None, tes, unet, neuron_dropout=None)
+    assert all(callable(getattr(net, m, None)) for m in CONTRACT)
+    assert name.endswith("oft") or callable(getattr(net, "apply_max_norm_regularization", None))
+    net.apply_to(tes, unet, True, True)
+    groups, descriptions = net.prepare_optimizer_params(None, 1e-3, 1e-3)
+    assert groups and len(groups) == len(descriptions)
+    path = str(tmp_path / "n.safetensors")
+    net.save_weights(path, torch.float16, {"ss_network_module": name})
+    again, sd = module.create_network_from_weights(1.0, path, None, tes, unet, for_inference=True)
+    assert set(again.state_dict()) == set(sd)
+    assert net.is_mergeable()
