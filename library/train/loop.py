@@ -64,6 +64,8 @@ def fingerprint(args, model, plan, world: int) -> dict:
         "processes": world,
         "seed": args.seed,
         "train": [model.train_unet, model.train_text_encoder],
+        # another split trains other images (absent without a split, so older states still resume)
+        **({"validation": [args.validation_split, args.validation_seed]} if args.validation_split else {}),
     }
 
 
@@ -99,6 +101,8 @@ class Trainer:
         self._last_sampled = -1
         self.loader = None
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
+        self.stop_cause = None  # what the progress callback raised: a host's Cancel, handled like Ctrl-C
+        self.validation = None  # a validation.Validation when images are held out (--validation_split)
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
@@ -108,6 +112,8 @@ class Trainer:
         ck.load_state(path, self.model.contract, self.opt_info.optimizer, self.scheduler)
         self.global_step, self.epoch, self.position = state["global_step"], state["epoch"], state["position"]
         self.losses = list(state.get("losses", []))
+        if self.validation is not None:
+            self.validation.history = list(state.get("validation", []))
         self.outputs.checkpoints = list(state.get("checkpoints", []))
         if state.get("scaler") and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(state["scaler"])
@@ -120,6 +126,7 @@ class Trainer:
             "global_step": self.global_step, "epoch": self.epoch, "position": self.position, "losses": self.losses,
             "fingerprint": self.fp, "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
             "max_train_steps": self.plan.max_train_steps,
+            "validation": self.validation.history if self.validation is not None else [],
         }
 
     def _save(self, stem: str, kind: str | None, with_state: bool, final: bool = False) -> str:
@@ -133,7 +140,7 @@ class Trainer:
                 self.outputs.prune_loras(kind)
                 if with_state:
                     self.outputs.prune_states(kind)
-            self.outputs.report(self.losses)
+            self.outputs.report(self.losses, self.validation.history if self.validation is not None else None)
         self.acc.wait_for_everyone()
         return path
 
@@ -194,6 +201,8 @@ class Trainer:
             if self.position % self.accum and self.position < plan.micro_per_rank:
                 continue
             self._optimizer_step(window_bad, window_loss / max(window_n, 1), epoch_losses, bar)
+            if self.validation is not None:  # before any save: a state written now resumes after it
+                self.validation.after_step(self.global_step, self.epoch, sum(self.losses[-100:]) / max(len(self.losses[-100:]), 1))
             window_loss, window_n, window_bad = 0.0, 0, False
             if self.global_step >= plan.max_train_steps:
                 finished_epoch = False  # the final save follows
@@ -201,6 +210,8 @@ class Trainer:
             self._after_step()
         if epoch_losses and args.log_with:
             self.acc.log({"loss/epoch": sum(epoch_losses) / len(epoch_losses)}, step=self.epoch)
+        if self.validation is not None:
+            self.validation.after_epoch(self.global_step, self.epoch, epoch_losses)
         if finished_epoch:
             self._after_epoch()
 
@@ -231,7 +242,10 @@ class Trainer:
         bar.update(1)
         bar.set_postfix({"loss": f"{average:.4f}", "lr": f"{next(iter(lrs.values()), 0):.2e}"}, refresh=False)
         if self.progress_callback is not None:
-            self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
+            try:
+                self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
+            except Exception as e:  # ComfyUI's Cancel raises from its progress hook: save, then stop
+                self.stop_cause = e
         if args.log_with:
             self.acc.log({"loss/current": loss_value, "loss/average": average, **lrs, **logs}, step=self.global_step)
 
@@ -270,7 +284,7 @@ class Trainer:
             self._save(stem, "step", bool(args.save_state))
         if self._interrupt_requested():
             lora = self._save(stem, None, True)
-            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora)
+            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora) from self.stop_cause
 
     def _after_epoch(self) -> None:
         args, epoch = self.args, self.epoch
@@ -283,7 +297,7 @@ class Trainer:
             self._save(ck.epoch_name(self.name, epoch), "epoch", bool(args.save_state))
 
     def _interrupt_requested(self) -> bool:
-        flag = bool(self.stop_flag())
+        flag = self.stop_cause is not None or bool(self.stop_flag())
         if self.world > 1:
             flag = bool(self.acc.reduce(torch.tensor(float(flag), device=self.acc.device), "max") > 0)
         return flag

@@ -49,23 +49,25 @@ def modelspec(family: str, v_parameterization: bool, title: str, resolution, arg
     return spec
 
 
-def model_file_hashes(source: str) -> tuple[str, str]:
+def model_file_hashes(source: str, sha256: str | None = None) -> tuple[str, str]:
     """kohya's (ss_sd_model_hash, ss_new_sd_model_hash) for a single-file base; empty for a folder.
 
-    The full sha256 reads the whole checkpoint once (seconds for SDXL); it is what A1111
-    shows as the model's AutoV2 hash, so users can match a LoRA to its base.
+    The full sha256 (what A1111 shows as the model's AutoV2 hash, so users can match a LoRA to its
+    base) reads the whole checkpoint: pass it when already known (training starts it in the
+    background, see hashes.start_sha256); else it is read from, or added to, the hash cache.
     """
     if not source or not os.path.isfile(source):
         return "", ""
-    from library.models.hashes import a1111_legacy_hash, sha256_file
+    from library.models.hashes import a1111_legacy_hash, sha256_file_cached
 
-    return a1111_legacy_hash(source), sha256_file(source)
+    return a1111_legacy_hash(source), sha256 or sha256_file_cached(source)
 
 
-def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str) -> dict[str, str]:
+def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str,
+                      base_sha256: str | None = None) -> dict[str, str]:
     """The fixed part of the metadata, computed once when training starts."""
     res = data_summary.get("resolution") or (512, 512)
-    legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""))
+    legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""), base_sha256)
     md = {
         "ss_session_id": str(uuid.uuid4().int % 2**31),
         "ss_training_started_at": str(time.time()),
@@ -123,6 +125,12 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
         "ss_color_aug": bool(args.color_aug),
         "ss_keep_tokens": args.keep_tokens,
         "ss_shuffle_caption": bool(args.shuffle_caption),
+        "ss_validation_seed": args.validation_seed,
+        "ss_validation_split": args.validation_split,
+        "ss_max_validation_steps": args.max_validation_steps,
+        "ss_validate_every_n_steps": args.validate_every_n_steps,
+        "ss_validate_every_n_epochs": args.validate_every_n_epochs,
+        "ss_num_validation_images": data_summary.get("num_validation_images", 0),
     }
     md = {k: _s(v) for k, v in md.items()}
     md.update(modelspec(model.family, model.v_parameterization, args.output_name, res, args))
