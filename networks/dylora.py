@@ -85,9 +85,9 @@ class DyLoRAModule(LoRAModule):
 
 
 def _units_to_plain(module, state_dict, prefix, local_metadata):
-    for name in list(state_dict):
-        if name.startswith(prefix + "lora_down_units.") or name.startswith(prefix + "lora_up_units."):
-            del state_dict[name]
+    for i in range(len(module.lora_down_units)):
+        state_dict.pop(f"{prefix}lora_down_units.{i}", None)
+        state_dict.pop(f"{prefix}lora_up_units.{i}", None)
     down, up = module.weights()
     state_dict[prefix + "lora_down.weight"] = down.detach()
     state_dict[prefix + "lora_up.weight"] = up.detach()

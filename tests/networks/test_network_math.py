@@ -61,8 +61,9 @@ def test_oft_reads_kohya_oft_unet_names(tmp_path):
     kohya = {k.replace("lora_unet_", "oft_unet_", 1): v.clone() for k, v in net.state_dict().items()}
     back, sd = oft.create_network_from_weights(1.0, None, None, tes[0], unet, weights_sd=kohya)
     back.load_weights(sd)
+    loaded = back.state_dict()
     for k, v in net.state_dict().items():
-        torch.testing.assert_close(back.state_dict()[k], v)
+        torch.testing.assert_close(loaded[k], v)
 
 
 def test_dylora_trains_only_the_drawn_unit_and_saves_a_plain_lora():
@@ -88,8 +89,9 @@ def test_dylora_trains_only_the_drawn_unit_and_saves_a_plain_lora():
     assert sd[f"{name}.lora_down.weight"].shape[0] == 8 and not any("units" in k for k in sd)
     other = dylora.create_network(1.0, 8, 4, None, tes[0], unet, unit="2")
     other.load_weights(sd)
+    loaded = other.state_dict()
     for k, v in sd.items():
-        torch.testing.assert_close(other.state_dict()[k], v)
+        torch.testing.assert_close(loaded[k], v)
     with pytest.raises(UserError, match="not a multiple"):
         dylora.create_network(1.0, 8, 4, None, tes[0], unet, unit="3")
 
