@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass, field
 
 import torch
 from PIL import PngImagePlugin
 
-from library.errors import UserError
+from library.inference.prompts import OPTION_KEYS, SamplePrompt, parse_prompt_line, read_prompt_file  # noqa: F401
+from library.vocabulary import SAMPLERS as SAMPLER_NAMES
 
-OPTION_KEYS = {"n": "negative_prompt", "w": "width", "h": "height", "d": "seed", "s": "steps", "l": "scale", "ss": "sampler"}
-SAMPLERS = {
+_SCHEDULERS = {  # sampler name -> diffusers scheduler class and its extra config
     "ddim": ("DDIMScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
@@ -36,61 +35,7 @@ SAMPLERS = {
     "lms": ("LMSDiscreteScheduler", {}),
     "k_lms": ("LMSDiscreteScheduler", {}),
 }
-
-
-@dataclass
-class SamplePrompt:
-    prompt: str
-    negative_prompt: str = ""
-    width: int = 512
-    height: int = 512
-    seed: int | None = None
-    steps: int = 30
-    scale: float = 7.5
-    sampler: str | None = None
-    extra: dict = field(default_factory=dict)
-
-
-def parse_prompt_line(line: str, where: str = "prompt", defaults: dict | None = None) -> SamplePrompt:
-    """One prompt line -> SamplePrompt; unknown ``--x`` options are an error naming the line."""
-    parts = line.split(" --")
-    sample = SamplePrompt(prompt=parts[0].strip(), **(defaults or {}))
-    for part in parts[1:]:
-        key, _, value = part.strip().partition(" ")
-        if key not in OPTION_KEYS:
-            known = ", ".join(f"--{k}" for k in OPTION_KEYS)
-            raise UserError(f"{where}: unknown option '--{key}' (known: {known})")
-        name, value = OPTION_KEYS[key], value.strip()
-        try:
-            if name in ("width", "height", "seed", "steps"):
-                value = int(value)
-            elif name == "scale":
-                value = float(value)
-        except ValueError:
-            raise UserError(f"{where}: option --{key} needs a number, got '{value}'") from None
-        if name == "sampler" and value.lower() not in SAMPLERS:
-            raise UserError(f"{where}: unknown sampler '{value}' (known: {', '.join(SAMPLERS)})")
-        setattr(sample, name, value.lower() if name == "sampler" else value)
-    return sample
-
-
-def read_prompt_file(path: str, defaults: dict | None = None, option: str = "--sample_prompts") -> list[SamplePrompt]:
-    """All prompts of a kohya-style ``.txt`` prompt file; ``option`` names it in errors."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{option} {path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{option} {path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-    prompts = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            prompts.append(parse_prompt_line(line, f"{path}:{n}", defaults))
-    if not prompts:
-        raise UserError(f"{option} {path}: no prompts in the file (one prompt per line, '#' for comments)")
-    return prompts
+SAMPLERS = {name: _SCHEDULERS[name] for name in SAMPLER_NAMES}  # every name of library.vocabulary
 
 
 def make_scheduler(sampler: str, train_scheduler_config: dict):

@@ -17,6 +17,7 @@ from library.models import load_base_model
 from library.models.base_model import BaseModel
 from library.options import network_kwargs
 from library.train import network_module
+from library.train.network_ranks import check_ranks
 from library.train.noise import apply_zero_terminal_snr
 
 logger = logging.getLogger("lorasmith.train")
@@ -85,6 +86,8 @@ def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: boo
     contract.prepare(args)
     tes = network_module.text_encoders_for_module(base.text_encoders)
     contract.apply_to(tes, base.unet, train_te, train_unet)
+    if not args.dim_from_weights:  # a file's own ranks are what they are
+        check_ranks(contract.network)
     if args.network_weights:
         info = contract.load_weights(args.network_weights)
         if contract.own and isinstance(info, dict) and not info.get("loaded"):  # strict=False (kohya) must still fit somewhere
