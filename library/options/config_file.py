@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .. import atomic
 from ..errors import UserError
 from .definitions import BY_NAME, OPTIONS
 from .schema import GROUPS, ConversionError, Option
@@ -149,10 +150,7 @@ def write_config_file(values: Mapping[str, Any], path: str, header: str = "") ->
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"folder {folder} for --config_file {path} does not exist; create it first")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config_text(values, header))
-    os.replace(tmp, path)
+    atomic.write_text(path, config_text(values, header))
 
 
 def _toml_value(value: Any, option: Option) -> str:
