@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of the first image; later images take seed+1, ... (random if unset)")
     p.add_argument("--sampler", default="ddim", type=str.lower, choices=list(SAMPLERS), help="scheduler (kohya names)")
     p.add_argument("--images_per_prompt", type=int, default=1)
-    p.add_argument("--network_module", nargs="*", default=None, help="accepted for kohya commands; only networks.lora is supported")
+    p.add_argument("--network_module", nargs="*", default=None, help="accepted for kohya commands; networks.lora, networks.dylora and networks.lora_fa (plain LoRA files)")
     p.add_argument("--network_weights", nargs="*", default=[], help="LoRA files applied to every prompt")
     p.add_argument("--network_mul", nargs="*", type=finite_float, default=[], help="one weight per --network_weights file (default 1.0)")
     p.add_argument("--network_merge", action="store_true", help="merge --network_weights into the model once instead of hooking")
@@ -74,13 +74,18 @@ def read_prompts(args) -> list:
     return prompts
 
 
+# network modules whose files are plain kohya LoRA (lora_down/lora_up/alpha)
+PLAIN_LORA_MODULES = ("networks.lora", "networks.dylora", "networks.lora_fa")
+
+
 def global_loras(args) -> list:
     """--network_weights with their --network_mul weights (missing weights are 1.0, as in kohya)."""
     from library.inference.generate import LoraUse
 
-    modules = [m for m in (args.network_module or []) if m != "networks.lora"]
+    modules = [m for m in (args.network_module or []) if m not in PLAIN_LORA_MODULES]
     if modules:
-        raise UserError(f"--network_module {modules[0]}: only networks.lora (LoRA/LoCon files) is supported")
+        raise UserError(f"--network_module {modules[0]}: only plain LoRA/LoCon files are supported "
+                        f"({', '.join(PLAIN_LORA_MODULES)} write them)")
     if len(args.network_mul) > len(args.network_weights):
         raise UserError(
             f"--network_mul has {len(args.network_mul)} values for {len(args.network_weights)} --network_weights files; "
@@ -100,6 +105,7 @@ def run(args) -> list[Path]:
 
     from library.inference.generate import LoraStack, check_size, generate, plan_jobs
     from library.models import load_base_model
+    from networks.lora_file import lora_file_keys, require_plain_lora
 
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 both given; pick one")
@@ -110,6 +116,8 @@ def run(args) -> list[Path]:
     seed = args.seed if args.seed is not None else random.randint(0, 2**31 - 1)
     jobs = plan_jobs(prompts, images_per_prompt=args.images_per_prompt, seed=seed,
                      default_sampler=args.sampler, lora_dir=args.lora_dir)
+    for path in dict.fromkeys([u.path for u in loras] + [u.path for job in jobs for u in job.loras]):
+        require_plain_lora(lora_file_keys(path), path, "gen_img.py")  # LoHa/OFT/...: refused before the model loads
     dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
     model = load_base_model(args.ckpt, v_parameterization=args.v_parameterization, dtype=dtype, device=device)
     size = DEFAULT_SIZE[model.family]

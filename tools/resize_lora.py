@@ -26,7 +26,7 @@ from library.merge.tool_args import PRECISIONS, check_device  # noqa: E402
 from library.merge.lora_resize import ModuleResize, resize_modules  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
-from networks.lora_file import LoRAFileError, read_lora_file, save_lora_file  # noqa: E402
+from networks.lora_file import LoRAFileError, read_lora_file, require_plain_lora, save_lora_file  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
 
 
@@ -149,6 +149,7 @@ def _check_args(args) -> None:
 def resize(args) -> str:
     _check_args(args)
     tensors, metadata = read_lora_file(args.model)
+    require_plain_lora(tensors, args.model, "resize_lora.py")
     resized, rows = resize_lora_tensors(
         tensors, args.new_rank, args.new_conv_rank, args.dynamic_method, args.dynamic_param, args.device or "cpu", args.model
     )

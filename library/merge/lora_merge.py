@@ -33,7 +33,7 @@ from library.train.metadata import modelspec
 from networks import lora_svd
 from networks.lora import create_network_from_weights, guess_lora_family
 from library.output_paths import check_tool_output
-from networks.lora_file import read_lora_file, save_lora_file
+from networks.lora_file import read_lora_file, require_plain_lora, save_lora_file
 from networks.lora_math import effective_alpha
 
 KEY_RE = re.compile(r"^lora_(unet|te|te1|te2)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
@@ -72,6 +72,7 @@ def read_inputs(paths: list, ratios: list[float] | None) -> list[LoRAInput]:
     inputs = []
     for path, ratio in zip(paths, ratios):
         tensors, meta = read_lora_file(path)
+        require_plain_lora(tensors, path, "merge_lora.py")
         bad = [k for k in tensors if not KEY_RE.match(k)]
         if bad:
             raise LoRAMergeError(

@@ -19,6 +19,13 @@ NETWORK_ARG_KEYS = (
     "down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold",
     "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio",
 )
+# network_args keys of each of our network modules; other modules (lycoris.kohya ...) get theirs unchecked
+OWN_NETWORK_ARG_KEYS = MappingProxyType({
+    "networks.lora": NETWORK_ARG_KEYS,
+    "networks.lora_fa": NETWORK_ARG_KEYS,
+    "networks.dylora": NETWORK_ARG_KEYS + ("unit",),
+    "networks.oft": ("enable_all_linear", "enable_conv"),
+})
 LR_SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr",
     "polynomial", "inverse_sqrt", "warmup_stable_decay", "piecewise_constant", "adafactor",
@@ -160,8 +167,9 @@ OPTIONS = (
            _D, ours=True),
     # ---------------------------------------------------------------- network
     Option("network_module", "str", "networks.lora",
-           "Network to train; networks.lora covers LoRA and LoCon (conv_dim in network_args).", _N,
-           choices=("networks.lora",)),
+           "Network to train, a Python module following kohya's network-module contract: networks.lora (LoRA, "
+           "LoCon with conv_dim), networks.dylora, networks.lora_fa, networks.oft, or e.g. lycoris.kohya "
+           "(pip install lycoris-lora). See docs/networks.md.", _N),
     Option("network_dim", "int", None, "LoRA rank. Unset: 4.", _N, min=1),
     Option("network_alpha", "float", 1.0,
            "LoRA scale: updates are multiplied by alpha/dim (alpha = dim means no scaling; 0 means alpha = dim).",
@@ -171,7 +179,9 @@ OPTIONS = (
     Option("network_args", "str", None,
            "More network settings as key=value: conv_dim, conv_alpha, rank_dropout, module_dropout, block_dims, "
            "block_alphas, conv_block_dims, conv_block_alphas, down/mid/up_lr_weight, block_lr_zero_threshold, "
-           "loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio.", _N, nargs="*",
+           "loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; networks.dylora adds unit, "
+           "networks.oft takes enable_all_linear and enable_conv; other modules' keys (e.g. LyCORIS' algo=loha) are "
+           "passed to them unchecked.", _N, nargs="*",
            metavar="KEY=VALUE"),
     Option("network_weights", "path", None, "Start from this LoRA file instead of a fresh network.", _N,
            metavar="FILE"),

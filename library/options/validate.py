@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 from ..errors import UserError
 from ..output_paths import check_output_name
 from .definitions import LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
-from .kwargs import literal_value, network_kwargs, split_key_values
+from .kwargs import check_network_module, literal_value, network_kwargs, split_key_values
 from .schema import format_value
 
 _CAPTION_CHANGERS = (  # options that make a caption differ between steps (no text-encoder cache then)
@@ -206,6 +206,7 @@ def _check_network(args: Namespace, sources: Dict[str, str]) -> None:
     if args.base_weights_multiplier and len(args.base_weights_multiplier) > len(args.base_weights or ()):
         raise UserError(f"base_weights_multiplier has {len(args.base_weights_multiplier)} values but base_weights "
                         f"lists {len(args.base_weights or ())} files; give one multiplier per file")
+    check_network_module(args.network_module)
     network_kwargs(args)  # raises on malformed or unknown network_args
 
 

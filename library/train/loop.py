@@ -65,9 +65,8 @@ class Trainer:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.accum = max(1, args.gradient_accumulation_steps)
         self.plan = plan_steps(len(dataset), self.world, self.accum, args.max_train_epochs, args.max_train_steps)
-        net = model.network
         te_lr = args.text_encoder_lr if model.train_text_encoder else None
-        groups, descriptions = net.prepare_optimizer_params(te_lr, args.unet_lr if model.train_unet else None, args.learning_rate)
+        groups, descriptions = model.contract.optimizer_params(te_lr, args.unet_lr if model.train_unet else None, args.learning_rate)
         if not groups:
             raise UserError("no parameters to train: every learning rate is 0 (check --unet_lr / --text_encoder_lr)")
         self.opt_info = build_optimizer(args.optimizer_type, groups, args.learning_rate, args.optimizer_args,
@@ -106,7 +105,7 @@ class Trainer:
         changed = check_resume_settings(path, state.get("fingerprint", {}), self.fp, self.args.resume_with_changes)
         if changed:
             logger.warning("resuming with changed settings (--resume_with_changes): %s", ", ".join(changed))
-        ck.load_state(path, self.model.network, self.opt_info.optimizer, self.scheduler)
+        ck.load_state(path, self.model.contract, self.opt_info.optimizer, self.scheduler)
         self.run_id = self.outputs.run_id = state.get("run_id") or self.run_id  # the resumed run's files stay its own
         self.global_step, self.epoch, self.position = state["global_step"], state["epoch"], state["position"]
         self.losses = list(state.get("losses", []))
@@ -172,9 +171,9 @@ class Trainer:
 
     def _run_epoch(self, bar) -> None:
         args, plan = self.args, self.plan
-        ds, net = self.dataset, self.model.network
+        ds = self.dataset
         ds.set_epoch(self.epoch)
-        net.on_epoch_start(self.model.text_encoders, self.model.base.unet)
+        self.model.contract.on_epoch_start(self.model.text_encoders, self.model.base.unet)
         if self.loader is None:
             workers = min(args.max_data_loader_n_workers or 0, os.cpu_count() or 1)
             self.loader = make_dataloader(ds, workers, bool(args.persistent_data_loader_workers), rank=self.rank, world=self.world)
@@ -187,6 +186,7 @@ class Trainer:
             pos = self.position
             torch.manual_seed(step_seed(self.seed, self.epoch, pos, self.rank))
             gen = torch.Generator("cpu").manual_seed(step_seed(self.seed, self.epoch, pos, self.rank) ^ 1)
+            self.model.contract.on_step_start(self.model.text_encoders, self.model.base.unet)
             loss = batch_loss(self.model, batch, self.cfg, gen)
             bad = not bool(torch.isfinite(loss))
             if self.world > 1:
@@ -233,7 +233,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         logs = {}
         if args.scale_weight_norms:
-            scaled, mean_norm, max_norm = self.model.network.apply_max_norm_regularization(args.scale_weight_norms, self.acc.device)
+            scaled, mean_norm, max_norm = self.model.contract.max_norm(args.scale_weight_norms, self.acc.device)
             logs.update({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm})
         if self.world > 1:
             loss_value = float(self.acc.reduce(torch.tensor(loss_value, device=self.acc.device), "mean"))

@@ -47,7 +47,7 @@ class RunOutputs:
         md[RUN_ID_KEY] = self.run_id  # pruning deletes only files that carry this run's id
         self.optimizer_info.eval()
         try:
-            self.model.network.save_weights(path, self.save_dtype, md)
+            self.model.contract.save_weights(path, self.save_dtype, md)
         finally:
             self.optimizer_info.train()
         self.checkpoints = [c for c in self.checkpoints if c["file"] != path]
