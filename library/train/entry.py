@@ -70,12 +70,16 @@ def make_accelerator(args):
     """The run's Accelerator; ``args.log_with`` is final (train() derives it from --logging_dir)."""
     from accelerate import Accelerator
 
+    from library.train.tracking import accelerator_kwargs, check_device_precision, wandb_login
+
+    check_device_precision(args)
     log_with = args.log_with
     if log_with in ("wandb", "all"):
         try:
             import wandb  # noqa: F401
         except ImportError:
             raise UserError(f"--log_with {log_with} needs wandb: pip install wandb (or use --log_with tensorboard)") from None
+        wandb_login(args)
     # accelerate forms a CPU (gloo) process group only when asked for the CPU: without a GPU, processes
     # started by ``accelerate launch --multi_gpu`` would otherwise each train alone.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -88,8 +92,7 @@ def make_accelerator(args):
     GradientState._reset_state()
     try:
         return Accelerator(
-            mixed_precision=args.mixed_precision, log_with=log_with,
-            project_dir=args.logging_dir if log_with else None, cpu=multi_cpu,
+            mixed_precision=args.mixed_precision, log_with=log_with, cpu=multi_cpu, **accelerator_kwargs(args),
         )
     except ValueError as e:
         raise UserError(f"--mixed_precision {args.mixed_precision}: {str(e).splitlines()[0]}") from None

@@ -25,6 +25,8 @@ from tqdm import tqdm
 
 from library.errors import UserError
 from library.train import checkpoints as ck
+from library.train.intervals import epochs_between_saves, samples_due_at_end
+from library.train.tracking import init_trackers
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
 from library.data.dataset import make_dataloader
@@ -141,7 +143,7 @@ class Trainer:
     # --- the run ------------------------------------------------------------------------------
     def run(self) -> str:
         args, plan = self.args, self.plan
-        self.acc.init_trackers(args.log_tracker_name or "network_train", config=None) if args.log_with else None
+        init_trackers(self.acc, args)
         bar = tqdm(total=plan.max_train_steps, initial=self.global_step, desc="steps", smoothing=0.1,
                    disable=not self.acc.is_local_main_process, dynamic_ncols=True)
         if args.sample_at_first and self.global_step == 0:
@@ -155,9 +157,8 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
         finally:
             bar.close()
-        wants_samples = args.sample_every_n_steps or args.sample_every_n_epochs
-        if wants_samples and self._last_sampled != self.global_step:
-            self._samples(f"{self.name}_{self.global_step:06d}")  # the final LoRA gets samples too
+        if samples_due_at_end(args, self.epoch, self.global_step) and self._last_sampled != self.global_step:
+            self._samples(f"{self.name}_{self.global_step:06d}")  # kohya's rule (library/train/intervals.py)
         final = self._save(self.name, None, bool(args.save_state_on_train_end or args.save_state), final=True)
         self.acc.end_training()
         return final
@@ -278,7 +279,8 @@ class Trainer:
             return  # the final save follows
         if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
             self._samples(f"{self.name}_e{epoch:06d}")
-        if args.save_every_n_epochs and epoch % args.save_every_n_epochs == 0:
+        every = epochs_between_saves(args, self.plan.num_epochs)
+        if every and epoch % every == 0:
             self.position = self.plan.micro_per_rank  # the state resumes at the next epoch
             self._save(ck.epoch_name(self.name, epoch), "epoch", bool(args.save_state))
 
