@@ -9,7 +9,8 @@ train here unchanged, so this module owns the GUI's habits:
   original or multires noise), and all of them are reported in one notice.
 - ``1``/``0`` for a flag, ``""`` for "not set" and ``[]`` for an empty list are read as the GUI means them.
 - Any other unknown key is ignored with a warning (as sd-scripts ignores it), unless it is one edit away
-  from a real option: that is a typo that would silently change the run, so it stays an error.
+  from a real option (one character added, dropped, changed, or two neighbours swapped): that is a typo
+  that would silently change the run, so it stays an error.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def _apply_noise_kind(value: Any, where: str, values: Dict[str, Any], sources: D
         if other == kind:
             continue
         for name in names:
-            if values.get(name) not in (None, False):
-                dropped.append(name)
+            if name in values:
+                if values[name]:  # a 0 or false was "off" anyway: not worth a mention
+                    dropped.append(name)
                 del values[name]
                 sources.pop(name, None)
     what = "offset noise" if kind == "original" else "multires (pyramid) noise"
@@ -109,11 +111,14 @@ def _apply_noise_kind(value: Any, where: str, values: Dict[str, Any], sources: D
 
 
 def one_edit_apart(a: str, b: str) -> bool:
-    """True when ``a`` becomes ``b`` by one inserted, deleted or changed character (not when equal)."""
+    """True when ``a`` becomes ``b`` by one inserted, deleted or changed character, or two neighbours swapped
+    (the typing slips; not when equal)."""
     if a == b or abs(len(a) - len(b)) > 1:
         return False
     if len(a) == len(b):
-        return sum(x != y for x, y in zip(a, b)) == 1
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        swapped = len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        return len(diff) == 1 or swapped
     short, long_ = (a, b) if len(a) < len(b) else (b, a)
     i = 0
     while i < len(short) and short[i] == long_[i]:
