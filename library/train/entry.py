@@ -133,7 +133,8 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
         md = {}
         if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
             summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
-                       "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps}
+                       "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps,
+                       "num_processes": world}
             first = summary["datasets"][0] if summary["datasets"] else {}
             summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
             md = training_metadata(args, model.base, summary, model.network_args, opt_info.description)
