@@ -145,3 +145,26 @@ def test_fp16_trains_on_cuda(tiny_ckpt, demo_data, tmp_path):
     assert result.steps == 3 and all(torch.isfinite(torch.tensor(result.losses)))
     with safe_open(result.lora, "pt") as f:
         assert f.metadata()["ss_mixed_precision"] == "fp16"
+
+
+def test_wandb_api_key_logs_in_and_run_name_reaches_the_tracker(paths_argv, monkeypatch):
+    """wandb is an optional package: a stand-in records what kohya's W&B options hand to it."""
+    import sys
+    import types
+
+    from library.train.tracking import init_trackers, wandb_login
+
+    logins = []
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(login=lambda key: logins.append(key)))
+    args = parse_args(paths_argv + ["--log_with", "wandb", "--wandb_api_key", "k123", "--wandb_run_name", "night run",
+                                    "--log_tracker_name", "proj"], check_files=False)
+    wandb_login(args)
+    assert logins == ["k123"]
+
+    class Recorder:
+        def init_trackers(self, name, config=None, init_kwargs=None):
+            self.seen = (name, config, init_kwargs)
+
+    acc = Recorder()
+    init_trackers(acc, args)
+    assert acc.seen == ("proj", None, {"wandb": {"name": "night run"}})
