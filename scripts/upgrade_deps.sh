@@ -22,6 +22,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 DIFFUSERS_O
 if "$vpy" -m pytest -q -p no:cacheprovider "$@" tests; then
   { sed -n '/^#/p' requirements.lock; cat "$scratch/new.lock"; } > requirements.lock.tmp
   mv requirements.lock.tmp requirements.lock
+  "$vpy" tools/gen_node_constraints.py  # the ComfyUI pack's tested versions follow the lock
   echo "Suite green on the newest versions: requirements.lock rewritten (review and commit it)."
 else
   echo "Suite failed on the newest versions above: requirements.lock left as it was." >&2

@@ -11,6 +11,20 @@ from tools.make_tiny_model import make_tiny_model
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_hash_cache(tmp_path_factory):
+    """Remembered file hashes go to a per-run folder, never the user's ~/.cache (subprocesses inherit it)."""
+    import os
+
+    old = os.environ.get("LORASMITH_CACHE_DIR")
+    os.environ["LORASMITH_CACHE_DIR"] = str(tmp_path_factory.mktemp("lorasmith_cache"))
+    yield
+    if old is None:
+        os.environ.pop("LORASMITH_CACHE_DIR", None)
+    else:
+        os.environ["LORASMITH_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's

@@ -2,7 +2,8 @@
 
 Install: link (or copy, then set LORASMITH_ROOT) this folder into ``ComfyUI/custom_nodes/`` and install
 lorasmith's requirements into ComfyUI's Python; see docs/comfyui.md. ``locate`` finds the repository
-(resolving symlinks) and puts it on ``sys.path`` before the node module imports ``library``.
+(resolving symlinks) and imports its ``library`` and ``networks`` packages (only those) before the
+node module uses them.
 """
 
 from .locate import REPO_ROOT, make_importable

@@ -9,16 +9,24 @@ own folder on ``sys.path``. The trainer lives in the lorasmith repository (``lib
    lorasmith_trainer ComfyUI/custom_nodes/`` (or a Windows junction) leads back to the repository.
 
 A plain copy of the folder has no repository two levels up: set ``LORASMITH_ROOT`` then.
+
+The repository is *not* put on ``sys.path``: its top level also holds ``tools``, ``tests``,
+``scripts``, ``setup.py``..., names other node packs (and ComfyUI itself) use. Only the two packages
+the node needs, ``library`` and ``networks``, are imported from it by file location; their submodules
+then resolve through the packages' own ``__path__``.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 ENV_VAR = "LORASMITH_ROOT"
 _MARKERS = (("library", "train", "entry.py"), ("networks", "lora.py"), ("presets",))
+PACKAGES = ("library", "networks")  # all the node imports from the repository
 
 
 def is_repo_root(path: Path) -> bool:
@@ -45,24 +53,35 @@ def find_repo_root(this_file: str | os.PathLike = __file__, environ=os.environ) 
 
 
 def make_importable(root: Path) -> None:
-    """Put ``root`` first on ``sys.path`` and check that ``library``/``networks`` resolve to it.
+    """Import ``library`` and ``networks`` from ``root`` (without touching ``sys.path``) and check them.
 
     Other custom nodes bundling kohya's sd-scripts also have top-level ``library``/``networks``
     packages; if one of them was imported first, say so instead of failing later in odd ways.
     """
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import library
-    import networks
-
-    for module in (library, networks):
+    for name in PACKAGES:
+        module = sys.modules.get(name) or _import_from(root, name)
         found = Path(module.__file__).resolve().parent
-        if found != root / module.__name__:
+        if found != root / name:
             raise ImportError(
-                f"lorasmith_trainer: the top-level package `{module.__name__}` was already imported from {found} "
-                f"(another custom node, probably one bundling kohya's sd-scripts); lorasmith needs {root / module.__name__}. "
+                f"lorasmith_trainer: the top-level package `{name}` was already imported from {found} "
+                f"(another custom node, probably one bundling kohya's sd-scripts); lorasmith needs {root / name}. "
                 f"Remove or disable the other node pack, or run lorasmith in its own ComfyUI (docs/comfyui.md)"
             )
+
+
+def _import_from(root: Path, name: str):
+    """Import the top-level package ``name`` found in ``root`` and nowhere else."""
+    spec = importlib.machinery.PathFinder.find_spec(name, [str(root)])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"lorasmith_trainer: no package `{name}` in {root}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 REPO_ROOT = find_repo_root()

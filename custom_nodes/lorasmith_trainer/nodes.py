@@ -13,13 +13,18 @@ See docs/comfyui.md.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import json
+import multiprocessing
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 from library.errors import UserError
+from library.output_names import check_output_name
 
 from .locate import REPO_ROOT
 
@@ -45,7 +50,6 @@ REPLACED_BY_NODE = frozenset((
 # Used when the preset does not say: .txt captions (what captioning tools write), and images loaded in
 # ComfyUI's own process (worker processes would re-import ComfyUI on Windows).
 NODE_DEFAULTS = {"caption_extension": ".txt", "max_data_loader_n_workers": 0}
-_BAD_NAME_CHARS = set('/\\:*?"<>|\0')
 
 
 # ------------------------------------------------------------------------------------- ComfyUI
@@ -69,7 +73,12 @@ def _model_management():
 
 
 def _progress_callback(total: int):
-    """``(step, total, loss)`` -> ComfyUI's progress bar, or None outside ComfyUI."""
+    """``(step, total, loss)`` -> ComfyUI's progress bar, or None outside ComfyUI.
+
+    The hook ComfyUI's ``main.py`` installs raises ``InterruptProcessingException`` from inside
+    ``ProgressBar.update_absolute`` when the user presses Cancel; the training loop treats an exception
+    from this callback as an interrupt (saves a state and a LoRA) and passes it on as the cause.
+    """
     try:
         from comfy.utils import ProgressBar
     except ImportError:
@@ -77,9 +86,27 @@ def _progress_callback(total: int):
     bar = ProgressBar(total)
 
     def update(step, total_steps, loss):
-        bar.update_absolute(step, total_steps)
+        try:
+            bar.update_absolute(step, total_steps)
+        except BaseException as e:
+            update.cancel = e  # a Cancel during the last step ends no step loop: the node raises it after
+            raise
 
+    update.cancel = None
     return update
+
+
+@contextlib.contextmanager
+def training_mode():
+    """Autograd on, whatever the caller set: ComfyUI runs every node inside ``torch.inference_mode()``.
+
+    Everything the run creates (models, LoRA weights, optimizer state, caches) is made inside this
+    block, so no inference tensor from outside reaches autograd.
+    """
+    import torch
+
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -88,23 +115,17 @@ def preset_names() -> list:
     return [NO_PRESET] + sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 
-def check_name(value: str, what: str, folder: str) -> str:
-    """A plain file/folder name that stays inside ``folder``; UserError otherwise."""
-    name = (value or "").strip()
-    fix = "use a plain name such as my_lora (no / \\ : or ..)"
-    if not name:
-        raise UserError(f"{what} is empty; {fix}")
-    if name in (".", "..") or os.path.isabs(name) or _BAD_NAME_CHARS & set(name) or not name.isprintable():
-        raise UserError(f"{what} {value!r} would leave ComfyUI's {folder} folder or is not a valid file name; {fix}")
-    return name
+def check_name(value: str, what: str, folder: str | None = None) -> str:
+    """A plain file/folder name that stays inside ``folder`` (library.output_names decides); UserError otherwise."""
+    return check_output_name(value, what, folder)
 
 
-def lora_stem(lora_name: str) -> str:
+def lora_stem(lora_name: str, folder: str | None = None) -> str:
     """``lora_name`` checked, without a trailing ``.safetensors`` (SimpleLoRA accepts both)."""
     name = (lora_name or "").strip()
     if name.lower().endswith(SUFFIX):
         name = name[: -len(SUFFIX)]
-    return check_name(name, "lora_name", "models/loras")
+    return check_name(name, "lora_name", folder)
 
 
 def resolve_dataset(use_custom_dataset: bool, dataset_path: str, logs_dir: str) -> dict:
@@ -181,20 +202,78 @@ def merged_options(preset_values: dict, node_values: dict) -> dict:
     for key, value in NODE_DEFAULTS.items():
         values.setdefault(key, value)
     values.update(node_values)
+    if values.get("max_data_loader_n_workers") and multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
+        # spawn/forkserver workers re-import ComfyUI's main.py and cannot import lorasmith by name
+        # (the node does not put the repository on sys.path): load images in ComfyUI's process.
+        print(f"LoRATrainer: max_data_loader_n_workers {values['max_data_loader_n_workers']} -> 0 "
+              f"({multiprocessing.get_start_method()} worker processes cannot run inside ComfyUI)", flush=True)
+        values["max_data_loader_n_workers"] = 0
     return values
 
 
-def place_final(src: str, dst: str) -> str:
-    """Copy ``src`` to ``dst`` through a temporary name, so ``dst`` is never a half file."""
-    tmp = dst + ".tmp"
+def check_final_target(dst: str) -> None:
+    """UserError unless ``dst`` is free or an earlier LoRA the node may replace (never a folder or another file).
+
+    Checked before training (a long run must not end in a refusal) and again before the copy.
+    """
+    if os.path.isdir(dst):
+        raise UserError(f"{dst} is a folder, so the LoRA cannot be written there; rename or move that folder, "
+                        f"or choose another lora_name")
+    if os.path.lexists(dst) and not _is_lora_file(dst):
+        raise UserError(f"{dst} exists and is not a LoRA file (kohya format, as this node writes), so it is not "
+                        f"replaced; move it away or choose another lora_name")
+
+
+def _is_lora_file(path: str) -> bool:
+    """True for a regular .safetensors file whose tensors are LoRA weights (what the node writes)."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
     try:
-        shutil.copyfile(src, tmp)
+        from safetensors import safe_open
+
+        with safe_open(path, "np") as f:
+            keys = list(f.keys())
+    except Exception:  # not a safetensors file at all
+        return False
+    return bool(keys) and all(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in keys)
+
+
+def place_final(src: str, dst: str) -> str:
+    """Copy ``src`` to ``dst`` through a temporary name in ``dst``'s folder, so ``dst`` is never a half file.
+
+    A failure (disk full, permissions, a folder at ``dst``) leaves ``dst`` as it was, removes the temporary
+    file, and becomes a UserError that says where the trained LoRA is (``src`` is never touched).
+    """
+    try:
+        check_final_target(dst)  # again: something may have taken the name during a long run
+    except UserError as e:
+        raise UserError(f"{e} — the trained LoRA is intact at {src}") from None
+    folder, name = os.path.split(dst)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")  # hidden, new, not a model extension
+    try:
+        # O_EXCL: never write through a file or link that is already there; mode 0o666 under the umask
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise UserError(_copy_failed(e, src, dst)) from None
         raise
     return dst
+
+
+def _copy_failed(e: OSError, src: str, dst: str) -> str:
+    kept = f"the trained LoRA is intact at {src}; copy it to {dst} yourself or queue again"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"disk full while copying the LoRA to {os.path.dirname(dst)} ({e.strerror}); free space there — {kept}"
+    if e.errno in (errno.EISDIR, errno.ENOTEMPTY):
+        return f"{dst} is a folder, so the LoRA cannot be written there; rename or move it — {kept}"
+    return f"cannot write {dst}: {e.strerror or e}; check the folder and its permissions — {kept}"
 
 
 def write_options_file(args, script: str, path: str) -> str:
@@ -272,16 +351,26 @@ class LoRATrainer:
     def train(self, ckpt_name, use_custom_dataset, dataset_path, lora_checkpoint_folder, lora_name, caption_column,
               learning_rate, batch_size, training_steps, checkpointing_steps, rank, random_seed,
               preset=NO_PRESET, optimizer=FROM_PRESET, alpha=4.0, resolution=512):
-        stem = lora_stem(lora_name)
-        folder = check_name(lora_checkpoint_folder, "lora_checkpoint_folder", "models/lora_logs")
+        with training_mode():  # the whole run, imports included: nothing is created in inference mode
+            return self._train(ckpt_name, use_custom_dataset, dataset_path, lora_checkpoint_folder, lora_name,
+                               caption_column, learning_rate, batch_size, training_steps, checkpointing_steps, rank,
+                               random_seed, preset, optimizer, alpha, resolution)
+
+    def _train(self, ckpt_name, use_custom_dataset, dataset_path, lora_checkpoint_folder, lora_name, caption_column,
+               learning_rate, batch_size, training_steps, checkpointing_steps, rank, random_seed,
+               preset, optimizer, alpha, resolution):
         fp = comfy_folder_paths()
+        loras_root = fp.get_folder_paths("loras")[0]
+        stem = lora_stem(lora_name, loras_root)
+        folder = check_name(lora_checkpoint_folder, "lora_checkpoint_folder", fp.models_dir)
         ckpt = fp.get_full_path("checkpoints", ckpt_name) if ckpt_name else None
         if ckpt is None:
             raise UserError(f"checkpoint {ckpt_name!r} is not in ComfyUI's checkpoints folders "
                             f"({', '.join(fp.get_folder_paths('checkpoints'))}); put the model there and refresh the page")
-        loras_dir = _writable_folder(fp.get_folder_paths("loras")[0], "loras")
-        logs_dir = os.path.join(_writable_folder(os.path.join(fp.models_dir, LOGS_FOLDER), LOGS_FOLDER), folder)
+        loras_dir = _writable_folder(loras_root, "loras")
         final = os.path.join(loras_dir, stem + SUFFIX)
+        check_final_target(final)
+        logs_dir = os.path.join(_writable_folder(os.path.join(fp.models_dir, LOGS_FOLDER), LOGS_FOLDER), folder)
 
         script = script_for(ckpt)
         from_preset = preset_options(preset, script)
@@ -314,16 +403,15 @@ class LoRATrainer:
             mm.soft_empty_cache()
         print(f"LoRATrainer: training {args.pretrained_model_name_or_path} ({script}) for {args.max_train_steps} "
               f"steps; periodic files in {args.output_dir}", flush=True)
+        progress = _progress_callback(total)
         try:
             result = train(args, script, stop_flag=mm.processing_interrupted if mm is not None else None,
-                           progress_callback=_progress_callback(total))
+                           progress_callback=progress)
             lora, steps = result.lora, result.steps
             del result  # it holds the trained network (and through it the model): free them below
         except Interrupted as e:
             print(f"LoRATrainer: cancelled; saved {e.lora} and the state {e.state_dir}", flush=True)
-            if mm is not None:
-                mm.throw_exception_if_processing_interrupted()
-            raise UserError(f"training was cancelled; the LoRA so far is {e.lora}") from None
+            _raise_cancelled(mm, e)
         finally:
             gc.collect()
             if mm is not None:
@@ -332,7 +420,25 @@ class LoRATrainer:
             print(f"LoRATrainer: replacing {final}", flush=True)
         place_final(lora, final)
         print(f"Training is finished: {final} ({steps} steps)", flush=True)
+        if progress is not None and progress.cancel is not None:  # Cancel came with the last step: the LoRA
+            raise progress.cancel  # is complete and in place, and the rest of the workflow stops as asked
         return final
+
+
+def _raise_cancelled(mm, interrupted) -> None:
+    """End a cancelled run the way ComfyUI shows as "interrupted": its own InterruptProcessingException.
+
+    The progress hook's exception (the usual path) is re-raised as it was; a Cancel seen by the
+    stop flag between steps raises ComfyUI's exception the way ComfyUI itself does.
+    """
+    cause = interrupted.__cause__
+    if cause is not None:
+        raise cause.with_traceback(cause.__traceback__)
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+        if hasattr(mm, "InterruptProcessingException"):  # the flag was already consumed elsewhere
+            raise mm.InterruptProcessingException()
+    raise UserError(f"training was cancelled; the LoRA so far is {interrupted.lora}") from None
 
 
 NODE_CLASS_MAPPINGS = {"LoRATrainer": LoRATrainer}

@@ -14,16 +14,12 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from library.models.errors import ModelLoadError, ModelSaveError, one_line
+from library.models.safetensors_read import SafetensorsFile, SafetensorsFormatError
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
@@ -35,42 +31,38 @@ def _looks_like_safetensors(path: Path) -> bool:
 
 
 class SafetensorsReader:
-    """Lazy reader over one .safetensors file."""
+    """Lazy reader over one .safetensors file: one tensor at a time, read from disk (not memory-mapped),
+    so loading never holds the file and the model in memory together (see safetensors_read)."""
 
     def __init__(self, path: Path):
         self.path = path
         try:
-            self._file = safe_open(str(path), framework="pt", device="cpu")
-            self.metadata = dict(self._file.metadata() or {})
-            self._keys = list(self._file.keys())
-        except SafetensorError as e:
+            self._file = SafetensorsFile(path)
+        except SafetensorsFormatError as e:
             raise ModelLoadError(
                 f"{path}: the safetensors file is damaged or incomplete ({one_line(e)}); "
                 "re-download it or save it again"
             ) from None
+        self.metadata = dict(self._file.metadata)
+        self._keys = self._file.keys()
 
     def keys(self) -> list[str]:
         return self._keys
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(key).get_shape())
+        return self._file.entry(key).shape
 
     def dtype(self, key: str) -> torch.dtype:
-        """The stored dtype, from the header (no tensor data is read, except for rare dtypes)."""
-        name = self._file.get_slice(key).get_dtype()
-        return _SAFETENSORS_DTYPES[name] if name in _SAFETENSORS_DTYPES else self.get(key).dtype
+        """The stored dtype, from the header (no tensor data is read)."""
+        return self._file.entry(key).dtype
 
     def get(self, key: str) -> torch.Tensor:
         try:
-            tensor = self._file.get_tensor(key)
-        except SafetensorError as e:
+            return self._file.read(key)
+        except (SafetensorsFormatError, OSError) as e:
             raise ModelLoadError(
                 f"{self.path}: tensor '{key}' cannot be read ({one_line(e)}); the file is damaged, re-download it"
             ) from None
-        # safetensors hands out tensors inside a bytes object, at addresses that are not
-        # 64-byte aligned; CPU kernels then take slower paths with different rounding than
-        # for the same weights loaded any other way. One copy fixes both.
-        return tensor.clone() if tensor.data_ptr() % 64 else tensor
 
 
 class PickleReader:

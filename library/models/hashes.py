@@ -11,13 +11,19 @@
 * :func:`content_key` - our cache key: cheap (reads only headers / small files), changes
   when the weights do. Latent and text-encoder caches are keyed by it plus the dtype.
   Not a published hash; never write it where other tools expect one of the above.
+* :func:`sha256_file_cached` / :func:`start_sha256` - the full sha256 remembered per (path, size,
+  mtime) in a small cache file, and computed in a background thread, so a 4-7 GB base file is
+  hashed once per machine and never on the path to the first training step.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -87,3 +93,62 @@ def content_key(path: str | os.PathLike) -> str:
     else:
         _file_key(h, path)
     return h.hexdigest()
+
+
+SHA256_CACHE_FILE = "sha256.json"
+
+
+def hash_cache_dir() -> Path:
+    """Where remembered hashes live: ``$LORASMITH_CACHE_DIR``, else ``~/.cache/lorasmith``."""
+    env = os.environ.get("LORASMITH_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "lorasmith"
+
+
+def _stat_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _read_cache(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def sha256_file_cached(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """:func:`sha256_file`, remembered by resolved path, size and modification time.
+
+    A cache that cannot be read or written only costs the time of hashing again.
+    """
+    path = Path(path)
+    file = Path(cache_dir) if cache_dir is not None else hash_cache_dir()
+    file = file / SHA256_CACHE_FILE
+    key = _stat_key(path)
+    known = _read_cache(file).get(key)
+    if isinstance(known, str) and len(known) == 64:
+        return known
+    digest = sha256_file(path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        entries = _read_cache(file)  # again: another process may have added some meanwhile
+        entries = {k: v for k, v in entries.items() if not k.startswith(f"{path.resolve()}|")}
+        entries[key] = digest
+        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".sha256-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(entries, f, indent=0)
+        os.replace(tmp, file)
+    except OSError:
+        pass
+    return digest
+
+
+def start_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Future:
+    """:func:`sha256_file_cached` in a background thread (hashlib releases the GIL while hashing);
+    ``.result()`` when the hash is needed."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+    try:
+        return pool.submit(sha256_file_cached, path, cache_dir)
+    finally:
+        pool.shutdown(wait=False)

@@ -18,8 +18,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import torch
-
 from library.errors import UserError
 
 logger = logging.getLogger("lorasmith.train")
@@ -68,6 +66,7 @@ class _StopFlag:
 
 def make_accelerator(args):
     """The run's Accelerator; ``args.log_with`` is final (train() derives it from --logging_dir)."""
+    import torch
     from accelerate import Accelerator
 
     from library.train.tracking import accelerator_kwargs, check_device_precision, wandb_login
@@ -100,6 +99,8 @@ def make_accelerator(args):
 
 def train(args: argparse.Namespace, script: str = "train_network", stop_flag=None, progress_callback=None) -> TrainResult:
     """Run one training as ``args`` say (already parsed and validated)."""
+    import torch
+
     from library.train.loop import Trainer, total_steps_text
     from library.train.metadata import training_metadata
     from library.train.outputs import RunOutputs
@@ -115,6 +116,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
         args.log_with = "tensorboard"  # kohya: a logging_dir alone turns TensorBoard on
     acc = make_accelerator(args)
     rank, world = acc.process_index, acc.num_processes
+    base_sha256 = _start_base_hash(args) if acc.is_main_process else None
     prepared = prepare_data(args, world, show=(lambda text: logger.info("\n%s", text)) if acc.is_main_process else None)
     dataset = build_dataset(args, args.seed, prepared)
     torch.manual_seed(args.seed)  # LoRA init
@@ -137,7 +139,8 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
                        "num_processes": world}
             first = summary["datasets"][0] if summary["datasets"] else {}
             summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
-            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description)
+            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description,
+                                   base_sha256.result() if base_sha256 is not None else None)
         return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
 
     flag = stop_flag or _StopFlag().install()
@@ -157,6 +160,15 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     finally:
         if isinstance(flag, _StopFlag):
             flag.restore()
+
+
+def _start_base_hash(args):
+    """The base file's full sha256 (for ss_new_sd_model_hash), hashed in the background while data and
+    models load, or taken from the hash cache; None for a diffusers folder."""
+    from library.models.hashes import start_sha256
+
+    path = args.pretrained_model_name_or_path
+    return start_sha256(path) if path and os.path.isfile(path) else None
 
 
 def _setup_logging(debug: bool) -> None:
@@ -179,15 +191,32 @@ def _print_error(text: str) -> None:
 
 
 def main(argv=None, script: str = "train_network") -> int:
-    """Command-line entry: parse, train, map every failure to a message and an exit code."""
+    """Command-line entry: parse, train, map every failure to a message and an exit code.
+
+    Options are parsed and checked before torch, diffusers or accelerate are imported, so ``--help``
+    and a bad option answer in well under a second."""
     from library.options import parse_args
-    from library.train.loop import Interrupted, NonFiniteLoss
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _setup_logging(debug)
     try:
         args = parse_args(argv, script)
+    except UserError as e:
+        if debug:
+            raise
+        _print_error(str(e))
+        return EXIT_USER
+    _setup_logging(debug)
+    return _run(args, script, debug)
+
+
+def _run(args, script: str, debug: bool) -> int:
+    """Train with parsed options; every failure becomes its message and exit code."""
+    import torch
+
+    from library.train.loop import Interrupted, NonFiniteLoss
+
+    try:
         result = train(args, script)
         print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
         return EXIT_OK

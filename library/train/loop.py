@@ -102,6 +102,7 @@ class Trainer:
         self._last_sampled = -1
         self.loader = None
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
+        self.stop_cause = None  # what the progress callback raised: a host's Cancel, handled like Ctrl-C
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
@@ -232,7 +233,10 @@ class Trainer:
         bar.update(1)
         bar.set_postfix({"loss": f"{average:.4f}", "lr": f"{next(iter(lrs.values()), 0):.2e}"}, refresh=False)
         if self.progress_callback is not None:
-            self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
+            try:
+                self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
+            except Exception as e:  # ComfyUI's Cancel raises from its progress hook: save, then stop
+                self.stop_cause = e
         if args.log_with:
             self.acc.log({"loss/current": loss_value, "loss/average": average, **lrs, **logs}, step=self.global_step)
 
@@ -271,7 +275,7 @@ class Trainer:
             self._save(stem, "step", bool(args.save_state))
         if self._interrupt_requested():
             lora = self._save(stem, None, True)
-            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora)
+            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora) from self.stop_cause
 
     def _after_epoch(self) -> None:
         args, epoch = self.args, self.epoch
@@ -285,7 +289,7 @@ class Trainer:
             self._save(ck.epoch_name(self.name, epoch), "epoch", bool(args.save_state))
 
     def _interrupt_requested(self) -> bool:
-        flag = bool(self.stop_flag())
+        flag = self.stop_cause is not None or bool(self.stop_flag())
         if self.world > 1:
             flag = bool(self.acc.reduce(torch.tensor(float(flag), device=self.acc.device), "max") > 0)
         return flag

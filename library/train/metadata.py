@@ -87,17 +87,18 @@ def thumbnail_data_url(value: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def model_file_hashes(source: str) -> tuple[str, str]:
+def model_file_hashes(source: str, sha256: str | None = None) -> tuple[str, str]:
     """kohya's (ss_sd_model_hash, ss_new_sd_model_hash) for a single-file base; empty for a folder.
 
-    The full sha256 reads the whole checkpoint once (seconds for SDXL); it is what A1111
-    shows as the model's AutoV2 hash, so users can match a LoRA to its base.
+    The full sha256 (what A1111 shows as the model's AutoV2 hash, so users can match a LoRA to its
+    base) reads the whole checkpoint: pass it when already known (training starts it in the
+    background, see hashes.start_sha256); else it is read from, or added to, the hash cache.
     """
     if not source or not os.path.isfile(source):
         return "", ""
-    from library.models.hashes import a1111_legacy_hash, sha256_file
+    from library.models.hashes import a1111_legacy_hash, sha256_file_cached
 
-    return a1111_legacy_hash(source), sha256_file(source)
+    return a1111_legacy_hash(source), sha256 or sha256_file_cached(source)
 
 
 # what kohya keeps under --no_metadata (train_util.SS_METADATA_MINIMUM_KEYS), so tools can still filter
@@ -105,11 +106,13 @@ MINIMUM_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_netwo
                 "ss_network_args")
 
 
-def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str) -> dict[str, str]:
+def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str,
+                      base_sha256: str | None = None) -> dict[str, str]:
     """The fixed part of the metadata, computed once when training starts: every ``ss_*`` key kohya's
-    train_network.py writes (ss_validation_* aside), folder runs and ``--dataset_config`` runs alike."""
+    train_network.py writes (ss_validation_* aside), folder runs and ``--dataset_config`` runs alike.
+    ``base_sha256``: the base file's sha256 when already known (see model_file_hashes)."""
     res = data_summary.get("resolution") or (512, 512)
-    legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""))
+    legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""), base_sha256)
     md = {
         "ss_session_id": str(uuid.uuid4().int % 2**31),
         "ss_training_started_at": str(time.time()),

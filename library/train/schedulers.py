@@ -30,7 +30,8 @@ import importlib
 import inspect
 import logging
 import math
-from typing import Any, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
@@ -193,6 +194,91 @@ def _check_first_lr(scheduler: LRScheduler, opt) -> LRScheduler:
     return scheduler
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One scheduler request with every step count resolved; what the spec table's arguments read."""
+
+    total: int
+    warmup: int
+    num_cycles: int
+    power: float
+    min_lr_ratio: Optional[float]
+    kwargs: dict
+    num_decay_steps: Union[int, float, str, None]
+    num_stable_steps: Optional[int]
+    timescale: Optional[int]
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """A named curve: where its factory lives, whether it takes a warmup (else the fix to print when one is
+    given), whether it runs over the total step count, and the factory's arguments besides the optimizer."""
+
+    module: str
+    factory: str
+    no_warmup_fix: Optional[str] = None
+    needs_total: bool = True
+    arguments: Callable[[_Request], dict] = lambda r: {"num_warmup_steps": r.warmup, "num_training_steps": r.total}
+    check: Optional[Callable[[_Request], None]] = None
+
+
+def _piecewise_rules(r: _Request) -> dict:
+    if "step_rules" not in r.kwargs:
+        raise SchedulerError("--lr_scheduler=piecewise_constant needs --lr_scheduler_args step_rules='1:100,0.5:200,0.1' "
+                             "(multiplier:until_step, ..., final multiplier)")
+    rules = r.kwargs["step_rules"]
+    if not isinstance(rules, str):  # unquoted 1:100,0.5 was read as a tuple of parts
+        rules = ",".join(str(part) for part in rules)
+    return {"step_rules": rules}
+
+
+def _min_lr_arguments(r: _Request) -> dict:
+    if r.min_lr_ratio is None and "min_lr" not in r.kwargs and "min_lr_rate" not in r.kwargs:
+        raise SchedulerError("--lr_scheduler=cosine_with_min_lr needs --lr_scheduler_min_lr_ratio (e.g. 0.1) "
+                             "or --lr_scheduler_args min_lr=1e-6")
+    given = "min_lr" in r.kwargs or "min_lr_rate" in r.kwargs
+    extra = {"min_lr_rate": r.min_lr_ratio} if r.min_lr_ratio is not None and not given else {}
+    return {"num_warmup_steps": r.warmup, "num_training_steps": r.total, "num_cycles": r.num_cycles / 2, **extra}
+
+
+def _wsd_arguments(r: _Request) -> dict:
+    decay = resolve_steps(r.num_decay_steps, r.total, "--lr_decay_steps")
+    stable = r.total - r.warmup - decay if r.num_stable_steps is None else int(r.num_stable_steps)
+    if stable < 0:
+        raise SchedulerError(f"--lr_scheduler=warmup_stable_decay: warmup ({r.warmup}) + decay ({decay}) steps exceed the "
+                             f"{r.total} training steps; lower --lr_warmup_steps or --lr_decay_steps")
+    if decay == 0:
+        logger.warning("--lr_scheduler=warmup_stable_decay with --lr_decay_steps=0 never decays; set --lr_decay_steps "
+                       "(e.g. 0.2 for the last 20% of the steps)")
+    return {"num_warmup_steps": r.warmup, "num_decay_steps": decay, "num_stable_steps": stable,
+            "num_cycles": r.num_cycles / 2, "min_lr_ratio": 0.0 if r.min_lr_ratio is None else r.min_lr_ratio}
+
+
+_DIFFUSERS, _TRANSFORMERS = "diffusers.optimization", "transformers.optimization"
+_CURVES: Mapping[str, _Curve] = {
+    "constant": _Curve(_DIFFUSERS, "get_constant_schedule", needs_total=False, arguments=lambda r: {},
+                       no_warmup_fix="use --lr_scheduler=constant_with_warmup, or set --lr_warmup_steps=0"),
+    "piecewise_constant": _Curve(_DIFFUSERS, "get_piecewise_constant_schedule", needs_total=False,
+                                 arguments=_piecewise_rules,
+                                 no_warmup_fix="put the warmup into step_rules, or set --lr_warmup_steps=0"),
+    "constant_with_warmup": _Curve(_DIFFUSERS, "get_constant_schedule_with_warmup", needs_total=False,
+                                   arguments=lambda r: {"num_warmup_steps": r.warmup}),
+    "inverse_sqrt": _Curve(_TRANSFORMERS, "get_inverse_sqrt_schedule", needs_total=False,
+                           arguments=lambda r: {"num_warmup_steps": r.warmup, "timescale": r.timescale}),
+    "linear": _Curve(_DIFFUSERS, "get_linear_schedule_with_warmup"),
+    "cosine": _Curve(_DIFFUSERS, "get_cosine_schedule_with_warmup"),
+    "cosine_with_restarts": _Curve(_DIFFUSERS, "get_cosine_with_hard_restarts_schedule_with_warmup",
+                                   arguments=lambda r: {"num_warmup_steps": r.warmup, "num_training_steps": r.total,
+                                                        "num_cycles": r.num_cycles}),
+    "polynomial": _Curve(_DIFFUSERS, "get_polynomial_decay_schedule_with_warmup",
+                         arguments=lambda r: {"num_warmup_steps": r.warmup, "num_training_steps": r.total,
+                                              "power": r.power}),
+    "cosine_with_min_lr": _Curve(_TRANSFORMERS, "get_cosine_with_min_lr_schedule_with_warmup",
+                                 arguments=_min_lr_arguments),
+    "warmup_stable_decay": _Curve(_TRANSFORMERS, "get_wsd_schedule", arguments=_wsd_arguments),
+}
+
+
 def build_scheduler(
     name: Optional[str],
     optimizer: Union[torch.optim.Optimizer, OptimizerInfo],
@@ -216,131 +302,74 @@ def build_scheduler(
     curve or class (e.g. ``lr_end=1e-6`` for polynomial, ``step_rules='1:100,0.5'`` for piecewise_constant).
     """
     info, opt = _optimizer_of(optimizer)
-    scheduler = _build(info, opt, name, num_training_steps, num_warmup_steps, num_cycles, power, min_lr_ratio,
-                       scheduler_args, num_decay_steps, num_stable_steps, timescale)
-    return _check_first_lr(scheduler, opt)
-
-
-def _build(info, opt, name, num_training_steps, num_warmup_steps, num_cycles, power, min_lr_ratio, scheduler_args,
-           num_decay_steps, num_stable_steps, timescale) -> LRScheduler:
-    raw_name = (name or DEFAULT_SCHEDULER).strip() or DEFAULT_SCHEDULER
-    kwargs = parse_optimizer_args(scheduler_args, option="--lr_scheduler_args")
     total = int(num_training_steps or 0)
-    warmup = resolve_steps(num_warmup_steps, total, "--lr_warmup_steps")
-    lname = raw_name.lower()
+    request = _Request(total, resolve_steps(num_warmup_steps, total, "--lr_warmup_steps"), num_cycles, power,
+                       min_lr_ratio, parse_optimizer_args(scheduler_args, option="--lr_scheduler_args"),
+                       num_decay_steps, num_stable_steps, timescale)
+    return _check_first_lr(_build(info, opt, name, request, num_warmup_steps), opt)
 
+
+def _adafactor_name(raw_name: str, info) -> tuple:
+    """(lower-case name, initial lr): kohya's internal ``adafactor:<initial lr>`` spelling included."""
+    lname = raw_name.lower()
     initial_lr = info.initial_lr if info is not None else None
-    if lname.startswith("adafactor:"):  # kohya's internal "adafactor:<initial lr>" spelling
+    if lname.startswith("adafactor:"):
         try:
             initial_lr = float(lname.split(":", 1)[1])
         except ValueError:
             raise SchedulerError(f"--lr_scheduler={raw_name}: write it as adafactor or adafactor:<initial lr>") from None
         lname = "adafactor"
+    return lname, initial_lr
 
+
+def _relative_step_adafactor(opt, lname: str, raw_name: str, request: _Request, given, initial_lr) -> LRScheduler:
+    if lname not in ("adafactor", DEFAULT_SCHEDULER):
+        logger.warning("--lr_scheduler=%s is replaced by the adafactor schedule: Adafactor with relative_step=True "
+                       "sets its own learning rate", raw_name)
+    _no_warmup("adafactor", request.warmup, "Adafactor relative_step=True warms up by itself (warmup_init=True); set "
+               "--lr_warmup_steps=0, or use --optimizer_args relative_step=False scale_parameter=False "
+               "warmup_init=False with --lr_scheduler=constant_with_warmup", given)
+    from transformers.optimization import AdafactorSchedule
+
+    return AdafactorSchedule(opt, initial_lr or 0.0)
+
+
+def _build(info, opt, name, request: _Request, given_warmup) -> LRScheduler:
+    raw_name = (name or DEFAULT_SCHEDULER).strip() or DEFAULT_SCHEDULER
+    lname, initial_lr = _adafactor_name(raw_name, info)
     schedule_free = info.is_schedule_free if info is not None else is_schedule_free_class(type(opt))
     if schedule_free:
-        return _schedule_free(opt, lname, warmup)
-
+        return _schedule_free(opt, lname, request.warmup)
     if _is_relative_step_adafactor(opt):
-        if lname not in ("adafactor", DEFAULT_SCHEDULER):
-            logger.warning("--lr_scheduler=%s is replaced by the adafactor schedule: Adafactor with relative_step=True "
-                           "sets its own learning rate", raw_name)
-        _no_warmup("adafactor", warmup, "Adafactor relative_step=True warms up by itself (warmup_init=True); set "
-                   "--lr_warmup_steps=0, or use --optimizer_args relative_step=False scale_parameter=False "
-                   "warmup_init=False with --lr_scheduler=constant_with_warmup", num_warmup_steps)
-        from transformers.optimization import AdafactorSchedule
-
-        return AdafactorSchedule(opt, initial_lr or 0.0)
+        return _relative_step_adafactor(opt, lname, raw_name, request, given_warmup, initial_lr)
     if lname == "adafactor":
         raise SchedulerError("--lr_scheduler=adafactor only works with --optimizer_type=Adafactor and relative_step=True; "
                              "pick another scheduler such as constant_with_warmup")
-
     if f"{type(opt).__module__}.{type(opt).__name__}" == "transformers.optimization.Adafactor" and lname != "constant_with_warmup":
         logger.warning("Adafactor with a fixed lr works best with --lr_scheduler=constant_with_warmup (kohya's advice)")
 
-    if lname not in SCHEDULER_NAMES:
+    curve = _CURVES.get(lname)
+    if curve is None:
         cls = _scheduler_class(raw_name)
         if cls is None:
             raise _unknown(raw_name)
-        _no_warmup(raw_name, warmup, "the class has no warmup; set --lr_warmup_steps=0", num_warmup_steps)
-        logger.info("lr scheduler: %s %s", raw_name, kwargs)
-        return _call(cls, raw_name, opt, **kwargs)
-
-    if lname == "constant":
-        _no_warmup(lname, warmup, "use --lr_scheduler=constant_with_warmup, or set --lr_warmup_steps=0", num_warmup_steps)
-        from diffusers.optimization import get_constant_schedule
-
-        return _call(get_constant_schedule, lname, opt, **kwargs)
-
-    if lname == "piecewise_constant":
-        _no_warmup(lname, warmup, "put the warmup into step_rules, or set --lr_warmup_steps=0", num_warmup_steps)
-        if "step_rules" not in kwargs:
-            raise SchedulerError("--lr_scheduler=piecewise_constant needs --lr_scheduler_args step_rules='1:100,0.5:200,0.1' "
-                                 "(multiplier:until_step, ..., final multiplier)")
-        if not isinstance(kwargs["step_rules"], str):  # unquoted 1:100,0.5 was read as a tuple of parts
-            kwargs["step_rules"] = ",".join(str(part) for part in kwargs["step_rules"])
-        from diffusers.optimization import get_piecewise_constant_schedule
-
-        return _call(get_piecewise_constant_schedule, lname, opt, **kwargs)
-
-    if lname == "constant_with_warmup":
-        from diffusers.optimization import get_constant_schedule_with_warmup
-
-        return _call(get_constant_schedule_with_warmup, lname, opt, num_warmup_steps=warmup, **kwargs)
-
-    if lname == "inverse_sqrt":
-        from transformers.optimization import get_inverse_sqrt_schedule
-
-        return _call(get_inverse_sqrt_schedule, lname, opt, num_warmup_steps=warmup, timescale=timescale, **kwargs)
-
-    # every other curve runs over num_training_steps
-    if total < 1:
-        raise SchedulerError(f"--lr_scheduler={lname} needs the number of training steps (got {num_training_steps}); "
-                             f"set --max_train_steps or --max_train_epochs")
-    if warmup >= total:
-        logger.warning("--lr_warmup_steps=%d is not below the %d training steps: --lr_scheduler=%s will never decay",
-                       warmup, total, lname)
-
-    if lname == "linear":
-        from diffusers.optimization import get_linear_schedule_with_warmup
-
-        return _call(get_linear_schedule_with_warmup, lname, opt, num_warmup_steps=warmup, num_training_steps=total, **kwargs)
-    if lname == "cosine":
-        from diffusers.optimization import get_cosine_schedule_with_warmup
-
-        return _call(get_cosine_schedule_with_warmup, lname, opt, num_warmup_steps=warmup, num_training_steps=total, **kwargs)
-    if lname == "cosine_with_restarts":
-        from diffusers.optimization import get_cosine_with_hard_restarts_schedule_with_warmup
-
-        return _call(get_cosine_with_hard_restarts_schedule_with_warmup, lname, opt, num_warmup_steps=warmup,
-                     num_training_steps=total, num_cycles=num_cycles, **kwargs)
-    if lname == "polynomial":
-        from diffusers.optimization import get_polynomial_decay_schedule_with_warmup
-
-        return _call(get_polynomial_decay_schedule_with_warmup, lname, opt, num_warmup_steps=warmup,
-                     num_training_steps=total, power=power, **kwargs)
-    if lname == "cosine_with_min_lr":
-        if min_lr_ratio is None and "min_lr" not in kwargs and "min_lr_rate" not in kwargs:
-            raise SchedulerError("--lr_scheduler=cosine_with_min_lr needs --lr_scheduler_min_lr_ratio (e.g. 0.1) "
-                                 "or --lr_scheduler_args min_lr=1e-6")
-        from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
-
-        if min_lr_ratio is not None and "min_lr" not in kwargs:
-            kwargs.setdefault("min_lr_rate", min_lr_ratio)
-        return _call(get_cosine_with_min_lr_schedule_with_warmup, lname, opt, num_warmup_steps=warmup,
-                     num_training_steps=total, num_cycles=num_cycles / 2, **kwargs)
-
-    # warmup_stable_decay
-    decay = resolve_steps(num_decay_steps, total, "--lr_decay_steps")
-    stable = total - warmup - decay if num_stable_steps is None else int(num_stable_steps)
-    if stable < 0:
-        raise SchedulerError(f"--lr_scheduler=warmup_stable_decay: warmup ({warmup}) + decay ({decay}) steps exceed the "
-                             f"{total} training steps; lower --lr_warmup_steps or --lr_decay_steps")
-    if decay == 0:
-        logger.warning("--lr_scheduler=warmup_stable_decay with --lr_decay_steps=0 never decays; set --lr_decay_steps "
-                       "(e.g. 0.2 for the last 20% of the steps)")
-    from transformers.optimization import get_wsd_schedule
-
-    return _call(get_wsd_schedule, lname, opt, num_warmup_steps=warmup, num_decay_steps=decay,
-                 num_stable_steps=stable, num_cycles=num_cycles / 2,
-                 min_lr_ratio=0.0 if min_lr_ratio is None else min_lr_ratio, **kwargs)
+        _no_warmup(raw_name, request.warmup, "the class has no warmup; set --lr_warmup_steps=0", given_warmup)
+        logger.info("lr scheduler: %s %s", raw_name, request.kwargs)
+        return _call(cls, raw_name, opt, **request.kwargs)
+    if curve.no_warmup_fix is not None:
+        _no_warmup(lname, request.warmup, curve.no_warmup_fix, given_warmup)
+    if curve.needs_total:
+        if request.total < 1:
+            raise SchedulerError(f"--lr_scheduler={lname} needs the number of training steps (got {request.total}); "
+                                 f"set --max_train_steps or --max_train_epochs")
+        if request.warmup >= request.total:
+            logger.warning("--lr_warmup_steps=%d is not below the %d training steps: --lr_scheduler=%s will never decay",
+                           request.warmup, request.total, lname)
+    merged = dict(request.kwargs)
+    for key, value in curve.arguments(request).items():
+        if key in merged and value is not None and key != "step_rules":  # step_rules: our normalised copy wins
+            raise SchedulerError(f"--lr_scheduler_args {key}=... is already set from the options ({key}={value}); "
+                                 f"remove it from --lr_scheduler_args")
+        if value is not None or key not in merged:
+            merged[key] = value
+    return _call(getattr(importlib.import_module(curve.module), curve.factory), lname, opt, **merged)

@@ -1,8 +1,10 @@
 """One training forward: batch -> latents, conditioning, noise -> UNet prediction -> loss.
 
 Why a pure function: the loop, the loss-falls test (fixed noise on a fixed batch) and benchmarks
-all call the same code, and every random draw comes from the generator passed in, so a step is a
-function of (weights, batch, seed) alone — what makes resume bit-identical.
+all call the same code. Noise, timesteps and latent sampling draw from the generator passed in; the
+LoRA modules' dropout draws from torch's global RNG, which the loop re-seeds before every micro-batch
+(``loop.step_seed``). So a step is a function of (weights, batch, seed) alone — what makes resume
+bit-identical — as long as the caller seeds both.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""A ComfyUI-shaped folder tree with fake ``folder_paths`` and ``comfy.utils`` modules, and the node pack
-imported the way ComfyUI imports a custom node (its folder's ``__init__.py`` as a package)."""
+"""A ComfyUI-shaped folder tree with fake ``folder_paths`` and ``comfy`` modules (tests/comfyui/fake_comfy.py
+says which ComfyUI behaviour they reproduce), and the node pack imported the way ComfyUI's
+``nodes.load_custom_node`` imports a custom node folder."""
 
 import importlib.util
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.comfyui.fake_comfy import make_comfy
 from tools.make_tiny_model import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,9 +19,10 @@ DEMO_IMG = REPO / "examples" / "demo" / "img"
 MODEL_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".bin", ".pth", ".sft"}
 
 
-def load_pack(folder: Path = PACK, name: str = "lorasmith_trainer"):
-    """Import ``folder/__init__.py`` as package ``name``, as ComfyUI's custom-node loader does."""
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+def load_pack(folder: Path = PACK, name: str | None = None):
+    """Import ``folder/__init__.py`` as ComfyUI's loader does: a package named after its path (dots -> ``_x_``)."""
+    name = name or str(folder).replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -74,32 +77,17 @@ def fake_folder_paths(models: Path, checkpoints: Path) -> types.ModuleType:
 
 @pytest.fixture
 def comfy(tmp_path, monkeypatch, checkpoints_dir):
-    """A ComfyUI tree (models/loras exists, models/lora_logs not yet) with fake modules in sys.modules.
+    """A ComfyUI tree (models/loras exists, models/lora_logs not yet) with fake ComfyUI modules in sys.modules.
 
-    ``comfy.updates`` records ``(value, total)`` for every progress-bar update.
+    ``comfy.updates`` records ``(value, total)`` for every progress update the page would get;
+    ``comfy.mm`` is ``comfy.model_management`` (Cancel: ``comfy.mm.interrupt_current_processing()``).
     """
     models = tmp_path / "ComfyUI" / "models"
     (models / "loras").mkdir(parents=True)
-    updates = []
-
-    class ProgressBar:
-        def __init__(self, total):
-            self.total, self.current = total, 0
-
-        def update_absolute(self, value, total=None, preview=None):
-            self.total = total if total is not None else self.total
-            self.current = min(value, self.total)
-            updates.append((self.current, self.total))
-
-        def update(self, value):
-            self.update_absolute(self.current + value)
-
-    comfy_pkg = types.ModuleType("comfy")
-    comfy_pkg.__path__ = []  # a package with no further submodules: comfy.model_management is absent
-    utils = types.ModuleType("comfy.utils")
-    utils.ProgressBar = ProgressBar
-    comfy_pkg.utils = utils
+    fake = make_comfy()
     monkeypatch.setitem(sys.modules, "folder_paths", fake_folder_paths(models, checkpoints_dir))
-    monkeypatch.setitem(sys.modules, "comfy", comfy_pkg)
-    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
-    return types.SimpleNamespace(models=models, updates=updates, checkpoints=checkpoints_dir, package=comfy_pkg)
+    monkeypatch.setitem(sys.modules, "comfy", fake.package)
+    monkeypatch.setitem(sys.modules, "comfy.utils", fake.utils)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", fake.mm)
+    fake.models, fake.checkpoints = models, checkpoints_dir
+    return fake

@@ -4,8 +4,13 @@ import inspect
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from library.errors import UserError
 from library.options import read_config_file
@@ -91,14 +96,16 @@ def _refuses(pack, monkeypatch, **inputs):
     return str(info.value)
 
 
-@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "a\\b", "", "  ", "..", ".safetensors", "C:x"])
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "a\\b", "", "  ", "..", ".safetensors", "C:x", ".hidden",
+                                  "a\x07b", "line\nbreak", "zero\u200bwidth", "tab\tname", "x" * 300,
+                                  "é" * 120 + ".safetensors", "CON", "nul.safetensors", "com1.x", "trailing."])
 def test_escaping_lora_names_are_refused_before_anything_happens(pack, comfy, monkeypatch, name):
     message = _refuses(pack, monkeypatch, lora_name=name)
     assert "lora_name" in message and "\n" not in message
     assert not (comfy.models / "lora_logs").exists() and os.listdir(comfy.models / "loras") == []
 
 
-@pytest.mark.parametrize("folder", ["../x", "/abs", "a/b", ""])
+@pytest.mark.parametrize("folder", ["../x", "/abs", "a/b", "", ".hidden", "..", "a\x00b", "y" * 300])
 def test_escaping_log_folders_are_refused(pack, comfy, monkeypatch, folder):
     message = _refuses(pack, monkeypatch, lora_checkpoint_folder=folder)
     assert "lora_checkpoint_folder" in message
@@ -166,24 +173,57 @@ def test_presets_fill_in_and_node_inputs_win(pack):
         nodes.preset_options("../secret", "train_network")
 
 
-def test_final_file_is_never_half_written(pack, tmp_path, monkeypatch):
+_COPY_UNDER_A_FILE_SIZE_LIMIT = """
+import importlib.util, resource, signal, sys
+spec = importlib.util.spec_from_file_location("pack", sys.argv[4] + "/__init__.py")
+pack = importlib.util.module_from_spec(spec)
+sys.modules["pack"] = pack
+spec.loader.exec_module(pack)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+try:
+    pack.nodes.place_final(sys.argv[1], sys.argv[2])
+except pack.nodes.UserError as e:
+    print(e)
+    sys.exit(2)
+"""
+
+
+def test_a_full_disk_at_the_final_copy_leaves_no_half_file(pack, tmp_path):
+    """A real write error from the kernel (RLIMIT_FSIZE) while copying into models/loras."""
+    src, loras = tmp_path / "lora_logs" / "new.safetensors", tmp_path / "loras"
+    src.parent.mkdir()
+    loras.mkdir()
+    save_file({"lora_unet_a.lora_up.weight": torch.ones(64, 64)}, str(src))
+    old = loras / "mine.safetensors"
+    save_file({"lora_unet_a.lora_up.weight": torch.zeros(2, 2)}, str(old))
+    before = old.read_bytes()
+    out = subprocess.run([sys.executable, "-c", _COPY_UNDER_A_FILE_SIZE_LIMIT, str(src), str(old), "4096", str(PACK)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2, out.stderr
+    assert "disk full" in out.stdout and str(src) in out.stdout and "\n" not in out.stdout.strip()
+    assert old.read_bytes() == before and os.listdir(loras) == ["mine.safetensors"]  # no half or temporary file
+    assert src.stat().st_size > 4096 and load_file(str(src))  # the trained LoRA is untouched
+
+    pack.nodes.place_final(str(src), str(old))  # with room, the earlier LoRA is replaced
+    assert old.read_bytes() == src.read_bytes() and os.listdir(loras) == ["mine.safetensors"]
+    assert oct(old.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # readable as the umask says
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_folder_appearing_at_the_target_during_training_is_a_clear_error(pack, tmp_path):
     src, dst = tmp_path / "new.safetensors", tmp_path / "loras" / "mine.safetensors"
-    dst.parent.mkdir()
-    src.write_bytes(b"new" * 100)
-    dst.write_bytes(b"old")
-
-    def broken_copy(a, b):
-        with open(b, "wb") as f:
-            f.write(b"ne")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(pack.nodes.shutil, "copyfile", broken_copy)
-    with pytest.raises(OSError):
+    save_file({"lora_unet_a.lora_up.weight": torch.ones(2, 2)}, str(src))
+    dst.mkdir(parents=True)
+    with pytest.raises(UserError, match="is a folder") as info:
         pack.nodes.place_final(str(src), str(dst))
-    assert dst.read_bytes() == b"old" and os.listdir(dst.parent) == ["mine.safetensors"]
-    monkeypatch.undo()
-    pack.nodes.place_final(str(src), str(dst))
-    assert dst.read_bytes() == src.read_bytes() and os.listdir(dst.parent) == ["mine.safetensors"]
+    assert "\n" not in str(info.value) and f"the trained LoRA is intact at {src}" in str(info.value)
+    assert os.listdir(dst.parent) == ["mine.safetensors"] and src.is_file()
 
 
 def _requirements(path):
@@ -193,3 +233,88 @@ def _requirements(path):
 def test_node_requirements_are_lorasmiths_without_torch():
     root = _requirements(REPO / "requirements.txt")
     assert _requirements(PACK / "requirements.txt") == {r for r in root if not r.startswith("torch")}
+
+
+@pytest.mark.skipif(os.environ.get("LORASMITH_LOCK_CHECK") == "0",
+                    reason="scripts/upgrade_deps.sh tests newer versions than the lock on purpose (and then regenerates the file)")
+def test_node_constraints_are_the_tested_versions_without_torch():
+    """constraints.txt pins what the pack installs at the lock's versions, and leaves ComfyUI's torch alone."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from tools import gen_node_constraints as gen
+
+    committed = (PACK / "constraints.txt").read_text()
+    assert committed == gen.render(), "constraints.txt is stale: run python tools/gen_node_constraints.py"
+    lock = set(gen.read_lock().values())
+    pins = {canonicalize_name(line.split("==")[0]): line for line in _requirements(PACK / "constraints.txt")}
+    assert set(pins.values()) <= lock  # exactly the tested versions
+    assert not {"torch", "sympy", "mpmath", "networkx", "pytest"} & set(pins)  # torch's own, and test-only ones
+    for req in _requirements(PACK / "requirements.txt"):
+        assert canonicalize_name(Requirement(req).name) in pins, f"{req} is not pinned in constraints.txt"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--disable-pip-version-check",
+                          "-r", "requirements.txt", "-c", "constraints.txt"], cwd=PACK, capture_output=True, text=True)
+    assert out.returncode == 0 and "Would install" not in out.stdout, out.stdout + out.stderr  # the documented command
+
+
+_COMFYUI_STARTUP = """
+import importlib.util, json, os, sys
+comfy_root, custom_nodes = sys.argv[1], os.path.join(sys.argv[1], "custom_nodes")
+sys.path.insert(0, comfy_root)  # python main.py: ComfyUI's own folder comes first
+
+
+def load_custom_node(module_path):  # what ComfyUI's nodes.load_custom_node does with a folder
+    name = module_path.replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(module_path, "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pack = load_custom_node(os.path.join(custom_nodes, "lorasmith_trainer"))
+found = {"loose": {n: importlib.util.find_spec(n) is not None for n in ("tools", "tests", "scripts", "train_network", "setup", "bench")}}
+load_custom_node(os.path.join(custom_nodes, "other_pack"))
+import library.train.entry, networks.lora, scripts, tests, tools
+found["modules"] = {m.__name__: m.__file__ for m in (tools, tests, scripts, library.train.entry, networks.lora)}
+found["sys_path"] = sys.path
+found["node"] = sorted(pack.NODE_CLASS_MAPPINGS)
+print(json.dumps(found))
+"""
+
+
+def test_the_pack_exposes_only_library_and_networks(tmp_path):
+    """Importing the pack must not make the repository's tools/, tests/, scripts/... importable for everyone."""
+    comfy_root = tmp_path / "ComfyUI"
+    custom_nodes = comfy_root / "custom_nodes"
+    other = custom_nodes / "other_pack"
+    (other / "tests").mkdir(parents=True)
+    (other / "__init__.py").write_text("import os, sys\nsys.path.append(os.path.dirname(__file__))\nNODE_CLASS_MAPPINGS = {}\n")
+    for module in ("tools.py", "scripts.py", "tests/__init__.py"):
+        (other / module).write_text("OWNER = 'other_pack'\n")
+    os.symlink(PACK, custom_nodes / "lorasmith_trainer", target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", _COMFYUI_STARTUP, str(comfy_root)], capture_output=True, text=True,
+                         cwd=comfy_root, env=env)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(found["loose"].values()), found["loose"]  # nothing of the repository's top level resolves
+    modules = {name: Path(path).resolve() for name, path in found["modules"].items()}
+    for name in ("tools", "tests", "scripts"):
+        assert modules[name].is_relative_to(other), (name, modules[name])  # the other pack's module wins
+    assert modules["library.train.entry"] == REPO / "library" / "train" / "entry.py"
+    assert modules["networks.lora"] == REPO / "networks" / "lora.py"
+    assert not any((comfy_root / p).resolve() in (REPO, PACK) for p in found["sys_path"])
+    assert found["node"] == ["LoRATrainer"]
+
+
+def test_loader_workers_are_dropped_where_they_would_re_import_comfyui(pack, monkeypatch, capsys):
+    """spawn/forkserver workers re-run ComfyUI's main.py and cannot import lorasmith (not on sys.path)."""
+    nodes = pack.nodes
+    lowvram = nodes.preset_options("sdxl_lowvram_adafactor", "sdxl_train_network")
+    assert lowvram["max_data_loader_n_workers"] == 2
+    monkeypatch.setattr(nodes.multiprocessing, "get_start_method", lambda allow_none=False: "fork")
+    assert nodes.merged_options(lowvram, {})["max_data_loader_n_workers"] == 2
+    monkeypatch.setattr(nodes.multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    assert nodes.merged_options(lowvram, {})["max_data_loader_n_workers"] == 0
+    assert "max_data_loader_n_workers 2 -> 0 (spawn" in capsys.readouterr().out

@@ -1,4 +1,6 @@
 import hashlib
+import json
+import os
 
 from safetensors.torch import save, save_file
 import torch
@@ -35,3 +37,45 @@ def test_content_key_tracks_weights_not_names(tmp_path):
     before = content_key(tmp_path)
     (tmp_path / "unet" / "config.json").write_text("{}")
     assert content_key(tmp_path) != before
+
+
+def test_the_full_sha256_is_remembered_per_path_size_and_mtime(tmp_path, monkeypatch):
+    from library.models import hashes
+
+    f = tmp_path / "base.safetensors"
+    f.write_bytes(b"a" * 5000)
+    calls = []
+    real = hashes.sha256_file
+    monkeypatch.setattr(hashes, "sha256_file", lambda p: calls.append(p) or real(p))
+    cache = tmp_path / "cache"
+    first = hashes.sha256_file_cached(f, cache)
+    assert first == real(f) and len(calls) == 1
+    assert hashes.start_sha256(f, cache).result() == first and len(calls) == 1  # from the cache file
+    f.write_bytes(b"b" * 5000)
+    os.utime(f, ns=(10**18, 10**18))
+    assert hashes.sha256_file_cached(f, cache) == real(f) != first and len(calls) == 2
+    assert len(json.loads((cache / hashes.SHA256_CACHE_FILE).read_text())) == 1  # the stale entry was replaced
+
+
+def test_an_unusable_hash_cache_only_costs_hashing_again(tmp_path):
+    from library.models import hashes
+
+    f = tmp_path / "base.safetensors"
+    f.write_bytes(b"x" * 100)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("{garbage")
+    assert hashes.sha256_file_cached(f, blocker) == hashes.sha256_file(f)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / hashes.SHA256_CACHE_FILE).write_text("[1, 2]")
+    assert hashes.sha256_file_cached(f, tmp_path / "c") == hashes.sha256_file(f)
+
+
+def test_kohya_model_hashes_use_the_known_sha256_or_the_cache(tmp_path):
+    from library.train.metadata import model_file_hashes
+
+    f = tmp_path / "base.safetensors"
+    f.write_bytes(bytes(range(256)) * 8192)
+    legacy, full = model_file_hashes(str(f))
+    assert full == sha256_file(f) and legacy == a1111_legacy_hash(f)
+    assert model_file_hashes(str(f), "ab" * 32) == (legacy, "ab" * 32)
+    assert model_file_hashes(str(tmp_path)) == ("", "")  # a diffusers folder has no file hash

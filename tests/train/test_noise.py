@@ -1,4 +1,4 @@
-"""Noise, timesteps, forward diffusion and the schedule (library/train/noise.py, REFERENCE.md §4).
+"""Noise, timesteps, forward diffusion and the schedule (library/train/noise.py, docs/noise_and_loss.md).
 
 "Replay" tests redraw from a generator with the same seed in the documented order, so they pin both
 the formulas and the RNG contract the training loop's reproducibility and resume depend on.

@@ -331,3 +331,23 @@ def test_state_dict_round_trip_gives_identical_lrs(name, kwargs):
     assert scheduler2.get_last_lr() == saved["scheduler"]["_last_lr"]
     assert _run(model2, info2, scheduler2, 15, seed=2) == expected
     assert torch.equal(model.weight, model2.weight) and torch.equal(model.bias, model2.bias)
+
+
+def test_scheduler_args_may_fill_an_unset_argument_but_not_replace_one_the_options_set():
+    import torch
+
+    from library.train.schedulers import SchedulerError, build_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler("inverse_sqrt", opt, 100, num_warmup_steps=0, scheduler_args=["timescale=7"])
+    opt.step()
+    sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(1 / ((1 + 7) / 7) ** 0.5)  # the given timescale is used
+    with pytest.raises(SchedulerError, match="num_training_steps=.*already set from the options"):
+        build_scheduler("cosine", opt, 100, scheduler_args=["num_training_steps=5"])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler("cosine_with_min_lr", opt, 10, min_lr_ratio=0.5, scheduler_args=["min_lr_rate=0.2"])
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(0.2)  # the explicit rate, not the ratio option
