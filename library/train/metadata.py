@@ -106,6 +106,16 @@ MINIMUM_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_netwo
                 "ss_network_args")
 
 
+def minimum_network_metadata(family: str, model_version: str, network_module: str, dim, alpha,
+                             network_args: dict | None) -> dict[str, str]:
+    """kohya's ``build_minimum_network_metadata``: the keys every LoRA file carries (tools write it too)."""
+    md = {"ss_v2": family == "sd2", "ss_base_model_version": model_version, "ss_network_module": network_module,
+          "ss_network_dim": dim, "ss_network_alpha": alpha}
+    if network_args is not None:
+        md["ss_network_args"] = network_args
+    return {k: _s(v) for k, v in md.items()}
+
+
 def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str,
                       base_sha256: str | None = None) -> dict[str, str]:
     """The fixed part of the metadata, computed once when training starts: every ``ss_*`` key kohya's
