@@ -18,6 +18,12 @@ def epochs_between_saves(args, num_epochs: int) -> Optional[int]:
     return args.save_every_n_epochs
 
 
+def samples_due_after_step(args, step: int) -> bool:
+    """Step-interval samples; ``--sample_every_n_epochs`` wins and turns them off (kohya's sample_images)."""
+    every = args.sample_every_n_steps
+    return bool(every) and not args.sample_every_n_epochs and step % every == 0
+
+
 def samples_due_at_end(args, epoch: int, step: int) -> bool:
     """Samples for the final LoRA: only when the interval hits the last epoch (epoch mode, which wins) or
     the last step (step mode), as sd-scripts does; ``--sample_at_end`` (ours) asks for them regardless."""

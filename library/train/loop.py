@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from library.errors import UserError
 from library.train import checkpoints as ck
-from library.train.intervals import epochs_between_saves, samples_due_at_end
+from library.train.intervals import epochs_between_saves, samples_due_after_step, samples_due_at_end
 from library.train.tracking import init_trackers
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
@@ -269,7 +269,7 @@ class Trainer:
         """Saves, samples and Ctrl-C handling at an optimizer-step boundary."""
         args, step = self.args, self.global_step
         stem = ck.step_name(self.name, step)
-        if args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
+        if samples_due_after_step(args, step):
             self._samples(f"{self.name}_{step:06d}")
         if args.save_every_n_steps and step % args.save_every_n_steps == 0:
             self._save(stem, "step", bool(args.save_state))

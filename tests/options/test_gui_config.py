@@ -17,7 +17,8 @@ SDXL = str(DATA / "kohya_ss_gui_sdxl_prodigy.toml")
 def _local(ckpt, data, out):
     """The machine-specific paths a user would point at their own files, and a tiny, short fp32 CPU run."""
     return ["--pretrained_model_name_or_path", ckpt, "--train_data_dir", str(data / "reg"), "--output_dir", str(out),
-            "--resolution", "64", "--min_bucket_reso", "64", "--max_train_epochs", "1", "--mixed_precision", "no", "--save_precision", "float"]
+            "--resolution", "64", "--min_bucket_reso", "64", "--max_train_epochs", "1", "--mixed_precision", "no",
+            "--save_precision", "float"]
 
 
 def test_sd15_gui_config_reads_as_the_gui_means_it(tmp_path, caplog):

@@ -116,6 +116,17 @@ def test_final_samples_only_when_kohya_would_make_them(tiny_ckpt, demo_data, tmp
     assert sorted(os.listdir(tmp_path / "out" / "sample")) == ["t_000002_00_1.png"]  # not at step 3 (kohya neither)
 
 
+def test_epoch_sampling_wins_over_step_sampling(tiny_ckpt, demo_data, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("sks shape --w 32 --h 32 --s 1 --d 1\n", encoding="utf-8")
+    values = base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "out", max_train_epochs=2, train_batch_size=4,
+                         train_data_dir=str(demo_data / "reg"), sample_prompts=str(prompts), sample_every_n_steps=1,
+                         sample_every_n_epochs=1)
+    train(namespace_from(values))
+    # kohya: with sample_every_n_epochs, sample_every_n_steps is ignored; epochs 1 and 2 end at steps 2 and 4
+    assert sorted(os.listdir(tmp_path / "out" / "sample")) == ["t_000004_00_1.png", "t_e000001_00_1.png"]
+
+
 def test_fp8_base_unet_stores_only_the_unet_in_fp8(tiny_ckpt, demo_data, tmp_path):
     from library.train.setup_model import load_for_training
 
