@@ -10,6 +10,7 @@ training run's random stream.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ import torch
 from PIL import PngImagePlugin
 
 from library.errors import UserError
+
+logger = logging.getLogger("lorasmith.train")
 
 OPTION_KEYS = {"n": "negative_prompt", "w": "width", "h": "height", "d": "seed", "s": "steps", "l": "scale", "ss": "sampler"}
 SAMPLERS = {
@@ -101,6 +104,8 @@ def read_prompt_file(path: str, defaults: dict | None = None, option: str = "--s
 # kohya's prompt-dict keys (train_util.line_to_prompt_dict / sample_image_inference) -> SamplePrompt fields
 DICT_KEYS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "width": "width", "height": "height",
              "seed": "seed", "sample_steps": "steps", "scale": "scale", "sample_sampler": "sampler"}
+# kohya prompt keys for other trainers (FLUX, SD3, Lumina, ControlNet): accepted with a warning
+OTHER_MODEL_KEYS = ("guidance_scale", "controlnet_image", "cfg_trunc_ratio", "renorm_cfg", "flow_shift", "enum")
 _FORMAT_HINT = {
     "": "one prompt per line, '#' for comments",
     ".toml": "a [prompt] table with [[prompt.subset]] tables, each with prompt = \"...\"",
@@ -166,6 +171,10 @@ def _dict_prompt(item: dict, where: str, defaults: dict | None) -> SamplePrompt:
     """One kohya prompt dict -> SamplePrompt; unknown keys and wrong types are errors naming ``where``."""
     sample = SamplePrompt(prompt="", **(defaults or {}))
     for key, value in item.items():
+        if key in OTHER_MODEL_KEYS:
+            logger.warning("%s: %s is a kohya prompt key for other model families; SD/SDXL samples do not use it",
+                           where, key)
+            continue
         if key not in DICT_KEYS:
             raise UserError(f"{where}: unknown key {key!r} (known: {', '.join(DICT_KEYS)})")
         name = DICT_KEYS[key]

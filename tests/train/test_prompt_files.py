@@ -74,6 +74,14 @@ def test_garbage_prompt_files_are_user_errors_naming_the_file(tmp_path, name, te
         read_prompt_file(str(path))
 
 
+def test_kohya_keys_for_other_model_families_are_accepted_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "flux_and_sd.json"
+    path.write_text(json.dumps([{"prompt": "a cat", "guidance_scale": 3.5, "sample_steps": 4}]), encoding="utf-8")
+    (cat,) = read_prompt_file(str(path))
+    assert (cat.prompt, cat.steps) == ("a cat", 4)
+    assert "guidance_scale is a kohya prompt key for other model families" in caplog.text
+
+
 def test_gen_img_reads_kohya_toml_prompts_with_its_defaults(tmp_path):
     path = tmp_path / "prompts.toml"
     path.write_text("[prompt]\nscale = 3\n[[prompt.subset]]\nprompt = \"a cat\"\n", encoding="utf-8")
