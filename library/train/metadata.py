@@ -262,7 +262,7 @@ def _dataset_config_keys(datasets: list) -> dict:
     return {"ss_datasets": entries, "ss_tag_frequency": tags, "ss_dataset_dirs": dirs}
 
 
-def checkpoint_metadata(base: dict[str, str], epoch: int, step: int, title: str, final: bool = False,
+def checkpoint_metadata(base: dict[str, str], epoch: int, step: int, title: str,
                         no_metadata: bool = False) -> dict[str, str]:
     """The metadata for one saved file: the fixed part plus progress at this point (kohya stamps
     ``ss_training_finished_at`` on every save). ``title``: ``--metadata_title``, else the file's stem.

@@ -39,7 +39,7 @@ class RunOutputs:
     def save_lora(self, stem: str, epoch: int, step: int, final: bool = False) -> str:
         os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, f"{stem}.safetensors")
-        md = checkpoint_metadata(self.base_metadata, epoch, step, self.args.metadata_title or stem, final=final,
+        md = checkpoint_metadata(self.base_metadata, epoch, step, self.args.metadata_title or stem,
                                  no_metadata=self.args.no_metadata)
         self.optimizer_info.eval()
         try:
