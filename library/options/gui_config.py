@@ -19,7 +19,7 @@ import difflib
 from typing import Any, Dict, List, Mapping
 
 from ..errors import UserError
-from .definitions import OPTIONS
+from .definitions import BY_NAME, OPTIONS
 from .schema import Option
 
 # GUI-only keys the kohya_ss LoRA tab writes (v24.1.x, v25.x, current), and what they mean here.
@@ -101,7 +101,7 @@ def _apply_noise_kind(value: Any, where: str, values: Dict[str, Any], sources: D
             continue
         for name in names:
             if name in values:
-                if values[name]:  # a 0 or false was "off" anyway: not worth a mention
+                if values[name] and values[name] != BY_NAME[name].default:  # "off" or a default: no mention
                     dropped.append(name)
                 del values[name]
                 sources.pop(name, None)
