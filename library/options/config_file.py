@@ -29,6 +29,7 @@ except ImportError:  # Python 3.10
 
 COMMAND_LINE = "the command line"
 logger = logging.getLogger("lorasmith.options")
+NEVER_WRITTEN = ("wandb_api_key",)  # a secret: kohya's --output_config leaves it out too
 
 
 def resolve_config_path(path: str) -> str:
@@ -139,7 +140,7 @@ def config_text(values: Mapping[str, Any], header: str = "") -> str:
     """TOML text of the options in ``values`` that differ from their defaults, one section per group."""
     by_group: Dict[str, list] = {}
     for option in OPTIONS:
-        if option.name not in values or option.cli_only or option.alias_of:
+        if option.name not in values or option.cli_only or option.alias_of or option.name in NEVER_WRITTEN:
             continue
         value = values[option.name]
         if value is None or value == option.default:
