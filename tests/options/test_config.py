@@ -176,3 +176,11 @@ def test_namespace_from_rejects_unknown_names(paths):
     with pytest.raises(UserError, match=r"unknown option 'netwrk_dim' in the given values; did you mean 'network_dim'\?"):
         namespace_from({**values, "netwrk_dim": 4})
     assert os.path.basename(namespace_from({**values, "resolution": 512}).train_data_dir) == "data"
+
+
+def test_output_config_leaves_the_wandb_key_out(tmp_path):
+    target = tmp_path / "new.toml"
+    with pytest.raises(SystemExit):
+        parse_args(["--config_file", str(target), "--output_config", "--wandb_api_key", "secret", "--network_dim", "8"])
+    text = target.read_text(encoding="utf-8")
+    assert "network_dim = 8" in text and "secret" not in text

@@ -78,11 +78,3 @@ def test_gui_configs_train_a_few_steps(tiny_ckpt, demo_data, tmp_path, config, s
     assert args.optimizer_type == ("Prodigy" if family == "sdxl" else "AdamW")
     result = train(args, script)
     assert Path(result.lora).is_file() and result.steps == len(result.losses) > 0
-
-
-def test_output_config_leaves_the_wandb_key_out(tmp_path):
-    target = tmp_path / "new.toml"
-    with pytest.raises(SystemExit):
-        parse_args(["--config_file", str(target), "--output_config", "--wandb_api_key", "secret", "--network_dim", "8"])
-    text = target.read_text(encoding="utf-8")
-    assert "network_dim = 8" in text and "secret" not in text
