@@ -40,6 +40,7 @@ from tqdm import tqdm
 from .buckets import crop_offsets
 from .errors import DatasetError
 from .images import prepare_pixels, to_tensor
+from .masks import mask_fingerprint, prepare_mask
 from .records import ImageRecord
 
 logger = logging.getLogger("lorasmith.data")
@@ -123,6 +124,7 @@ def latent_cache_for(options, datasets, encode, cache_key: Mapping, arch: str = 
     return LatentCache(
         encode, cache_key, to_disk=options.cache_latents_to_disk, arch=arch, vae_batch_size=options.vae_batch_size,
         num_workers=num_workers, stop_on_bad_image=options.stop_on_bad_image, progress=progress,
+        masks=bool(getattr(options, "masked_loss", False)),
     )
 
 
@@ -191,6 +193,7 @@ class LatentCache:
         num_workers: int = 2,
         stop_on_bad_image: bool = False,
         progress: bool = True,
+        masks: bool = False,
     ):
         if arch not in ("sd", "sdxl"):
             raise ValueError("arch must be 'sd' or 'sdxl'")
@@ -199,6 +202,9 @@ class LatentCache:
         self.vae_batch_size, self.num_workers = max(1, vae_batch_size), max(1, num_workers)
         self.stop_on_bad_image, self.progress = stop_on_bad_image, progress
         self.memory: Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        # masked_loss: each entry also holds its loss mask [H, W] at bucket size (unflipped), kohya's "alpha_mask"
+        self.masks = masks
+        self.mask_memory: Dict[str, torch.Tensor] = {}
         self.failed: List[str] = []
 
     def disk_path(self, rec: ImageRecord) -> str:
@@ -216,6 +222,7 @@ class LatentCache:
             "crop": [left, top],
             "flip": bool(rec.subset.flip_aug),
             "image": rec.fingerprint(),
+            **({"mask": mask_fingerprint(rec)} if self.masks else {}),
         }
 
     def cache(self, records: Sequence[ImageRecord], *, rank: int = 0, world_size: int = 1) -> CacheStats:
@@ -238,6 +245,8 @@ class LatentCache:
     def _load(self, rec: ImageRecord):
         try:
             px = prepare_pixels(rec.source(), rec.bucket_reso, name=rec.display_name, interpolation=rec.subset.resize_interpolation)
+            if self.masks:  # travels with the pixels to _write / mask_memory
+                px.mask = prepare_mask(rec, px.resized_size, px.crop_left_top, rec.bucket_reso)
             return px, None
         except (DatasetError, OSError) as e:
             return None, e
@@ -285,6 +294,8 @@ class LatentCache:
                 self._write(rec, px, lat, lat_f)
             else:
                 self.memory[rec.key] = (lat, lat_f)
+                if self.masks:
+                    self.mask_memory[rec.key] = torch.from_numpy(px.mask)
             stats.encoded += 1
 
     def _write(self, rec: ImageRecord, px, lat: torch.Tensor, lat_f: Optional[torch.Tensor]) -> None:
@@ -297,6 +308,8 @@ class LatentCache:
         }
         if lat_f is not None:
             arrays["latents_flipped"] = lat_f.numpy()
+        if self.masks:
+            arrays["alpha_mask"] = px.mask
         write_npz_atomic(self.disk_path(rec), arrays)
 
     def get(self, rec: ImageRecord, flipped: bool = False) -> torch.Tensor:
@@ -317,3 +330,17 @@ class LatentCache:
                 raise DatasetError(f"no flipped latents cached for {rec.display_name}; enable flip_aug before caching")
             return lat_f
         return lat
+
+    def get_mask(self, rec: ImageRecord, flipped: bool = False) -> torch.Tensor:
+        """The cached loss mask [H, W] of ``rec`` (masked_loss), flipped with its latents."""
+        if not self.to_disk:
+            if rec.key not in self.mask_memory:
+                raise DatasetError(f"no cached mask for {rec.display_name}; LatentCache(masks=True).cache() must run first")
+            mask = self.mask_memory[rec.key]
+        else:
+            path = self.disk_path(rec)
+            status, arrays = read_entry(path, self.entry_key(rec))
+            if status != "ok" or "alpha_mask" not in arrays:
+                raise DatasetError(f"latent cache {path} has no valid mask; run latent caching again (cache_latents_to_disk)")
+            mask = torch.from_numpy(arrays["alpha_mask"])
+        return torch.flip(mask, dims=[1]) if flipped else mask

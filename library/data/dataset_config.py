@@ -35,7 +35,11 @@ DATASET_KEYS = {
     "bucket_reso_steps": _INT,
     "bucket_no_upscale": _BOOL,
     "prior_loss_weight": _FLOAT,
+    "validation_split": _FLOAT,
+    "validation_seed": _INT,
 }
+# dataset-level keys kohya refuses inside a [[datasets.subsets]] table
+DATASET_ONLY_KEYS = ("validation_split", "validation_seed")
 # keys a subset inherits from its dataset and [general]
 INHERITED_SUBSET_KEYS = {
     "num_repeats": _INT,
@@ -56,6 +60,8 @@ INHERITED_SUBSET_KEYS = {
     "color_aug": _BOOL,
     "random_crop": _BOOL,
     "resize_interpolation": _STR,
+    "alpha_mask": _BOOL,
+    "conditioning_data_dir": _STR,
     "caption_column": _STR,
     "image_column": _STR,
     "layout": _STR,
@@ -64,8 +70,7 @@ INHERITED_SUBSET_KEYS = {
 SUBSET_ONLY_KEYS = {"image_dir": _STR, "is_reg": _BOOL, "metadata_file": _STR, "instance_prompt": _STR, "class_prompt": _STR}
 IGNORED_KOHYA_KEYS = {
     "face_crop_aug_range", "token_warmup_min", "token_warmup_step", "network_multiplier", "cache_info",
-    "alpha_mask", "custom_attributes", "validation_seed", "validation_split", "sample_ratio",
-    "conditioning_data_dir", "max_token_length", "debug_dataset",
+    "custom_attributes", "sample_ratio", "max_token_length", "debug_dataset",
 }
 CLI_TO_CONFIG = {"train_batch_size": "batch_size", "dataset_repeats": "num_repeats"}
 _INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
@@ -102,6 +107,14 @@ def _check_table(table: Any, allowed: Dict[str, str], where: str, path: str, iss
             raise DatasetError(f"{path}: unknown key {key!r} in {where}; {hint}")
         _check_type(key, value, allowed[key], where, path)
     return table
+
+
+def _refuse_dataset_keys(subset_table: Any, where: str, path: str) -> None:
+    """kohya splits whole datasets, never single subsets: a subset-level split key is a mistake."""
+    for key in DATASET_ONLY_KEYS:
+        if isinstance(subset_table, dict) and key in subset_table:
+            raise DatasetError(f"{path}: {where}: {key} is a dataset-level key (as in kohya); move it to its "
+                               "[[datasets]] table or to [general]")
 
 
 def _check_type(key, value, kind, where, path) -> None:
@@ -170,6 +183,9 @@ def _dataset_from(chain: List[dict], subsets: List[SubsetParams], where: str) ->
     base = DatasetParams()
     values = {f.name: _lookup(f.name, chain, getattr(base, f.name)) for f in fields(DatasetParams) if f.name != "subsets"}
     values["resolution"] = parse_resolution(values["resolution"], f"{where}: resolution")
+    if not 0 <= values["validation_split"] < 1:
+        raise DatasetError(f"{where}: validation_split must be at least 0 and below 1 (0.1 holds out 10% of the images), "
+                           f"got {values['validation_split']}")
     return DatasetParams(subsets=subsets, **values)
 
 
@@ -194,6 +210,7 @@ def datasets_from_config(config: dict, path: str, options: Optional[DataOptions]
         subsets = []
         for j, sub in enumerate(subsets_cfg, 1):
             swhere = f"[[datasets.subsets]] #{j} of {where}"
+            _refuse_dataset_keys(sub, swhere, path)
             _check_table(sub, {**INHERITED_SUBSET_KEYS, **SUBSET_ONLY_KEYS}, swhere, path, issues)
             if "image_dir" not in sub and "metadata_file" not in sub:
                 raise DatasetError(f"{path}: {swhere} needs image_dir (a folder of images) or metadata_file")

@@ -51,6 +51,9 @@ class SubsetParams:
     color_aug: bool = False
     random_crop: bool = False
     resize_interpolation: Optional[str] = None
+    # loss masks (masks.py; used with masked_loss)
+    alpha_mask: bool = False
+    conditioning_data_dir: Optional[str] = None
     # (ours) other layouts
     layout: str = "auto"
     caption_column: str = "text"
@@ -80,6 +83,8 @@ class DatasetParams:
     bucket_reso_steps: int = 64
     bucket_no_upscale: bool = False
     prior_loss_weight: float = 1.0
+    validation_split: float = 0.0  # kohya: dataset-level only (validation_split.py)
+    validation_seed: Optional[int] = None
 
 
 @dataclass
@@ -115,6 +120,9 @@ class DataOptions:
     color_aug: bool = False
     random_crop: bool = False
     resize_interpolation: Optional[str] = None
+    alpha_mask: bool = False
+    conditioning_data_dir: Optional[str] = None
+    masked_loss: bool = False
     seed: Optional[int] = None
     cache_latents: bool = False
     cache_latents_to_disk: bool = False
@@ -128,6 +136,8 @@ class DataOptions:
     instance_prompt: Optional[str] = None
     class_prompt: Optional[str] = None
     stop_on_bad_image: bool = False
+    validation_split: float = 0.0
+    validation_seed: Optional[int] = None
 
 
 SUBSET_FIELDS = tuple(f.name for f in fields(SubsetParams))

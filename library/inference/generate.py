@@ -22,7 +22,7 @@ import torch
 
 from library.errors import UserError
 from library.inference.lora_tags import available_loras, resolve_lora, split_lora_tags
-from library.train.sampling import SamplePrompt, make_pipeline, png_info
+from library.train.sampling import SamplePrompt, make_pipeline, png_info, prompt_kwargs
 from networks.lora import create_network_from_weights
 
 
@@ -241,12 +241,10 @@ def generate(
                 pipes[job.sampler] = make_pipeline(model, job.sampler)
             s = job.sample
             kwargs = dict(
-                prompt=s.prompt, negative_prompt=s.negative_prompt or None, width=s.width, height=s.height,
+                **prompt_kwargs(model, s.prompt, s.negative_prompt, clip_skip), width=s.width, height=s.height,
                 num_inference_steps=s.steps, guidance_scale=s.scale,
                 generator=torch.Generator(device="cpu").manual_seed(s.seed),
             )
-            if clip_skip and clip_skip > 1 and not model.is_sdxl:
-                kwargs["clip_skip"] = clip_skip - 1  # kohya counts the last layer as 1, diffusers as 0
             image = pipes[job.sampler](**kwargs).images[0]
             path = _file_name(outdir, job, stamp, sequential_file_name)
             shown = [u for u in uses if u.te or u.unet] + stack.merged

@@ -124,15 +124,17 @@ OPTIONS = (
     Option("token_warmup_min", "int", 1, "kohya's tag warm-up (start with N tags); not implemented.", _D,
            status="ignored"),
     Option("token_warmup_step", "float", 0.0, "kohya's tag warm-up length; not implemented.", _D, status="ignored"),
-    Option("alpha_mask", "bool", False, "kohya: use image alpha as a loss mask; not implemented.", _D,
-           status="ignored"),
+    Option("alpha_mask", "bool", False,
+           "With masked_loss: use each image's alpha channel as its loss mask (opaque = full weight; an image "
+           "without alpha counts whole). A dataset_config subset may set its own.", _D),
     Option("debug_dataset", "bool", False, "kohya's dataset viewer; use tools/check_dataset.py instead.", _D,
            status="ignored"),
     Option("dataset_class", "str", None,
            "kohya's custom dataset class (package.module.Class); use dataset_config or data_layout instead.", _D,
            status="unsupported"),
-    Option("weighted_captions", "bool", False, "kohya's (word:1.2) caption weights; not implemented.", _D,
-           scripts=SD_ONLY, status="unsupported"),
+    Option("weighted_captions", "bool", False,
+           "Read (word:1.2), (word) = x1.1, [word] = /1.1 in captions as token weights (\\( for a literal "
+           "parenthesis); SD1/SD2 and SDXL (both text encoders). Sample prompts always understand this syntax.", _D),
     Option("data_layout", "str", "auto",
            "How train_data_dir is laid out: auto, kohya (NN_name folders), images, metadata_jsonl, "
            "image_text_pairs or hf_dataset (ours).", _D, choices=DATA_LAYOUTS, ours=True),
@@ -247,13 +249,18 @@ OPTIONS = (
            status="unsupported"),
     Option("skip_until_initial_step", "bool", False, "kohya: skip data up to initial_step; use --resume instead.",
            _T, status="unsupported"),
-    Option("validation_split", "float", 0.0, "kohya's validation-loss split; not implemented.", _T, status="ignored"),
-    Option("validation_seed", "int", None, "kohya's validation seed; not implemented.", _T, status="ignored"),
-    Option("validate_every_n_steps", "int", None, "kohya's validation interval; not implemented.", _T,
-           status="ignored"),
-    Option("validate_every_n_epochs", "int", None, "kohya's validation interval; not implemented.", _T,
-           status="ignored"),
-    Option("max_validation_steps", "int", None, "kohya's validation length; not implemented.", _T, status="ignored"),
+    Option("validation_split", "float", 0.0,
+           "Fraction of each dataset's training images held out for the validation loss (0.1 = 10%); they are "
+           "never trained. A [[datasets]] table of a dataset_config may set its own.", _T, min=0, max=1),
+    Option("validation_seed", "int", None,
+           "Seed of the validation split and of the validation loss's noise (default: --seed).", _T),
+    Option("validate_every_n_steps", "int", None,
+           "Also compute the validation loss every N optimizer steps (it is always computed at each epoch end "
+           "unless validate_every_n_epochs says otherwise).", _T, min=1),
+    Option("validate_every_n_epochs", "int", None,
+           "Compute the validation loss at the end of every N-th epoch (default: every epoch).", _T, min=1),
+    Option("max_validation_steps", "int", None,
+           "Use at most N validation batches per validation (default: all).", _T, min=1),
     # ---------------------------------------------------------------- precision and memory
     Option("mixed_precision", "str", "no",
            "Compute in fp16 or bf16 with fp32 weights (bf16 needs an Ampere or newer GPU); no = fp32.", _P,
@@ -407,10 +414,11 @@ OPTIONS = (
            min=0),
     Option("huber_scale", "float", 1.0, "Huber loss scale (huber and smooth_l1).", _NL, gt=0),
     Option("masked_loss", "bool", False,
-           "kohya: weight the loss by a mask image; not implemented, the whole image counts.", _NL,
-           status="ignored"),
-    Option("conditioning_data_dir", "path", None, "kohya's mask folder for masked_loss; not implemented.", _NL,
-           status="ignored"),
+           "Weight the loss by a mask per image (white/opaque = learn, black/transparent = ignore), from "
+           "conditioning_data_dir or alpha_mask; the mask is resized, cropped and flipped with its image.", _NL),
+    Option("conditioning_data_dir", "path", None,
+           "With masked_loss: a folder of mask images named like the training images (same stem, same size); "
+           "the red channel is the weight. A dataset_config subset may set its own.", _NL, metavar="DIR"),
     # ---------------------------------------------------------------- distributed and misc
     Option("ddp_timeout", "int", None, "Multi-GPU timeout in minutes (default: accelerate's).", _MI, min=1),
     Option("ddp_gradient_as_bucket_view", "bool", False,

@@ -75,6 +75,14 @@ def notices(args: Namespace, script: str = "train_network") -> List[str]:
                    "one all-reduce instead of a DDP wrapper, so they change nothing")
     if args.save_n_epoch_ratio and args.save_every_n_epochs:
         out.append("save_n_epoch_ratio wins over save_every_n_epochs (as in kohya)")
+    mask_sources = [n for n in ("alpha_mask", "conditioning_data_dir") if getattr(args, n)]
+    if mask_sources and not args.masked_loss:
+        out.append(f"{' and '.join(mask_sources)} only matter with --masked_loss, which is not set: the whole image counts")
+    validation_options = [n for n in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps",
+                                      "validation_seed") if getattr(args, n) is not None]
+    if validation_options and not args.validation_split and not args.dataset_config:
+        out.append(f"{', '.join(validation_options)} do nothing without validation_split (e.g. --validation_split 0.1), "
+                   "which holds out the images the validation loss is computed on")
     if args.clip_skip is not None and script == "sdxl_train_network":
         out.append("clip_skip is ignored for SDXL, which always uses the penultimate text-encoder layer")
     elif args.clip_skip is not None and args.clip_skip > 1 and args.v2:

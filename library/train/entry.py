@@ -107,6 +107,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     from library.train.setup_data import attach_caches, build_dataset, prepare_data
     from library.train.setup_model import load_for_training, save_dtype_for
     from library.train.step import StepConfig, loss_options, noise_options
+    from library.train.validation import Validation, build_validation_dataset
 
     args = argparse.Namespace(**vars(args))  # never mutate the caller's options
     if args.seed is None:
@@ -119,13 +120,16 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     base_sha256 = _start_base_hash(args) if acc.is_main_process else None
     prepared = prepare_data(args, world, show=(lambda text: logger.info("\n%s", text)) if acc.is_main_process else None)
     dataset = build_dataset(args, args.seed, prepared)
+    held_out = build_validation_dataset(prepared, args.seed, args.stop_on_bad_image, bool(args.masked_loss))
     torch.manual_seed(args.seed)  # LoRA init
     model = load_for_training(args, script, acc.device)
-    attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process)
+    attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process,
+                  validation=held_out)
     cfg = StepConfig(
         noise=noise_options(args, model.base.noise_scheduler.config.num_train_timesteps),
         loss=loss_options(args, model.base.v_parameterization),
         clip_skip=None if model.base.is_sdxl else args.clip_skip, max_token_length=args.max_token_length,
+        weighted_captions=bool(args.weighted_captions),
         autocast=acc.autocast,
     )
     cfg.noise.validate(model.base.noise_scheduler.config.num_train_timesteps)
@@ -135,6 +139,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
         md = {}
         if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
             summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
+                       "num_validation_images": len(held_out.records()) if held_out is not None else 0,
                        "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps,
                        "num_processes": world}
             first = summary["datasets"][0] if summary["datasets"] else {}
@@ -146,6 +151,8 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     flag = stop_flag or _StopFlag().install()
     try:
         trainer = Trainer(args, acc, model, dataset, cfg, outputs_factory, flag)
+        if held_out is not None:
+            trainer.validation = Validation(args, model, held_out, cfg, acc, trainer.opt_info)
         if acc.is_main_process:
             logger.info("training: %s", total_steps_text(trainer.plan))
         if args.resume:

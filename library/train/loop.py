@@ -66,6 +66,8 @@ def fingerprint(args, model, plan, world: int) -> dict:
         "processes": world,
         "seed": args.seed,
         "train": [model.train_unet, model.train_text_encoder],
+        # another split trains other images (absent without a split, so older states still resume)
+        **({"validation": [args.validation_split, args.validation_seed]} if args.validation_split else {}),
     }
 
 
@@ -103,6 +105,7 @@ class Trainer:
         self.loader = None
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
         self.stop_cause = None  # what the progress callback raised: a host's Cancel, handled like Ctrl-C
+        self.validation = None  # a validation.Validation when images are held out (--validation_split)
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
@@ -112,6 +115,8 @@ class Trainer:
         ck.load_state(path, self.model.network, self.opt_info.optimizer, self.scheduler)
         self.global_step, self.epoch, self.position = state["global_step"], state["epoch"], state["position"]
         self.losses = list(state.get("losses", []))
+        if self.validation is not None:
+            self.validation.history = list(state.get("validation", []))
         self.outputs.checkpoints = list(state.get("checkpoints", []))
         if state.get("scaler") and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(state["scaler"])
@@ -124,6 +129,7 @@ class Trainer:
             "global_step": self.global_step, "epoch": self.epoch, "position": self.position, "losses": self.losses,
             "fingerprint": self.fp, "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
             "max_train_steps": self.plan.max_train_steps,
+            "validation": self.validation.history if self.validation is not None else [],
         }
 
     def _save(self, stem: str, kind: str | None, with_state: bool, final: bool = False) -> str:
@@ -137,7 +143,7 @@ class Trainer:
                 self.outputs.prune_loras(kind)
                 if with_state:
                     self.outputs.prune_states(kind)
-            self.outputs.report(self.losses)
+            self.outputs.report(self.losses, self.validation.history if self.validation is not None else None)
         self.acc.wait_for_everyone()
         return path
 
@@ -196,6 +202,8 @@ class Trainer:
             if self.position % self.accum and self.position < plan.micro_per_rank:
                 continue
             self._optimizer_step(window_bad, window_loss / max(window_n, 1), epoch_losses, bar)
+            if self.validation is not None:  # before any save: a state written now resumes after it
+                self.validation.after_step(self.global_step, self.epoch, sum(self.losses[-100:]) / max(len(self.losses[-100:]), 1))
             window_loss, window_n, window_bad = 0.0, 0, False
             if self.global_step >= plan.max_train_steps:
                 finished_epoch = False  # the final save follows
@@ -203,6 +211,8 @@ class Trainer:
             self._after_step()
         if epoch_losses and args.log_with:
             self.acc.log({"loss/epoch": sum(epoch_losses) / len(epoch_losses)}, step=self.epoch)
+        if self.validation is not None:
+            self.validation.after_epoch(self.global_step, self.epoch, epoch_losses)
         if finished_epoch:
             self._after_epoch()
 

@@ -178,6 +178,12 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
         "ss_huber_c": args.huber_c,
         "ss_fp8_base": bool(args.fp8_base),
         "ss_fp8_base_unet": bool(args.fp8_base_unet),
+        "ss_validation_seed": args.validation_seed,
+        "ss_validation_split": args.validation_split,
+        "ss_max_validation_steps": args.max_validation_steps,
+        "ss_validate_every_n_steps": args.validate_every_n_steps,
+        "ss_validate_every_n_epochs": args.validate_every_n_epochs,
+        "ss_num_validation_images": data_summary.get("num_validation_images", 0),
         "ss_resize_interpolation": args.resize_interpolation,
     }
     datasets = data_summary.get("datasets") or []

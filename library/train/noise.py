@@ -220,11 +220,17 @@ def noisy_latents(scheduler, latents: torch.Tensor, noise: torch.Tensor, timeste
 
 
 def noise_noisy_latents_and_timesteps(scheduler, latents: torch.Tensor, opts: NoiseOptions,
-                                      generator: Optional[torch.Generator] = None
+                                      generator: Optional[torch.Generator] = None,
+                                      timesteps: Optional[torch.Tensor] = None,
                                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(noise, noisy_latents, timesteps)`` for one step, drawing in kohya's order: noise, timesteps, perturbation."""
+    """``(noise, noisy_latents, timesteps)`` for one step, drawing in kohya's order: noise, timesteps, perturbation.
+
+    Given ``timesteps`` (the validation loss's fixed ones) no timestep is drawn."""
     noise = sample_noise(latents, opts, generator)
-    timesteps = sample_timesteps(latents.shape[0], opts, latents.device, generator)
+    if timesteps is None:
+        timesteps = sample_timesteps(latents.shape[0], opts, latents.device, generator)
+    else:
+        timesteps = timesteps.to(latents.device, torch.long)
     return noise, noisy_latents(scheduler, latents, noise, timesteps, opts, generator), timesteps
 
 

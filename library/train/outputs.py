@@ -103,9 +103,9 @@ class RunOutputs:
             self.checkpoints[-1]["samples"] = list(paths)
         return paths
 
-    def report(self, losses: list[float]) -> str:
+    def report(self, losses: list[float], validation: list[dict] | None = None) -> str:
         try:
-            return write_report(self.output_dir, self.name, losses, self.checkpoints)
+            return write_report(self.output_dir, self.name, losses, self.checkpoints, validation)
         except OSError as e:  # a report is a convenience; never let it stop training
             logger.warning("could not write the report: %s", e)
             return ""

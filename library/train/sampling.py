@@ -245,6 +245,34 @@ def png_info(sample: SamplePrompt, sampler: str) -> PngImagePlugin.PngInfo:
     return info
 
 
+def prompt_kwargs(model, prompt: str, negative: str | None, clip_skip: int | None = None) -> dict:
+    """The pipeline's text arguments for one prompt: the plain strings, or, when the prompt or the negative
+    uses weighting syntax (``(word:1.2)``, ``[word]``, ``\\(``), embeddings weighted as in training
+    (library/inference/prompt_weights.py), up to 225 tokens, as kohya's sample images do."""
+    from library.inference.prompt_weights import has_weights, tokens_with_weights
+    from library.train.text_encoding import CHUNK, encode_captions
+
+    if not (has_weights(prompt) or (negative and has_weights(negative))):
+        kwargs = {"prompt": prompt, "negative_prompt": negative or None}
+        if clip_skip and clip_skip > 1 and not model.is_sdxl:
+            kwargs["clip_skip"] = clip_skip - 1  # kohya counts the last layer as 1, diffusers as 0
+        return kwargs
+    texts = [prompt, negative or ""]
+    longest = max(len(tokens_with_weights(model.tokenizers[0], t, 3 * CHUNK)[0]) for t in texts)
+    length = CHUNK * min(3, max(1, -(-longest // CHUNK)))
+    cond = encode_captions(model, texts, length, None if model.is_sdxl else clip_skip, weighted=True,
+                           device=model.unet.device)
+    dtype = model.unet.dtype
+    kwargs = {"prompt_embeds": cond.context[:1].to(dtype), "negative_prompt_embeds": cond.context[1:].to(dtype)}
+    if model.is_sdxl:
+        kwargs["pooled_prompt_embeds"] = cond.pooled[:1].to(dtype)
+        kwargs["negative_pooled_prompt_embeds"] = cond.pooled[1:].to(dtype)
+        if not negative:  # what the SDXL pipeline does for an empty negative prompt (force_zeros_for_empty_prompt)
+            kwargs["negative_prompt_embeds"] = torch.zeros_like(kwargs["negative_prompt_embeds"])
+            kwargs["negative_pooled_prompt_embeds"] = torch.zeros_like(kwargs["negative_pooled_prompt_embeds"])
+    return kwargs
+
+
 @torch.no_grad()
 def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str, default_sampler: str = "ddim", clip_skip=None, seed=0) -> list[str]:
     """Generate one image per prompt into ``out_dir``; returns the file paths."""
@@ -261,11 +289,9 @@ def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str
                 sample_seed = sample.seed if sample.seed is not None else seed + i
                 gen = torch.Generator(device="cpu").manual_seed(sample_seed)
                 kwargs = dict(
-                    prompt=sample.prompt, negative_prompt=sample.negative_prompt or None, width=sample.width,
+                    **prompt_kwargs(model, sample.prompt, sample.negative_prompt, clip_skip), width=sample.width,
                     height=sample.height, num_inference_steps=sample.steps, guidance_scale=sample.scale, generator=gen,
                 )
-                if clip_skip and clip_skip > 1 and not model.is_sdxl:
-                    kwargs["clip_skip"] = clip_skip - 1
                 image = pipe(**kwargs).images[0]
                 sample.seed = sample_seed
                 path = os.path.join(out_dir, f"{stem}_{i:02d}_{sample_seed}.png")

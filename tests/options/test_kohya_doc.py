@@ -37,7 +37,7 @@ def test_table_has_one_row_per_kohya_option_with_a_verdict():
         assert cell.startswith(("same", "ours differs: ", "notice: ")), table[name]
         assert cell == verdict(name, scripts).replace("|", "\\|").replace("*", "\\*")
     assert verdict("huggingface_token", ("train_network", "sdxl_train_network")).startswith("notice: ")
-    assert verdict("weighted_captions", ("train_network", "sdxl_train_network")).startswith("ours differs: ")
+    assert verdict("deepspeed", ("train_network", "sdxl_train_network")).startswith("ours differs: ")
 
 
 def test_docs_kohya_md_is_up_to_date(tmp_path):

@@ -10,9 +10,11 @@ from library.options import namespace_from
 from library.train.entry import train
 from tests.train.conftest import base_values
 
-# every ss_* key kohya's train_network.py writes for a --train_data_dir run with --network_args
-# (ss_validation_* / ss_num_validation_images are left to the validation feature)
+# every ss_* key kohya's train_network.py writes for a --train_data_dir run with --network_args (84; with the
+# sshs_* hashes save_weights adds, kohya's 86)
 KOHYA_FOLDER_RUN_KEYS = {
+    "ss_validation_seed", "ss_validation_split", "ss_max_validation_steps", "ss_validate_every_n_epochs",
+    "ss_validate_every_n_steps", "ss_num_validation_images",
     "ss_session_id", "ss_training_started_at", "ss_output_name", "ss_learning_rate", "ss_text_encoder_lr",
     "ss_unet_lr", "ss_num_train_images", "ss_num_reg_images", "ss_num_batches_per_epoch", "ss_num_epochs",
     "ss_gradient_checkpointing", "ss_gradient_accumulation_steps", "ss_max_train_steps", "ss_lr_warmup_steps",
@@ -49,7 +51,9 @@ def test_folder_run_has_every_kohya_key_and_modelspec_1_0_1(tiny_ckpt, demo_data
                          metadata_title="My LoRA", metadata_trigger_phrase="sks shape", metadata_usage_hint="weight 0.8",
                          metadata_thumbnail=str(thumb), metadata_is_negative_embedding="false", training_comment="hi")
     md = _metadata(train(namespace_from(values)).lora)
+    assert len(KOHYA_FOLDER_RUN_KEYS) == 84
     assert KOHYA_FOLDER_RUN_KEYS <= set(md), sorted(KOHYA_FOLDER_RUN_KEYS - set(md))
+    assert {"sshs_model_hash", "sshs_legacy_hash"} <= set(md)
     assert json.loads(md["ss_dataset_dirs"]) == {"10_sks shape": {"n_repeats": 10, "img_count": 8}}
     assert json.loads(md["ss_reg_dataset_dirs"]) == {"1_shape": {"n_repeats": 1, "img_count": 8}}
     assert md["ss_batch_size_per_device"] == "2" and md["ss_total_batch_size"] == "4"
