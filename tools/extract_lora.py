@@ -26,6 +26,7 @@ from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
 from tools.resize_lora import PRECISIONS, check_device  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 
 def _networks(org, tuned, dim: int, conv_dim: int | None):
@@ -161,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_to", required=True, help="output .safetensors (written atomically)")
     p.add_argument("--dim", type=int, default=4, help="rank of Linear and 1x1-conv modules (default 4); alpha = rank")
     p.add_argument("--conv_dim", type=int, default=None, help="also extract 3x3 convs (LoCon) at this rank (default: not)")
-    p.add_argument("--clamp_quantile", type=float, default=0.99, help="clamp factor values to this quantile as kohya does; 1 = no clamping")
-    p.add_argument("--min_diff", type=float, default=0.01, help="text encoders are extracted only if a weight differs by more than this")
+    p.add_argument("--clamp_quantile", type=finite_float, default=0.99, help="clamp factor values to this quantile as kohya does; 1 = no clamping")
+    p.add_argument("--min_diff", type=finite_float, default=0.01, help="text encoders are extracted only if a weight differs by more than this")
     p.add_argument("--family", choices=("auto", "sd1", "sd2", "sdxl"), default="auto", help="base model family (default: detected)")
     p.add_argument("--sdxl", action="store_true", help="kohya's flag: the models are SDXL (detected anyway)")
     p.add_argument("--v2", action="store_true", help="kohya's flag: the models are SD2 (detected anyway)")

@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 PRECISIONS = ("float", "fp16", "bf16")
 
@@ -29,7 +30,7 @@ PRECISIONS = ("float", "fp16", "bf16")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, help="LoRA files (.safetensors) to merge")
-    p.add_argument("--ratios", nargs="+", type=float, default=None, help="one weight per LoRA (default 1.0 each; negatives allowed)")
+    p.add_argument("--ratios", nargs="+", type=finite_float, default=None, help="one weight per LoRA (default 1.0 each; negatives allowed)")
     p.add_argument("--save_to", required=True, help="output .safetensors (written atomically)")
     p.add_argument("--sd_model", default=None, help="base checkpoint or diffusers folder: merge the LoRAs into it; without it, LoRAs merge into one LoRA")
     p.add_argument("--save_precision", choices=PRECISIONS, default=None,
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="float", help="accepted for kohya commands; merging always computes in float32")
     p.add_argument("--new_rank", type=int, default=None, help="LoRA merge by SVD to this rank (default: exact merge, ranks add up)")
     p.add_argument("--new_conv_rank", type=int, default=None, help="SVD rank of 3x3 conv (LoCon) modules (default: --new_rank)")
-    p.add_argument("--clamp_quantile", type=float, default=0.99, help="SVD: clamp values to this quantile as kohya does; 1 = no clamping")
+    p.add_argument("--clamp_quantile", type=finite_float, default=0.99, help="SVD: clamp values to this quantile as kohya does; 1 = no clamping")
     p.add_argument("--concat", action="store_true", help="accepted for kohya commands; the exact rank-concatenating merge is the default")
     p.add_argument("--v2", action="store_true", help="accepted for kohya commands; the family is detected from the file")
     p.add_argument("--device", default="cpu", help="device for the SVD (e.g. cuda)")

@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 PRECISIONS = ("float", "fp16", "bf16")
 
@@ -30,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, help="single-file checkpoints (.safetensors/.ckpt), first one is A")
     p.add_argument("--mode", choices=("weighted_sum", "add_difference"), default="weighted_sum")
-    p.add_argument("--ratio", type=float, default=None,
+    p.add_argument("--ratio", type=finite_float, default=None,
                    help="weighted_sum with 2 models: (1-r)*A + r*B; add_difference: A + (B-C)*r (default 1)")
-    p.add_argument("--ratios", nargs="+", type=float, default=None, help="weighted_sum: one weight per model (default equal, summing to 1)")
+    p.add_argument("--ratios", nargs="+", type=finite_float, default=None, help="weighted_sum: one weight per model (default equal, summing to 1)")
     p.add_argument("--save_to", "--output", dest="save_to", required=True, help="output .safetensors (written atomically)")
     p.add_argument("--save_precision", "--saving_precision", dest="save_precision", choices=PRECISIONS, default=None,
                    help="dtype of floating tensors in the output (default: as in the first model)")

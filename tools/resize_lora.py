@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from networks.lora_file import LoRAFileError, read_lora_file, save_lora_file  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new_conv_rank", type=int, default=None, help="rank of 3x3 conv (LoCon) modules (default: --new_rank)")
     p.add_argument("--dynamic_method", choices=lora_svd.DYNAMIC_METHODS, default=None,
                    help="pick each module's rank from its singular values (capped by --new_rank/--new_conv_rank)")
-    p.add_argument("--dynamic_param", type=float, default=None,
+    p.add_argument("--dynamic_param", type=finite_float, default=None,
                    help="sv_ratio: keep S > S[0]/param; sv_fro: keep this fraction of the Frobenius norm; sv_cumulative: of sum(S)")
     p.add_argument("--save_precision", choices=tuple(PRECISIONS), default=None, help="dtype of the output (default: the input's)")
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")

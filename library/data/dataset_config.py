@@ -23,6 +23,9 @@ from typing import Any, Dict, List, Optional
 from .errors import DatasetError, Issues
 from .folders import discover_repeat_folders, is_image_name
 from .layouts import detect_layout
+from ..options.definitions import BY_NAME, MAX_REPEATS
+from ..options.schema import format_value
+from ..vocabulary import INTERPOLATIONS
 from .params import DATA_LAYOUTS, SUBSET_LAYOUTS, DataOptions, DatasetParams, SubsetParams, parse_resolution
 
 _BOOL, _INT, _FLOAT, _STR = "bool", "int", "float", "str"
@@ -73,7 +76,8 @@ IGNORED_KOHYA_KEYS = {
     "custom_attributes", "sample_ratio", "max_token_length", "debug_dataset",
 }
 CLI_TO_CONFIG = {"train_batch_size": "batch_size", "dataset_repeats": "num_repeats"}
-_INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
+_CONFIG_TO_CLI = {v: k for k, v in CLI_TO_CONFIG.items()}
+_INTERPOLATIONS = INTERPOLATIONS
 
 
 def load_config_file(path: str) -> dict:
@@ -129,11 +133,22 @@ def _check_type(key, value, kind, where, path) -> None:
         example = {_BOOL: "true", _INT: "10", _FLOAT: "0.1", _STR: '".txt"'}[kind]
         raise DatasetError(f"{path}: {where}: {key} must be a {kind} (like {key} = {example}), got {value!r}")
     if kind == "resolution":
-        parse_resolution(value, f"{path}: {where}: resolution")
+        value = parse_resolution(value, f"{path}: {where}: resolution")
+    problem = _range_problem(key, value)
+    if problem:
+        raise DatasetError(f"{path}: {where}: {key} {problem}, got {format_value(value)}")
     if key == "layout" and value not in SUBSET_LAYOUTS:
         raise DatasetError(f"{path}: {where}: layout must be one of {', '.join(SUBSET_LAYOUTS)}, got {value!r}")
     if key == "resize_interpolation" and value not in _INTERPOLATIONS:
         raise DatasetError(f"{path}: {where}: resize_interpolation must be one of {', '.join(_INTERPOLATIONS)}")
+
+
+def _range_problem(key: str, value: Any) -> Optional[str]:
+    """The options schema's range (and nan/inf) check for a dataset key; num_repeats 0 skips a subset."""
+    if key == "num_repeats":
+        return None if 0 <= value <= MAX_REPEATS else f"must be between 0 and {MAX_REPEATS}"
+    option = BY_NAME.get(_CONFIG_TO_CLI.get(key, key))
+    return option.range_error(value) if option is not None else None
 
 
 def _cli_values(options: DataOptions) -> dict:

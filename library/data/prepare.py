@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+from ..options.definitions import MAX_SAMPLES_PER_EPOCH
 from .buckets import BucketSelector, bucket_table, validate_bucket_options
 from .captions import tag_frequency
 from .dataset_config import resolve_datasets
@@ -210,6 +211,9 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
     _warn_tiny(train + reg, params, issues)
     num_train = sum(r.num_repeats for r in train)
     num_reg = sum(r.num_repeats for r in reg)
+    if num_train > MAX_SAMPLES_PER_EPOCH:
+        raise DatasetError(f"{where}: {num_train} samples per epoch (images x repeats) is more than {MAX_SAMPLES_PER_EPOCH:,}; "
+                           "one epoch would not fit in memory. Lower the repeats and train more epochs instead")
     used_reg, unused_reg = balance_regularization(num_train, reg)
     if reg and unused_reg:
         issues.info("reg_unused", f"{len(unused_reg)} of {len(reg)} reg images are not used: {num_reg} reg samples exceed {num_train} train samples (as in kohya)")

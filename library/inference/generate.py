@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from library.errors import UserError
+from library.inference.prompts import LIMITS
 from library.inference.lora_tags import available_loras, resolve_lora, split_lora_tags
 from library.train.sampling import SamplePrompt, make_pipeline, png_info, prompt_kwargs
 from networks.lora import create_network_from_weights
@@ -204,11 +205,13 @@ def check_size(job: Job, multiple: int) -> None:
     """Sizes the model can make (latents are 1/``multiple`` of the image) and a usable step count."""
     s = job.sample
     where = f"prompt '{job.raw_prompt if len(job.raw_prompt) <= 40 else job.raw_prompt[:37] + '...'}'"
+    high = LIMITS["width"][1]
     for what, v in (("width (--W / --w)", s.width), ("height (--H / --h)", s.height)):
-        if v is None or v < multiple or v % multiple:
-            raise UserError(f"{where}: {what} {v} must be a positive multiple of {multiple}")
-    if s.steps < 1:
-        raise UserError(f"{where}: steps (--steps / --s) {s.steps} must be 1 or more")
+        if v is None or v < multiple or v % multiple or v > high:
+            raise UserError(f"{where}: {what} {v} must be a positive multiple of {multiple}, at most {high}")
+    low, most = LIMITS["steps"]
+    if not low <= s.steps <= most:
+        raise UserError(f"{where}: steps (--steps / --s) {s.steps} must be between {low} and {most}")
 
 
 @torch.no_grad()

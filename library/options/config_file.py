@@ -50,10 +50,14 @@ def read_config_file(path: str, script: str) -> Tuple[Dict[str, Any], Dict[str, 
     path = resolve_config_path(path)
     data = _load_toml(path)
     if any(isinstance(v, list) and v and isinstance(v[0], dict) for v in data.values()):
-        raise UserError(
-            f"{path} looks like a dataset config ([[datasets]] tables); pass it with --dataset_config, "
-            f"not --config_file"
-        )
+        if "datasets" in data:
+            raise UserError(
+                f"{path} looks like a dataset config ([[datasets]] tables); pass it with --dataset_config, "
+                f"not --config_file"
+            )
+        key = next(k for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict))
+        raise UserError(f"{path}: [[{key}]] is a list of tables; a config file has [sections] with one pair of "
+                        f"brackets: write [{key}]")
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     gui: Dict[str, Any] = {}

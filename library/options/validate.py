@@ -87,6 +87,10 @@ def notices(args: Namespace, script: str = "train_network") -> List[str]:
         out.append("clip_skip is ignored for SDXL, which always uses the penultimate text-encoder layer")
     elif args.clip_skip is not None and args.clip_skip > 1 and args.v2:
         out.append("clip_skip with an SD 2.x model is unusual (SD 2.x was trained on the penultimate layer already)")
+    for flag, needs in (("noise_offset_random_strength", "noise_offset"),
+                        ("ip_noise_gamma_random_strength", "ip_noise_gamma")):
+        if getattr(args, flag) and not getattr(args, needs):
+            out.append(f"{flag} has no effect without --{needs}")
     if args.zero_terminal_snr and not args.v_parameterization:
         out.append("zero_terminal_snr is meant for v_parameterization; with epsilon prediction results may be poor")
     if args.network_train_unet_only and args.text_encoder_lr:
@@ -284,8 +288,8 @@ def _check_saving(args: Namespace, sources: Dict[str, str]) -> None:
 
 
 def _check_loss(args: Namespace) -> None:
-    if args.adaptive_noise_scale is not None and args.noise_offset is None:
-        raise UserError("adaptive_noise_scale adds to noise_offset, so it needs --noise_offset too (e.g. 0.1)")
+    if args.adaptive_noise_scale is not None and not args.noise_offset:
+        raise UserError("adaptive_noise_scale adds to noise_offset, so it needs --noise_offset above 0 too (e.g. 0.1)")
     if args.scale_v_pred_loss_like_noise_pred and not args.v_parameterization:
         raise UserError("scale_v_pred_loss_like_noise_pred only applies with --v_parameterization; drop it")
     if args.v_pred_like_loss and args.v_parameterization:
@@ -294,8 +298,16 @@ def _check_loss(args: Namespace) -> None:
         raise UserError(f"huber_c must be greater than 0 with loss_type {args.loss_type} (got {args.huber_c}); "
                         "0.1 is kohya's default")
     low, high = args.min_timestep, args.max_timestep
-    if low is not None and high is not None and low > high:
-        raise UserError(f"min_timestep {low} is larger than max_timestep {high}; swap them")
+    if low is not None and high is not None and low >= high:
+        raise UserError(f"min_timestep {low} must be below max_timestep {high}: timesteps are drawn from "
+                        f"[min_timestep, max_timestep), max_timestep excluded")
+    if args.zero_terminal_snr:  # SNR reaches 0 at the last timestep: weights dividing by it become infinite
+        if args.debiased_estimation_loss and not args.v_parameterization:
+            raise UserError("debiased_estimation_loss weights by 1/sqrt(SNR), which zero_terminal_snr drives to "
+                            "infinity near the last timestep: add --v_parameterization or drop one of them")
+        if args.v_pred_like_loss:
+            raise UserError("v_pred_like_loss weights by (SNR+1)/SNR, which zero_terminal_snr drives to infinity "
+                            "near the last timestep: drop one of them")
 
 
 def _check_text_encoder_cache(args: Namespace) -> None:

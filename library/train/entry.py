@@ -106,10 +106,14 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     from library.train.outputs import RunOutputs
     from library.train.setup_data import attach_caches, build_dataset, prepare_data
     from library.train.setup_model import load_for_training, save_dtype_for
+    from library.inference.prompts import read_prompt_file
+    from library.train.losses import check_options
     from library.train.step import StepConfig, loss_options, noise_options
     from library.train.validation import Validation, build_validation_dataset
 
     args = argparse.Namespace(**vars(args))  # never mutate the caller's options
+    if args.sample_prompts:  # a bad prompt file fails now, not at the first sample after the model loaded
+        read_prompt_file(args.sample_prompts)
     if args.seed is None:
         args.seed = random.randint(0, 2**31 - 1)
         logger.info("no --seed given: using %d", args.seed)
@@ -132,8 +136,9 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
         weighted_captions=bool(args.weighted_captions),
         autocast=acc.autocast,
     )
-    cfg.noise.validate(model.base.noise_scheduler.config.num_train_timesteps)
-    cfg.loss.validate()
+    # the options layer checked these rules before loading; again with the model's own timesteps and
+    # prediction type (its warnings were already logged as notices)
+    check_options(cfg.noise, cfg.loss, model.base.noise_scheduler.config.num_train_timesteps)
 
     def outputs_factory(opt_info, plan):
         md = {}

@@ -27,6 +27,7 @@ from library.errors import UserError
 from library.train import checkpoints as ck
 from library.train.intervals import epochs_between_saves, samples_due_after_step, samples_due_at_end
 from library.train.tracking import init_trackers
+from library.train import kohya_state
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
 from library.data.dataset import make_dataloader
@@ -110,6 +111,10 @@ class Trainer:
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
         path = ck.resolve_resume(path, self.name)  # a state folder, or the output folder's newest state
+        if kohya_state.is_kohya_state(path):  # written by kohya's sd-scripts: what carries over, library/train/kohya_state.py
+            self.global_step, self.epoch, self.position = kohya_state.load_kohya_state(
+                path, self.model.network, self.opt_info.optimizer, self.scheduler, self.plan, self.accum)
+            return
         state = ck.read_train_state(path)
         ck.check_fingerprint(path, state.get("fingerprint", {}), json.loads(json.dumps(self.fp)))
         ck.load_state(path, self.model.network, self.opt_info.optimizer, self.scheduler)

@@ -1,8 +1,7 @@
-"""Sample images during training, from kohya's prompt files (the one reader of them; gen_img uses it).
+"""Sample images during training, from kohya's prompt-file syntax.
 
-A ``.txt`` prompt line is ``prompt text --n negative --w 512 --h 768 --d 42 --s 30 --l 7.5 --ss euler_a``;
-``#`` starts a comment line. ``.toml`` and ``.json`` files hold kohya's prompt dicts (``prompt``,
-``negative_prompt``, ``width``, ``height``, ``sample_steps``, ``scale``, ``seed``, ``sample_sampler``). Images are generated with diffusers' pipelines built around the
+A prompt line is ``prompt text --n negative --w 512 --h 768 --d 42 --s 30 --l 7.5 --ss euler_a``;
+``#`` starts a comment line. Images are generated with diffusers' pipelines built around the
 model being trained (LoRA hooks included), on a private RNG, so sampling never changes the
 training run's random stream.
 """
@@ -10,19 +9,15 @@ training run's random stream.
 from __future__ import annotations
 
 import inspect
-import logging
 import os
-from dataclasses import dataclass, field
 
 import torch
 from PIL import PngImagePlugin
 
-from library.errors import UserError
+from library.inference.prompts import OPTION_KEYS, SamplePrompt, parse_prompt_line, read_prompt_file  # noqa: F401
+from library.vocabulary import SAMPLERS as SAMPLER_NAMES
 
-logger = logging.getLogger("lorasmith.train")
-
-OPTION_KEYS = {"n": "negative_prompt", "w": "width", "h": "height", "d": "seed", "s": "steps", "l": "scale", "ss": "sampler"}
-SAMPLERS = {
+_SCHEDULERS = {  # sampler name -> diffusers scheduler class and its extra config
     "ddim": ("DDIMScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
@@ -40,166 +35,7 @@ SAMPLERS = {
     "lms": ("LMSDiscreteScheduler", {}),
     "k_lms": ("LMSDiscreteScheduler", {}),
 }
-
-
-@dataclass
-class SamplePrompt:
-    prompt: str
-    negative_prompt: str = ""
-    width: int = 512
-    height: int = 512
-    seed: int | None = None
-    steps: int = 30
-    scale: float = 7.5
-    sampler: str | None = None
-    extra: dict = field(default_factory=dict)
-
-
-def parse_prompt_line(line: str, where: str = "prompt", defaults: dict | None = None) -> SamplePrompt:
-    """One prompt line -> SamplePrompt; unknown ``--x`` options are an error naming the line."""
-    parts = line.split(" --")
-    sample = SamplePrompt(prompt=parts[0].strip(), **(defaults or {}))
-    for part in parts[1:]:
-        key, _, value = part.strip().partition(" ")
-        if key not in OPTION_KEYS:
-            known = ", ".join(f"--{k}" for k in OPTION_KEYS)
-            raise UserError(f"{where}: unknown option '--{key}' (known: {known})")
-        name, value = OPTION_KEYS[key], value.strip()
-        try:
-            if name in ("width", "height", "seed", "steps"):
-                value = int(value)
-            elif name == "scale":
-                value = float(value)
-        except ValueError:
-            raise UserError(f"{where}: option --{key} needs a number, got '{value}'") from None
-        if name == "sampler" and value.lower() not in SAMPLERS:
-            raise UserError(f"{where}: unknown sampler '{value}' (known: {', '.join(SAMPLERS)})")
-        setattr(sample, name, value.lower() if name == "sampler" else value)
-    return sample
-
-
-def read_prompt_file(path: str, defaults: dict | None = None, option: str = "--sample_prompts") -> list[SamplePrompt]:
-    """All prompts of a kohya prompt file, by extension as sd-scripts' ``load_prompts``: ``.toml`` (a
-    ``[prompt]`` table of defaults with ``[[prompt.subset]]`` prompts), ``.json`` (a list of prompt objects
-    or prompt lines), anything else one prompt a line. ``option`` names the file in errors."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise UserError(f"{option} {path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{option} {path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-    kind = os.path.splitext(path)[1].lower()
-    if kind == ".toml":
-        prompts = _toml_prompts(text, path, option, defaults)
-    elif kind == ".json":
-        prompts = _json_prompts(text, path, option, defaults)
-    else:
-        prompts = _text_prompts(text, path, defaults)
-    if not prompts:
-        raise UserError(f"{option} {path}: no prompts in the file ({_FORMAT_HINT[kind if kind in _FORMAT_HINT else '']})")
-    return prompts
-
-
-# kohya's prompt-dict keys (train_util.line_to_prompt_dict / sample_image_inference) -> SamplePrompt fields
-DICT_KEYS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "width": "width", "height": "height",
-             "seed": "seed", "sample_steps": "steps", "scale": "scale", "sample_sampler": "sampler"}
-# kohya prompt keys for other trainers (FLUX, SD3, Lumina, ControlNet): accepted with a warning
-OTHER_MODEL_KEYS = ("guidance_scale", "controlnet_image", "cfg_trunc_ratio", "renorm_cfg", "flow_shift", "enum")
-_FORMAT_HINT = {
-    "": "one prompt per line, '#' for comments",
-    ".toml": "a [prompt] table with [[prompt.subset]] tables, each with prompt = \"...\"",
-    ".json": "a list like [{\"prompt\": \"...\", \"width\": 512}]",
-}
-
-
-def _text_prompts(text: str, path: str, defaults: dict | None) -> list[SamplePrompt]:
-    prompts = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            prompts.append(parse_prompt_line(line, f"{path}:{n}", defaults))
-    return prompts
-
-
-def _toml_prompts(text: str, path: str, option: str, defaults: dict | None) -> list[SamplePrompt]:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{option} {path}: not valid TOML ({e}); expected {_FORMAT_HINT['.toml']}") from None
-    table = data.get("prompt")
-    extra = sorted(set(data) - {"prompt"})
-    if not isinstance(table, dict) or extra:
-        what = f"unknown top-level key {extra[0]!r}" if extra else "no [prompt] table"
-        raise UserError(f"{option} {path}: {what}; expected {_FORMAT_HINT['.toml']}")
-    subsets = table.get("subset", [])
-    if not isinstance(subsets, list) or not all(isinstance(x, dict) for x in subsets):
-        raise UserError(f"{option} {path}: prompt.subset must be [[prompt.subset]] tables")
-    shared = {k: v for k, v in table.items() if k != "subset"}
-    return [_dict_prompt({**shared, **sub}, f"{path} [[prompt.subset]] #{i}", defaults)
-            for i, sub in enumerate(subsets, 1)]
-
-
-def _json_prompts(text: str, path: str, option: str, defaults: dict | None) -> list[SamplePrompt]:
-    import json
-
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{option} {path}: not valid JSON ({e.msg} at line {e.lineno}); expected "
-                        f"{_FORMAT_HINT['.json']}") from None
-    if not isinstance(data, list):
-        raise UserError(f"{option} {path}: the JSON must be a list of prompts; expected {_FORMAT_HINT['.json']}")
-    prompts = []
-    for i, item in enumerate(data, 1):
-        where = f"{path} item {i}"
-        if isinstance(item, str):
-            prompts.append(parse_prompt_line(item, where, defaults))
-        elif isinstance(item, dict):
-            prompts.append(_dict_prompt(item, where, defaults))
-        else:
-            raise UserError(f"{where}: a prompt is an object like {{\"prompt\": \"...\"}} or a prompt line, got "
-                            f"{type(item).__name__}")
-    return prompts
-
-
-def _dict_prompt(item: dict, where: str, defaults: dict | None) -> SamplePrompt:
-    """One kohya prompt dict -> SamplePrompt; unknown keys and wrong types are errors naming ``where``."""
-    sample = SamplePrompt(prompt="", **(defaults or {}))
-    for key, value in item.items():
-        if key in OTHER_MODEL_KEYS:
-            logger.warning("%s: %s is a kohya prompt key for other model families; SD/SDXL samples do not use it",
-                           where, key)
-            continue
-        if key not in DICT_KEYS:
-            raise UserError(f"{where}: unknown key {key!r} (known: {', '.join(DICT_KEYS)})")
-        name = DICT_KEYS[key]
-        try:
-            if name in ("width", "height", "seed", "steps"):
-                if isinstance(value, bool) or not float(value).is_integer():
-                    raise ValueError
-                value = int(value)
-            elif name == "scale":
-                if isinstance(value, bool):
-                    raise ValueError
-                value = float(value)
-            elif not isinstance(value, str):
-                raise ValueError
-        except (TypeError, ValueError):
-            kind = "a number" if name in ("width", "height", "seed", "steps", "scale") else "text"
-            raise UserError(f"{where}: {key} must be {kind}, got {value!r}") from None
-        if name == "sampler":
-            value = value.lower()
-            if value not in SAMPLERS:
-                raise UserError(f"{where}: unknown sampler {value!r} (known: {', '.join(SAMPLERS)})")
-        setattr(sample, name, value)
-    if not sample.prompt.strip():
-        raise UserError(f"{where}: no prompt (add prompt = \"...\")")
-    return sample
+SAMPLERS = {name: _SCHEDULERS[name] for name in SAMPLER_NAMES}  # every name of library.vocabulary
 
 
 def make_scheduler(sampler: str, train_scheduler_config: dict):

@@ -134,7 +134,7 @@ def test_loss_and_noise_rules():
     assert "needs --noise_offset" in error(adaptive_noise_scale=0.01)
     assert "only applies with --v_parameterization" in error(scale_v_pred_loss_like_noise_pred=True)
     assert "cannot be used with --v_parameterization" in error(v_pred_like_loss=0.1, v_parameterization=True)
-    assert "min_timestep 500 is larger than max_timestep 100" in error(min_timestep=500, max_timestep=100)
+    assert "min_timestep 500 must be below max_timestep 100" in error(min_timestep=500, max_timestep=100)
 
 
 def test_network_rules():

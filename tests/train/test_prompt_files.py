@@ -60,7 +60,7 @@ def test_toml_json_and_txt_prompt_files_mean_the_same(tmp_path):
     ("p.toml", "prompt = \"a cat\"\n", r"p.toml: no \[prompt\] table"),
     ("p.toml", "[prompt]\nwidth = 64\n", r"p.toml: no prompts in the file"),
     ("p.toml", "[prompt]\n[[prompt.subset]]\nprompt = \"a\"\nwidht = 64\n", r"p.toml \[\[prompt.subset\]\] #1: unknown key 'widht'"),
-    ("p.toml", "[prompt]\n[[prompt.subset]]\nprompt = \"a\"\nwidth = \"big\"\n", r"width must be a number, got 'big'"),
+    ("p.toml", "[prompt]\n[[prompt.subset]]\nprompt = \"a\"\nwidth = \"big\"\n", r"width must be a whole number, got 'big'"),
     ("p.toml", "[prompt]\n[[prompt.subset]]\nwidth = 64\n", r"#1: no prompt"),
     ("p.json", "{\"prompt\": \"a cat\"}", r"p.json: the JSON must be a list of prompts"),
     ("p.json", "[{\"prompt\": \"a\", \"sample_sampler\": \"eulr\"}]", r"p.json item 1: unknown sampler 'eulr'"),
