@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
 from tools.resize_lora import PRECISIONS, check_device  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
@@ -112,6 +113,7 @@ def extracted_metadata(org, args, save_to: str) -> dict[str, str]:
 def _check_args(args) -> str | None:
     if not args.save_to.endswith(".safetensors"):
         raise UserError(f"--save_to {args.save_to}: LoRA files are written as .safetensors; use a name ending in .safetensors")
+    check_tool_output(args.save_to, [args.model_org, args.model_tuned], "lora", args.overwrite)
     if args.dim < 1 or (args.conv_dim is not None and args.conv_dim < 1):
         raise UserError("--dim and --conv_dim must be 1 or more")
     if not 0 < args.clamp_quantile <= 1:
@@ -172,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="randomised SVD iterations for weights over 2048x2048 (0 = exact)")
     p.add_argument("--no_metadata", action="store_true", help="write only the ss_* fields (no modelspec)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 from library.train.sampling import SAMPLERS, parse_prompt_line, read_prompt_file  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
 
@@ -102,6 +103,7 @@ def run(args) -> list[Path]:
 
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 both given; pick one")
+    check_tool_output(args.outdir, [args.ckpt, args.from_file, *args.network_weights], "folder", option="--outdir")
     prompts = read_prompts(args)
     loras = global_loras(args)
     seed = args.seed if args.seed is not None else random.randint(0, 2**31 - 1)

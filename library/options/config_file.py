@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .. import atomic
 from ..errors import UserError
 from .definitions import BY_NAME, OPTIONS
 from .gui_config import GUI_ONLY_KEYS, apply_gui_keys, coerce_gui_value, unknown_key_warning
@@ -164,10 +165,7 @@ def write_config_file(values: Mapping[str, Any], path: str, header: str = "") ->
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"folder {folder} for --config_file {path} does not exist; create it first")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config_text(values, header))
-    os.replace(tmp, path)
+    atomic.write_text(path, config_text(values, header))
 
 
 def _toml_value(value: Any, option: Option) -> str:

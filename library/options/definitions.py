@@ -30,6 +30,13 @@ SCHEDULERS_WITHOUT_WARMUP = ("constant", "piecewise_constant", "adafactor")
 MAX_REPEATS = 100_000
 MAX_SAMPLES_PER_EPOCH = 50_000_000
 MAX_SIDE = 8192  # training sizes and bucket sides in pixels (SDXL trains at 1024; 8192 needs ~100 GB of activations)
+# settings a state is tied to (library/train/run_settings.py); --resume_with_changes names them
+RESUME_SETTING_KEYS = (
+    "model", "network_module", "network_dim", "network_alpha", "network_args", "network_dropout", "optimizer_type",
+    "optimizer_args", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler", "lr_warmup_steps", "resolution",
+    "mixed_precision", "datasets", "batches_per_epoch", "gradient_accumulation_steps", "processes", "seed",
+    "trained_parts", "validation",
+)
 _IGNORED_HF = "lorasmith does not upload or download; copy the files yourself."
 
 _M, _D, _N, _O, _T = "model", "dataset", "network", "optimizer", "training"
@@ -321,6 +328,10 @@ OPTIONS = (
     Option("save_state_on_train_end", "bool", False, "Save the full training state once, at the end.", _S),
     Option("resume", "path", None, "Continue from a saved state folder at exactly its step; given the output folder, "
            "its newest complete state. A kohya sd-scripts state folder works too (see docs/training.md).", _S, metavar="DIR"),
+    Option("resume_with_changes", "str", None,
+           "Resume although these settings differ from the state's (e.g. resolution datasets learning_rate); "
+           "without it such a resume is refused. (ours)", _S, nargs="*", choices=RESUME_SETTING_KEYS, ours=True,
+           metavar="KEY"),
     Option("huggingface_repo_id", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_repo_type", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_path_in_repo", "str", None, _IGNORED_HF, _S, status="ignored"),

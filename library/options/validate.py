@@ -15,6 +15,7 @@ from argparse import Namespace
 from typing import Dict, List, Optional
 
 from ..errors import UserError
+from ..output_paths import check_output_name
 from .definitions import LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
 from .kwargs import literal_value, network_kwargs, split_key_values
 from .schema import format_value
@@ -280,8 +281,7 @@ def _check_saving(args: Namespace, sources: Dict[str, str]) -> None:
                         f"set save_model_as = \"safetensors\"")
     name = args.output_name
     if name is not None:
-        if not name.strip() or "/" in name or "\\" in name:
-            raise UserError(f"output_name {name!r} must be a plain file name; put folders in --output_dir")
+        check_output_name(name, args.output_dir)  # hidden, control characters, separators, too long: before any load
         if name.lower().endswith((".safetensors", ".ckpt", ".pt")):
             stem = os.path.splitext(name)[0]
             raise UserError(f"output_name {name!r} must not end in a file extension; use {stem!r}")
