@@ -112,7 +112,7 @@ def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_pat
            "--dynamo_backend", "no", "--main_process_port", str(29700 + os.getpid() % 1000), "--multi_gpu",
            "--num_processes", "2", str(REPO / "train_network.py"), *_argv(tiny_ckpt("sd1"), demo_data, out, steps=6)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "interrupted: saved" in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode != 0 and "interrupted (stop file): saved" in proc.stderr, proc.stderr[-3000:]
     status = read_status(str(out))
     assert status["phase"] == "interrupted" and status["step"] == 1
     assert (out / "t-step00000001-state").is_dir() and not (out / "stop").exists()
