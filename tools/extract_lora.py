@@ -43,18 +43,12 @@ def _check_models(org, tuned, args) -> None:
 
 
 def extracted_metadata(org, args, save_to: str) -> dict[str, str]:
-    from library.train.metadata import modelspec
+    from library.train.metadata import minimum_network_metadata, modelspec
 
     net_args = {"conv_dim": str(args.conv_dim), "conv_alpha": str(float(args.conv_dim))} if args.conv_dim else {}
-    meta = {
-        "ss_v2": str(org.family == "sd2"),
-        "ss_base_model_version": org.model_version,
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(args.dim),
-        "ss_network_alpha": str(float(args.dim)),
-        "ss_network_args": json.dumps(net_args),
-        "ss_training_comment": f"extracted by lorasmith from {Path(args.model_tuned).name} - {Path(args.model_org).name}",
-    }
+    meta = minimum_network_metadata(org.family, org.model_version, "networks.lora", args.dim, float(args.dim), net_args)
+    meta["ss_training_comment"] = (f"extracted by lorasmith from {Path(args.model_tuned).name} - "
+                                   f"{Path(args.model_org).name}")
     if not args.no_metadata:
         size = 1024 if org.is_sdxl else (768 if org.v_parameterization else 512)
         meta.update(modelspec(org.family, org.v_parameterization, Path(save_to).stem, size))

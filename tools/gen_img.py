@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="base model: .safetensors/.ckpt single file or diffusers folder")
     p.add_argument("--outdir", required=True, help="folder for the PNGs (created if missing)")
     p.add_argument("--prompt", help="one prompt, with optional --n/--w/--h/--d/--s/--l/--ss options and <lora:name:w> tags")
-    p.add_argument("--from_file", help="a text file with one prompt per line ('#' comments), same syntax as --prompt")
+    p.add_argument("--from_file", help="a prompt file in kohya's formats: .txt (one prompt per line, '#' comments, same "
+                   "syntax as --prompt), .toml ([prompt] + [[prompt.subset]]) or .json (a list of prompt objects)")
     p.add_argument("--negative_prompt", default="", help="default negative prompt (a prompt's --n overrides it)")
     p.add_argument("--W", "--width", dest="width", type=int, default=None, help="image width (default 512, SDXL 1024)")
     p.add_argument("--H", "--height", dest="height", type=int, default=None, help="image height (default 512, SDXL 1024)")

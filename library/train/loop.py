@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from library.errors import UserError
 from library.train import checkpoints as ck
+from library.train.intervals import epochs_between_saves, samples_due_after_step, samples_due_at_end
+from library.train.tracking import init_trackers
 from library.train import stopping
 from library.train.ownership import new_run_id
 from library.train.run_settings import check_resume_settings, run_settings
@@ -145,7 +147,7 @@ class Trainer:
     # --- the run ------------------------------------------------------------------------------
     def run(self) -> str:
         args, plan = self.args, self.plan
-        self.acc.init_trackers(args.log_tracker_name or "network_train", config=None) if args.log_with else None
+        init_trackers(self.acc, args)
         bar = tqdm(total=plan.max_train_steps, initial=self.global_step, desc="steps", smoothing=0.1,
                    disable=not self.acc.is_local_main_process, dynamic_ncols=True)
         if args.sample_at_first and self.global_step == 0:
@@ -162,9 +164,8 @@ class Trainer:
             bar.close()
             self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
             self.run_folder.update(force=True)  # the throttled status gets the last step
-        wants_samples = args.sample_every_n_steps or args.sample_every_n_epochs
-        if wants_samples and self._last_sampled != self.global_step:
-            self._samples(f"{self.name}_{self.global_step:06d}")  # the final LoRA gets samples too
+        if samples_due_at_end(args, self.epoch, self.global_step) and self._last_sampled != self.global_step:
+            self._samples(f"{self.name}_{self.global_step:06d}")  # kohya's rule (library/train/intervals.py)
         final = self._save(self.name, None, bool(args.save_state_on_train_end or args.save_state), final=True)
         self.acc.end_training()
         return final
@@ -284,7 +285,7 @@ class Trainer:
         """Saves, samples and Ctrl-C handling at an optimizer-step boundary."""
         args, step = self.args, self.global_step
         stem = ck.step_name(args.output_name, step)
-        if args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
+        if samples_due_after_step(args, step):
             self._samples(f"{self.name}_{step:06d}")
         self._save_on_step_interval()
         self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
@@ -312,7 +313,8 @@ class Trainer:
             return  # the final save follows
         if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
             self._samples(f"{self.name}_e{epoch:06d}")
-        if args.save_every_n_epochs and epoch % args.save_every_n_epochs == 0:
+        every = epochs_between_saves(args, self.plan.num_epochs)
+        if every and epoch % every == 0:
             self.position = self.plan.micro_per_rank  # the state resumes at the next epoch
             self._save(ck.epoch_name(args.output_name, epoch), "epoch", bool(args.save_state))
 

@@ -146,7 +146,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     if args.fp8_base and args.mixed_precision == "no":
         raise UserError("--fp8_base stores the UNet in fp8 and computes in fp16/bf16: add --mixed_precision bf16 (or fp16)")
     _move(base.unet, device, weight_dtype)
-    if args.fp8_base:
+    if args.fp8_base or args.fp8_base_unet:  # text encoders stay in the compute dtype either way
         _to_fp8(base.unet)
     for te in base.text_encoders:
         _move(te, device, weight_dtype)
