@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 
 PRECISIONS = ("float", "fp16", "bf16")
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", action="store_true", help="accepted for kohya commands; the family is detected from the file")
     p.add_argument("--device", default="cpu", help="device for the SVD (e.g. cuda)")
     p.add_argument("--no_metadata", action="store_true", help="write only the minimum ss_network_* metadata")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -62,8 +64,6 @@ def merge_into_checkpoint(args) -> str:
     if args.new_rank is not None or args.new_conv_rank is not None:
         raise UserError("--new_rank/--new_conv_rank shape a merged LoRA; leave them out when merging into --sd_model")
     out = Path(args.save_to)
-    if Path(args.sd_model).exists() and out.exists() and out.resolve() == Path(args.sd_model).resolve():
-        raise UserError(f"--save_to {out}: is the --sd_model itself; write the merged model to a new file")
     save_dtype = _dtype(args.save_precision)
     model = load_base_model(args.sd_model, dtype=save_dtype)  # None keeps the file's dtype; deltas add in float32
     merge_loras_into_model(model, args.models, args.ratios)
@@ -83,7 +83,9 @@ def merge_into_checkpoint(args) -> str:
 
 def merge_loras(args) -> str:
     from library.merge.lora_merge import merge_loras_to_file
+    from library.merge.tool_args import check_device
 
+    check_device(args.device)
     tensors = merge_loras_to_file(
         args.models, args.ratios, args.save_to, new_rank=args.new_rank, new_conv_rank=args.new_conv_rank,
         clamp_quantile=args.clamp_quantile, save_dtype=_dtype(args.save_precision), device=args.device,
@@ -94,9 +96,15 @@ def merge_loras(args) -> str:
     return f"wrote {args.save_to} ({len(tensors) // 3} modules, rank {ranks[0]}-{ranks[-1]}, {how})"
 
 
+def check_output(args) -> None:
+    """--save_to is never an input, nor an existing file of another kind (library.output_paths)."""
+    kind = "checkpoint" if args.sd_model else "lora"
+    check_tool_output(args.save_to, [*args.models, args.sd_model], kind, args.overwrite)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_reporting_user_errors(lambda: print(merge_into_checkpoint(args) if args.sd_model else merge_loras(args)), args.debug)
+    return run_reporting_user_errors(lambda: check_output(args) or print(merge_into_checkpoint(args) if args.sd_model else merge_loras(args)), args.debug)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of floating tensors in the output (default: as in the first model)")
     p.add_argument("--precision", choices=PRECISIONS, default="float", help="accepted for kohya commands; arithmetic is always float32")
     p.add_argument("--unet_only", action="store_true", help="merge only the UNet; text encoders and VAE come from the first model")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from library.merge.model_merge import merge_models
+        from library.output_paths import check_tool_output
 
+        check_tool_output(args.save_to, args.models, "checkpoint", args.overwrite)
         dtype = {None: None, "float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.save_precision]
         summary = merge_models(args.models, args.save_to, mode=args.mode, ratio=args.ratio, ratios=args.ratios,
                                save_dtype=dtype, unet_only=args.unet_only)

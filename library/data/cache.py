@@ -10,7 +10,7 @@ like kohya) with float32 ``latents`` [C, h, w], ``latents_flipped`` (with flip_a
 [w, h], ``crop_ltrb``, plus ``lorasmith_key``: a JSON string of the caller's ``cache_key`` (model hash,
 VAE dtype, ...) and the entry's own facts (bucket, resized size, crop, flip, image size+mtime).
 An entry whose key differs in anything is rebuilt, never reused; an unreadable file is rebuilt with a
-warning. Files are written to a temporary name and renamed into place (``os.replace``), so a crash never
+warning. Files are written to a temporary name and renamed into place (library.atomic), so a crash never
 leaves a half-written cache under the real name.
 
 Encoding: images are decoded and resized on worker threads while the VAE encodes batches of
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from library.atomic import atomic_write
 
 from .buckets import crop_offsets
 from .errors import DatasetError
@@ -56,20 +57,9 @@ def key_json(key: Mapping) -> str:
 
 
 def write_npz_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``arrays`` to ``path`` through the atomic writer (unique temp: ranks may share a folder)."""
+    with atomic_write(path, "wb", unique=True) as f:
+        np.savez(f, **arrays)
 
 
 def read_entry(path: str, expected_key: Mapping) -> Tuple[str, Optional[Dict[str, np.ndarray]]]:

@@ -10,7 +10,6 @@ Seeds are drawn on a CPU generator, so an image is reproducible on any device.
 
 from __future__ import annotations
 
-import os
 
 import dataclasses
 import json
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from library.atomic import atomic_path
 from library.errors import UserError
 from library.inference.prompts import LIMITS
 from library.inference.lora_tags import available_loras, resolve_lora, split_lora_tags
@@ -251,9 +251,8 @@ def generate(
             image = pipes[job.sampler](**kwargs).images[0]
             path = _file_name(outdir, job, stamp, sequential_file_name)
             shown = [u for u in uses if u.te or u.unet] + stack.merged
-            tmp = f"{path}.tmp"
-            image.save(tmp, format="PNG", pnginfo=image_info(job, shown, model_name))
-            os.replace(tmp, path)  # never a partial PNG under the final name
+            with atomic_path(path) as tmp:  # never a partial PNG under the final name
+                image.save(tmp, format="PNG", pnginfo=image_info(job, shown, model_name))
             paths.append(path)
             if on_image is not None:
                 on_image(path, job)

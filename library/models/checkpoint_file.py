@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from library.atomic import atomic_path
 from library.models.errors import ModelLoadError, ModelSaveError, one_line
 from library.models.safetensors_read import SafetensorsFile, SafetensorsFormatError
 
@@ -138,16 +139,11 @@ def open_checkpoint(path: str | os.PathLike) -> SafetensorsReader | PickleReader
 
 
 def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write ``path + '.tmp'`` then rename over ``path``; a crash never leaves a half file under the name."""
+    """Write through library.atomic; a crash never leaves a half file under the name."""
     path = Path(path)
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ModelSaveError(f"{path}: models are saved as safetensors only; use a name ending in .safetensors")
     if not path.parent.is_dir():
         raise ModelSaveError(f"{path}: the folder {path.parent} does not exist; create it or choose another path")
-    tmp = Path(str(path) + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(str(path), make_folder=False) as tmp:
+        save_file(tensors, tmp, metadata=metadata)

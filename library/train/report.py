@@ -12,6 +12,9 @@ import os
 
 from PIL import Image, ImageDraw
 
+from library import atomic
+from library.atomic import atomic_path
+
 
 def _smooth(values: list[float], window: int) -> list[float]:
     out, acc = [], 0.0
@@ -53,8 +56,8 @@ def loss_curve_png(losses: list[float], path: str, size=(800, 400), validation: 
     legend = "loss (light: per step, dark: moving average" + (", orange: validation)" if points_v else ")")
     draw.text((left + 5, top + 5), legend, fill="black")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(path + ".tmp", format="PNG")  # then renamed: a crash never leaves half a PNG under the name
-    os.replace(path + ".tmp", path)
+    with atomic_path(path) as tmp:  # a crash never leaves half a PNG under the name
+        img.save(tmp, format="PNG")
     return path
 
 
@@ -92,8 +95,5 @@ def write_report(output_dir: str, output_name: str, losses: list[float], checkpo
         page += "".join(f"<tr><td>{v['step']}</td><td>{v['epoch']}</td><td>{html.escape(v['kind'])}</td><td>{v['loss']:.5f}</td></tr>"
                         for v in validation) + "</table>"
     path = os.path.join(output_dir, f"{output_name}_report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    atomic.write_text(path, page)
     return path

@@ -14,6 +14,8 @@ import os
 import torch
 from PIL import PngImagePlugin
 
+from library.atomic import atomic_path
+from library.errors import UserError
 from library.inference.prompts import OPTION_KEYS, SamplePrompt, parse_prompt_line, read_prompt_file  # noqa: F401
 from library.vocabulary import SAMPLERS as SAMPLER_NAMES
 
@@ -131,9 +133,8 @@ def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str
                 image = pipe(**kwargs).images[0]
                 sample.seed = sample_seed
                 path = os.path.join(out_dir, f"{stem}_{i:02d}_{sample_seed}.png")
-                tmp = path + ".tmp"  # a kill mid-write never leaves a partial PNG under the final name
-                image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:  # a kill mid-write never leaves a partial PNG under the name
+                    image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
                 paths.append(path)
     finally:
         for m, t in zip((model.unet, *model.text_encoders), was_training):

@@ -117,7 +117,7 @@ def _options():
         ("SDXL model given to train_network.py",
          lambda c: (replace_opt(base(c), "pretrained_model_name_or_path", c.sdxl), SD1), ["SDXL", "sdxl_train_network.py"]),
         ("--resume from another run's state", lambda c: (replace_opt(base(c), "network_dim", "8") + ["--resume", str(c.state)], SD1),
-         ["--resume", "another run", "network"]),
+         ["--resume", "network_dim: state 4 vs now 8", "cannot change within a run"]),
         ("--resume folder that does not exist", lambda c: (base(c) + ["--resume", str(c.tmp / "nostate")], SD1), ["resume", "nostate", "not found"]),
         ("--resume folder without a state", lambda c: (base(c) + ["--resume", str(c.data)], SD1),
          ["--resume", "no complete training state", "--save_state"]),
@@ -231,7 +231,59 @@ def _raw_pickle(path, marker):
     return str(path)
 
 
-CASES = _options() + _config_files() + _datasets() + _models_and_loras()
+def _bad_state(c, name, train_state):
+    """A copy of a finished run's state whose train_state.json holds ``train_state`` (any JSON)."""
+    import shutil
+
+    dst = c.tmp / name / "t-state"
+    if not dst.exists():
+        shutil.copytree(c.state, dst)
+        (dst / "train_state.json").write_text(json.dumps(train_state))
+    return str(dst)
+
+
+def _held_lock(c):
+    """Another run holding output_dir/t (kept for the module's life, as a running trainer would)."""
+    from library.train.ownership import RunLock
+
+    out = c.tmp / "locked_out"
+    if not hasattr(c, "lock"):
+        c.lock = RunLock(str(out), "t").acquire()
+    return out
+
+
+def _ownership():
+    good = {"global_step": 1, "epoch": 1, "position": 1}
+    return [
+        ("hidden output_name", lambda c: (replace_opt(base(c), "output_name", ".hidden"), SD1), ["output_name", "dot", "hidden"]),
+        ("output_name '..'", lambda c: (replace_opt(base(c), "output_name", ".."), SD1), ["output_name", "parent folder"]),
+        ("output_name with a control character", lambda c: (replace_opt(base(c), "output_name", "a\x07b"), SD1),
+         ["output_name", "control character"]),
+        ("output_name a Windows device name", lambda c: (replace_opt(base(c), "output_name", "con"), SD1),
+         ["output_name", "reserved device name"]),
+        ("output_name with a colon", lambda c: (replace_opt(base(c), "output_name", "a:b"), SD1), ["output_name", "Windows"]),
+        ("output_name too long for the file system", lambda c: (replace_opt(base(c), "output_name", "x" * 240), SD1),
+         ["output_name", "too long", "allows 255"]),
+        ("output_dir/output_name in use by another run", lambda c: (base(c, out=_held_lock(c)), SD1),
+         ["in use by another training run", "pid", "started", "output_name"]),
+        ("train_state.json is a list", lambda c: (base(c) + ["--resume", _bad_state(c, "st_list", [1, 2])], SD1),
+         ["--resume", "train_state.json", "list"]),
+        ("train_state.json with a string step", lambda c: (base(c) + ["--resume", _bad_state(c, "st_str", {**good, "global_step": "1"})], SD1),
+         ["--resume", "train_state.json", "'global_step' is str"]),
+        ("train_state.json with a list for the settings",
+         lambda c: (base(c) + ["--resume", _bad_state(c, "st_fp", {**good, "fingerprint": [1]})], SD1),
+         ["--resume", "'fingerprint' is list"]),
+        ("train_state.json with a bad checkpoint list",
+         lambda c: (base(c) + ["--resume", _bad_state(c, "st_ck", {**good, "checkpoints": ["x"]})], SD1),
+         ["--resume", "'checkpoints'"]),
+        ("--resume with changed settings", lambda c: (replace_opt(base(c), "learning_rate", "1e-4") + ["--resume", str(c.state)], SD1),
+         ["--resume", "learning_rate: state 0.001 vs now 0.0001", "--resume_with_changes learning_rate"]),
+        ("--resume_with_changes with an unknown key", lambda c: (base(c) + ["--resume_with_changes", "resolutoin"], SD1),
+         ["resume_with_changes", "resolutoin", "resolution"]),
+    ]
+
+
+CASES = _options() + _config_files() + _datasets() + _models_and_loras() + _ownership()
 
 
 # ---------------------------------------------------------------------------------------------------
