@@ -1,7 +1,7 @@
 """Build the trained shapes base model (SD1 layout, 64 px) used by the quality tests and the demo.
 
 Deterministic from --seed; a few CPU minutes. Without --out the model goes to the cache
-(``$LORASMITH_CACHE`` or ~/.cache/lorasmith, under shapes-<source hash>/) and is reused
+(``$LORASMITH_CACHE_DIR`` or ~/.cache/lorasmith, under shapes-<source hash>/) and is reused
 while the builder's code is unchanged; the path is printed either way.
 
     python tools/make_shapes_model.py [--out shapes.safetensors] [--seed 0] [--v_parameterization]

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -225,8 +223,10 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
 
 
 def default_cache_dir() -> Path:
-    """``$LORASMITH_CACHE`` or ``~/.cache/lorasmith``."""
-    return Path(os.environ.get("LORASMITH_CACHE") or Path.home() / ".cache" / "lorasmith")
+    """The one lorasmith cache folder (library.cache_dir: ``$LORASMITH_CACHE_DIR`` or ``~/.cache/lorasmith``)."""
+    from library.cache_dir import cache_dir
+
+    return cache_dir()
 
 
 def cached_shapes_model(seed: int = 0, prediction_type: str = "epsilon", cache_dir=None, log=print) -> Path:
