@@ -31,7 +31,8 @@ LAYERS = [
     ("networks", ("networks",)),
     ("inference/merge", ("library.inference", "library.merge", "library.captioning")),
     ("train", ("library.train",)),
-    ("tools", ("tools", "train_network", "sdxl_train_network", "library.eval")),
+    ("eval", ("library.eval",)),
+    ("tools", ("tools", "train_network", "sdxl_train_network")),
     ("gui", ("webui",)),
 ]
 

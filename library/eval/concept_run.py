@@ -2,7 +2,7 @@
 
 ``sks`` = a purple five-pointed star with a white outline: a colour and an outline the shapes
 base never saw. :func:`prepare_concept_data` lays it out as kohya folders (``img/10_sks star``
-and a ``reg/1_star`` filled by tools/make_class_images.py from the base model);
+and a ``reg/1_star`` filled by library.inference.class_images from the base model, as tools/make_class_images.py does);
 :func:`train_concept_lora` trains with train_network.py's own entry point; :func:`concept_rates`
 generates through library.inference and scores with the pixel scorer.
 """
@@ -30,19 +30,15 @@ TRAIN_DEFAULTS = {
 
 def prepare_concept_data(base: str, root: Path, concept_images: int = 12, class_images: int = 12) -> Path:
     """``root/img/10_sks star`` (rendered concept) and ``root/reg/1_star`` (class images from the base)."""
-    from tools.make_class_images import main as class_images_main
+    from library.inference.class_images import make_class_images
+    from library.models import load_base_model
 
     concept = root / "img" / "10_sks star"
     concept.mkdir(parents=True, exist_ok=True)
     for i, spec in enumerate(concept_specs(concept_images, seed=11)):
         render(spec).save(concept / f"sks_{i:03d}.png")
-    rc = class_images_main([
-        "--model", base, "--class_prompt", CLASS_PROMPT, "--num_class_images", str(class_images),
-        "--out", str(root / "reg" / "1_star"), "--W", "64", "--H", "64",
-        "--steps", str(GEN["steps"]), "--scale", str(GEN["scale"]),
-    ])
-    if rc != 0:
-        raise RuntimeError(f"make_class_images failed with exit code {rc}")
+    make_class_images(load_base_model(base), root / "reg" / "1_star", CLASS_PROMPT, class_images, seed=0,
+                      width=64, height=64, steps=GEN["steps"], scale=GEN["scale"], sampler="ddim")
     return root
 
 
