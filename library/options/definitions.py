@@ -265,11 +265,16 @@ OPTIONS = (
     Option("sdpa", "bool", False, "Use PyTorch scaled-dot-product attention.", _P),
     Option("mem_eff_attn", "bool", False,
            "Use memory-saving attention (kohya's mem_eff_attn); sdpa is usually the better choice.", _P),
-    Option("lowram", "bool", False, "Load the model straight to the GPU (machines with more VRAM than RAM).", _P),
-    Option("highvram", "bool", False, "Do not free GPU caches between cached images (faster with plenty of VRAM).",
-           _P),
-    Option("torch_compile", "bool", False, "kohya's torch.compile switch; not used.", _P, status="ignored"),
-    Option("dynamo_backend", "str", "inductor", "kohya's torch.compile backend; not used.", _P, status="ignored"),
+    Option("lowram", "bool", False,
+           "Little RAM, more VRAM: load the checkpoint tensor by tensor straight onto the GPU, keep the VAE on the "
+           "GPU after latent caching (freed if no samples need it; also on CPU).", _P),
+    Option("highvram", "bool", False,
+           "Plenty of VRAM: keep the VAE on the GPU after latent caching instead of parking it in CPU memory.", _P),
+    Option("torch_compile", "bool", False,
+           "Compile the UNet (and trained text encoders) with torch.compile, LoRA included; the first steps "
+           "pay the compile time.", _P),
+    Option("dynamo_backend", "str", "inductor", "torch.compile backend for --torch_compile (inductor, eager, "
+           "aot_eager, cudagraphs, ...).", _P),
     # ---------------------------------------------------------------- saving and resuming
     Option("output_dir", "path", "output", "Folder for the LoRA files and saved states (created if missing).", _S,
            metavar="DIR"),

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 
 from library.errors import UserError
+from library.train.speed import fast_step_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -534,6 +535,7 @@ def build_optimizer(
         raise OptimizerError(f"--learning_rate={pass_lr!r} is not a usable learning rate; give a number such as 1e-4")
 
     reported = dict(kwargs)
+    fixed.update(fast_step_kwargs(cls, groups, kwargs))  # speed only: fused/foreach step, not reported
     optimizer = _construct(cls, label, groups, pass_lr, {**fixed, **kwargs})
     if kind == _SCHEDULE_FREE:
         optimizer.train()  # kohya: start in train mode; eval() before sampling/saving, train() after

@@ -17,7 +17,9 @@ from library.errors import UserError
 from library.models import load_base_model
 from library.models.base_model import BaseModel
 from library.options import network_kwargs
+from library.train.memory import load_device
 from library.train.noise import apply_zero_terminal_snr
+from library.train.speed import apply_levers, check_levers
 
 logger = logging.getLogger("lorasmith.train")
 
@@ -37,6 +39,7 @@ class TrainModel:
     train_unet: bool
     train_text_encoder: bool
     network_args: dict = field(default_factory=dict)
+    sample_conditioning: dict | None = None  # sample prompts encoded before the text encoders were freed
 
     @property
     def text_encoders(self) -> list:
@@ -46,11 +49,11 @@ class TrainModel:
         return [p for p in self.network.parameters() if p.requires_grad]
 
 
-def _load_base(args, script: str) -> BaseModel:
+def _load_base(args, script: str, device: torch.device | str = "cpu") -> BaseModel:
     family = "sd2" if args.v2 else None
     base = load_base_model(
         args.pretrained_model_name_or_path, family=family,
-        v_parameterization=True if args.v_parameterization else None, dtype=torch.float32,
+        v_parameterization=True if args.v_parameterization else None, dtype=torch.float32, device=device,
     )
     path = args.pretrained_model_name_or_path
     if script == "train_network" and base.is_sdxl:
@@ -147,7 +150,8 @@ def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
 def load_for_training(args, script: str, device: torch.device | str = "cpu") -> TrainModel:
     """Base model frozen in the compute dtype, LoRA network hooked in and trainable (fp32 unless full_bf16/fp16)."""
     device = torch.device(device)
-    base = _load_base(args, script)
+    check_levers(args, device)
+    base = _load_base(args, script, load_device(args, device))
     module = _import_network_module(args.network_module)
     if args.base_weights:
         _merge_base_weights(args, base, module)
@@ -186,7 +190,9 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     network.to(device, dtype=net_dtype)
     network.prepare_grad_etc(base.text_encoders, base.unet)
     network.train()
-    return TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs)
+    model = TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs)
+    apply_levers(args, model)  # channels_last, torch.compile: library/train/speed.py
+    return model
 
 
 def save_dtype_for(args) -> torch.dtype | None:
