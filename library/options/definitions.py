@@ -336,8 +336,8 @@ OPTIONS = (
     Option("no_metadata", "bool", False, "Write no training metadata into the LoRA file.", _L),
     # ---------------------------------------------------------------- sdxl
     Option("cache_text_encoder_outputs", "bool", False,
-           "Encode every caption once before training and free the text encoders (needs network_train_unet_only "
-           "and fixed captions).", _X, scripts=SDXL_ONLY),
+           "Encode every caption (and the sample prompts) once before training and free the text encoders on any "
+           "device (needs network_train_unet_only and fixed captions).", _X, scripts=SDXL_ONLY),
     Option("cache_text_encoder_outputs_to_disk", "bool", False,
            "Cache text-encoder outputs in files next to the images (implies cache_text_encoder_outputs).", _X,
            scripts=SDXL_ONLY),
