@@ -26,6 +26,7 @@ import numpy as np
 
 from library.data.folders import IMAGE_EXTENSIONS, count_images, is_image_name, normalize_extension
 from library.data.images import load_image
+from library import atomic
 from library.errors import UserError
 
 # model_type in config.json -> the transformers class that captions with it
@@ -125,16 +126,9 @@ def compose_caption(caption: str, prefix: str = "", suffix: str = "") -> str:
 
 def write_caption(path: str, text: str) -> None:
     """Write ``text`` and a newline as UTF-8, atomically (temporary file in the same folder, then rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
+        atomic.write_text(path, text + "\n", newline="\n")
     except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
         raise UserError(f"cannot write caption file {path}: {e.strerror or e}; check the folder's permissions") from None
 
 

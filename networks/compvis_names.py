@@ -1,7 +1,7 @@
 """Translate UNet module paths between diffusers and the original (CompVis/SGM) layout.
 
 One mapping serves two users: SDXL LoRA key names (kohya writes SDXL LoRAs with the
-original paths, REFERENCE.md §1) and the original-layout single-file checkpoint
+original paths, docs/formats.md) and the original-layout single-file checkpoint
 reader/writer in library/models. Paths are dotted module or parameter paths
 (``down_blocks.1.attentions.0.proj_in.weight``); anything below the block level
 (transformer internals, ``.weight``/``.bias``) is the same in both layouts except the

@@ -1,7 +1,7 @@
 """kohya-compatible LoRA network (``--network_module networks.lora``).
 
 What it targets and how it names modules is the file contract with ComfyUI, A1111 and
-diffusers (REFERENCE.md §1): Linear/Conv2d children of UNet ``Transformer2DModel``s
+diffusers (docs/formats.md): Linear/Conv2d children of UNet ``Transformer2DModel``s
 (plus ``ResnetBlock2D``/``Downsample2D``/``Upsample2D`` when ``conv_dim`` is set) and of
 text-encoder ``CLIPAttention``/``CLIPMLP``. SD1/SD2 UNet names use diffusers paths,
 SDXL UNet names the original layout; text encoders are ``lora_te`` or ``lora_te1``/``lora_te2``.

@@ -4,7 +4,7 @@ Every format stores, per adapted layer, a down (A) and an up (B) matrix; they di
 key names and in where the scale ``alpha / r`` lives:
 
 * kohya (A1111, ComfyUI): ``lora_unet_<path with _>.lora_down.weight`` / ``.lora_up.weight`` /
-  ``.alpha`` (REFERENCE.md §1).
+  ``.alpha`` (docs/formats.md).
 * diffusers (``pytorch_lora_weights.safetensors``): ``unet.<path>.lora_A.weight`` /
   ``.lora_B.weight``, ``text_encoder.``/``text_encoder_2.`` for the text encoders; older
   writers used ``.lora.down.weight``/``.lora.up.weight`` (the ComfyUI SimpleLoRA trainer,

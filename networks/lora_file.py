@@ -1,7 +1,8 @@
 """Reading and writing LoRA ``.safetensors`` files: atomic writes, hashes, clear errors.
 
-Writes go to ``<name>.tmp`` in the same folder and are renamed into place, so a crash
-or full disk never leaves a half file under the final name. The ``sshs_*`` hashes are
+Writes go through library.atomic (``<name>.tmp`` in the same folder, renamed into place), so a
+crash or full disk never leaves a half file under the final name, and NaN/inf weights are never
+written at all. The ``sshs_*`` hashes are
 the ones A1111's additional-networks extension shows: sha256 of the tensor data (all
 bytes after the header) and the legacy 8-hex hash of 64 KiB at offset 1 MiB; like kohya,
 they are computed over a file holding only the ``ss_*`` metadata, so user metadata
@@ -21,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save, save_file
 
+from library.atomic import atomic_path
 from library.errors import UserError
 
 LORA_KEY_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
@@ -28,6 +30,10 @@ LORA_KEY_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 
 class LoRAFileError(UserError):
     """A LoRA file that cannot be read or does not fit the model."""
+
+
+class NonFiniteWeights(LoRAFileError):
+    """Weights with NaN/inf that must not be saved under a final name."""
 
 
 def _tensor_data_sha256(stream) -> str:
@@ -53,26 +59,23 @@ def safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
-    """Write to ``path + '.tmp'``, fsync, then rename over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    try:
+    """Write a safetensors file through the one atomic writer (library.atomic)."""
+    with atomic_path(os.fspath(path)) as tmp:
         try:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         except SafetensorError as e:  # e.g. "File too large (os error 27)": an OSError, so callers can say why
             found = re.search(r"os error (\d+)", str(e))
             if not found:
                 raise
-            raise OSError(int(found.group(1)), os.strerror(int(found.group(1))), path) from None
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+            raise OSError(int(found.group(1)), os.strerror(int(found.group(1))), os.fspath(path)) from None
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str) -> None:
+    """Refuse to write NaN/inf weights under a final name: such a file breaks every image it touches."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeights(f"{path}: not written: {len(bad)} tensor(s) hold NaN or inf (e.g. {bad[0]}); "
+                               "lower the learning rate or check the inputs and ratios")
 
 
 def save_lora_file(state_dict: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None, dtype=None) -> None:
@@ -84,6 +87,7 @@ def save_lora_file(state_dict: dict[str, torch.Tensor], path: str, metadata: dic
     metadata = {k: str(v) for k, v in (metadata or {}).items()}
     if not str(path).endswith(".safetensors"):
         raise LoRAFileError(f"{path}: LoRA files are written as .safetensors; use a name ending in .safetensors")
+    check_finite(tensors, path)
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = safetensors_hashes(tensors, metadata)
     atomic_save_safetensors(tensors, path, metadata)
 

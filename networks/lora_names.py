@@ -1,7 +1,7 @@
 """kohya LoRA module names <-> (component, diffusers module path), from the names alone.
 
 A kohya name is a prefix plus the module path with every ``.`` replaced by ``_``
-(REFERENCE.md §1). Going back needs to know which ``_`` were dots, so this module keeps the
+(docs/formats.md). Going back needs to know which ``_`` were dots, so this module keeps the
 vocabulary of module names that occur in SD1/SD2/SDXL UNets (diffusers and original
 layout) and HF CLIP text encoders; a name with any other word is refused rather than
 guessed. SDXL UNet names are in the original layout and are translated with

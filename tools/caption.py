@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from library import captioning as cap  # noqa: E402  (imports neither torch nor transformers)
 from library.errors import UserError  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 EXIT_OK, EXIT_USER, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1, help="images per forward pass")
     p.add_argument("--beam_search", action="store_true", help="deterministic beam search (default: nucleus sampling, as kohya)")
     p.add_argument("--num_beams", type=int, default=1, help="beams with --beam_search (1 = greedy)")
-    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling top_p (without --beam_search)")
+    p.add_argument("--top_p", type=finite_float, default=0.9, help="nucleus sampling top_p (without --beam_search)")
     p.add_argument("--min_length", type=int, default=5, help="minimum caption length in tokens")
     p.add_argument("--max_length", type=int, default=75, help="maximum caption length in tokens")
     p.add_argument("--seed", type=int, default=42, help="seed of nucleus sampling (kohya default 42)")

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from library.data.params import DataOptions  # noqa: E402
 from library.data.preflight import run_preflight  # noqa: E402
 
-_INT_NONE = {"seed"}
+_INT_NONE = {"seed", "validation_seed"}
 
 
 def build_parser() -> argparse.ArgumentParser:

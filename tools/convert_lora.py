@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from library.errors import UserError  # noqa: E402
 from networks import lora_convert as lc  # noqa: E402
 from networks import lora_names  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
 
 PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -121,6 +122,7 @@ def _output_path(args) -> Path:
 def convert(args) -> int:
     if args.model and args.family:
         raise UserError("--model and --family both set the base model family; give only one")
+    check_tool_output(args.save_to, [args.input, args.model, args.adapter_config], None)  # before reading anything
     tensors, metadata, config = lc.read_any(args.input)
     if args.adapter_config:
         config = lc.read_adapter_config(args.adapter_config)
@@ -130,6 +132,7 @@ def convert(args) -> int:
     if fmt == "kohya" and to == "kohya":
         raise UserError(f"{args.input}: is already a kohya LoRA; use --to diffusers to convert it")
     out_path = _output_path(args)
+    check_tool_output(str(out_path), [args.input, args.model, args.adapter_config], "lora", args.overwrite)
     model = ModelInfo(args.model, None) if args.model else None
     layout = model.layout if model else _family_layout(args.family)
     weights = lc.parse(tensors, metadata, config, fmt, layout, args.input)
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter_config", default=None, help="PEFT adapter_config.json giving lora_alpha (read automatically next to adapter_model.*)")
     p.add_argument("--allow_unmapped", action="store_true", help="write what converts even if some keys do not (they are listed)")
     p.add_argument("--save_precision", choices=tuple(PRECISIONS), default=None, help="dtype of the output (default: the input's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

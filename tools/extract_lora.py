@@ -24,8 +24,10 @@ import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
 from tools.resize_lora import PRECISIONS, check_device  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 
 def _networks(org, tuned, dim: int, conv_dim: int | None):
@@ -117,6 +119,7 @@ def extracted_metadata(org, args, save_to: str) -> dict[str, str]:
 def _check_args(args) -> str | None:
     if not args.save_to.endswith(".safetensors"):
         raise UserError(f"--save_to {args.save_to}: LoRA files are written as .safetensors; use a name ending in .safetensors")
+    check_tool_output(args.save_to, [args.model_org, args.model_tuned], "lora", args.overwrite)
     if args.dim < 1 or (args.conv_dim is not None and args.conv_dim < 1):
         raise UserError("--dim and --conv_dim must be 1 or more")
     if not 0 < args.clamp_quantile <= 1:
@@ -167,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_to", required=True, help="output .safetensors (written atomically)")
     p.add_argument("--dim", type=int, default=4, help="rank of Linear and 1x1-conv modules (default 4); alpha = rank")
     p.add_argument("--conv_dim", type=int, default=None, help="also extract 3x3 convs (LoCon) at this rank (default: not)")
-    p.add_argument("--clamp_quantile", type=float, default=0.99, help="clamp factor values to this quantile as kohya does; 1 = no clamping")
-    p.add_argument("--min_diff", type=float, default=0.01, help="text encoders are extracted only if a weight differs by more than this")
+    p.add_argument("--clamp_quantile", type=finite_float, default=0.99, help="clamp factor values to this quantile as kohya does; 1 = no clamping")
+    p.add_argument("--min_diff", type=finite_float, default=0.01, help="text encoders are extracted only if a weight differs by more than this")
     p.add_argument("--family", choices=("auto", "sd1", "sd2", "sdxl"), default="auto", help="base model family (default: detected)")
     p.add_argument("--sdxl", action="store_true", help="kohya's flag: the models are SDXL (detected anyway)")
     p.add_argument("--v2", action="store_true", help="kohya's flag: the models are SD2 (detected anyway)")
@@ -177,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="randomised SVD iterations for weights over 2048x2048 (0 = exact)")
     p.add_argument("--no_metadata", action="store_true", help="write only the ss_* fields (no modelspec)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

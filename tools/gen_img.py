@@ -20,7 +20,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 from library.train.sampling import SAMPLERS, parse_prompt_line, read_prompt_file  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 DEFAULT_SIZE = {"sd1": 512, "sd2": 512, "sdxl": 1024}
 
@@ -35,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--W", "--width", dest="width", type=int, default=None, help="image width (default 512, SDXL 1024)")
     p.add_argument("--H", "--height", dest="height", type=int, default=None, help="image height (default 512, SDXL 1024)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (kohya default 50)")
-    p.add_argument("--scale", type=float, default=7.5, help="CFG guidance scale; 1 or less turns CFG off")
+    p.add_argument("--scale", type=finite_float, default=7.5, help="CFG guidance scale; 1 or less turns CFG off")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image; later images take seed+1, ... (random if unset)")
     p.add_argument("--sampler", default="ddim", type=str.lower, choices=list(SAMPLERS), help="scheduler (kohya names)")
     p.add_argument("--images_per_prompt", type=int, default=1)
     p.add_argument("--network_module", nargs="*", default=None, help="accepted for kohya commands; only networks.lora is supported")
     p.add_argument("--network_weights", nargs="*", default=[], help="LoRA files applied to every prompt")
-    p.add_argument("--network_mul", nargs="*", type=float, default=[], help="one weight per --network_weights file (default 1.0)")
+    p.add_argument("--network_mul", nargs="*", type=finite_float, default=[], help="one weight per --network_weights file (default 1.0)")
     p.add_argument("--network_merge", action="store_true", help="merge --network_weights into the model once instead of hooking")
     p.add_argument("--lora_dir", default=None, help="folder searched (with subfolders) for <lora:name:w> tags, by file stem")
     p.add_argument("--v2", action="store_true", help="accepted for kohya commands; the family is detected from the file")
@@ -100,6 +102,7 @@ def run(args) -> list[Path]:
 
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 both given; pick one")
+    check_tool_output(args.outdir, [args.ckpt, args.from_file, *args.network_weights], "folder", option="--outdir")
     prompts = read_prompts(args)
     loras = global_loras(args)
     seed = args.seed if args.seed is not None else random.randint(0, 2**31 - 1)

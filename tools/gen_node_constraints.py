@@ -21,6 +21,11 @@ from importlib import metadata
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from library import atomic  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_REQUIREMENTS = os.path.join(ROOT, "custom_nodes", "lorasmith_trainer", "requirements.txt")
 OUTPUT = os.path.join(ROOT, "custom_nodes", "lorasmith_trainer", "constraints.txt")
@@ -88,9 +93,7 @@ def main(argv=None) -> int:
             print(f"{OUTPUT} is stale: run python tools/gen_node_constraints.py", file=sys.stderr)
             return 1
         return 0
-    with open(OUTPUT + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(OUTPUT + ".tmp", OUTPUT)
+    atomic.write_text(OUTPUT, text)
     print(f"wrote {OUTPUT}")
     return 0
 

@@ -15,6 +15,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from library import atomic  # noqa: E402
 from library.options import render_markdown  # noqa: E402
 
 DOC_PATH = os.path.join(ROOT, "docs", "options.md")
@@ -33,11 +34,7 @@ def main(argv=None) -> int:
             return 1
         print(f"{args.output} is up to date")
         return 0
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, args.output)
+    atomic.write_text(args.output, text, newline="\n")
     print(f"wrote {args.output}")
     return 0
 

@@ -13,11 +13,24 @@ import argparse
 import os
 import random
 
+import sys
+from pathlib import Path
+
 from PIL import Image, ImageDraw
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from library import atomic  # noqa: E402
 
 BACKGROUNDS = [("blue", (40, 70, 160)), ("green", (40, 130, 60)), ("grey", (120, 120, 120)), ("yellow", (220, 200, 60))]
 OTHER = [("square", (30, 30, 200)), ("triangle", (20, 160, 40)), ("square", (200, 200, 200)), ("triangle", (250, 140, 0))]
 SIZES = [(64, 64), (64, 80), (80, 64), (64, 64)]
+
+
+def _save_png(img: Image.Image, path: str) -> None:
+    with atomic.atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def draw(shape: str, colour, bg, size, rng: random.Random) -> Image.Image:
@@ -46,16 +59,14 @@ def main():
     os.makedirs(reg, exist_ok=True)
     for i in range(8):
         bg_name, bg = BACKGROUNDS[i % 4]
-        draw("circle", (210, 30, 30), bg, SIZES[i % 4], rng).save(os.path.join(train, f"{i:02d}.png"))
-        with open(os.path.join(train, f"{i:02d}.txt"), "w", encoding="utf-8") as f:
-            f.write(f"sks shape, red circle, {bg_name} background\n")
+        _save_png(draw("circle", (210, 30, 30), bg, SIZES[i % 4], rng), os.path.join(train, f"{i:02d}.png"))
+        atomic.write_text(os.path.join(train, f"{i:02d}.txt"), f"sks shape, red circle, {bg_name} background\n")
     for i in range(8):
         shape, colour = OTHER[i % 4]
         bg_name, bg = BACKGROUNDS[(i + 1) % 4]
-        draw(shape, colour, bg, SIZES[i % 4], rng).save(os.path.join(reg, f"{i:02d}.png"))
-        with open(os.path.join(reg, f"{i:02d}.txt"), "w", encoding="utf-8") as f:
-            f.write(f"shape, {shape}, {bg_name} background\n")
-    with open(os.path.join(args.out, "prompts.txt"), "w", encoding="utf-8") as f:
+        _save_png(draw(shape, colour, bg, SIZES[i % 4], rng), os.path.join(reg, f"{i:02d}.png"))
+        atomic.write_text(os.path.join(reg, f"{i:02d}.txt"), f"shape, {shape}, {bg_name} background\n")
+    with atomic.atomic_write(os.path.join(args.out, "prompts.txt"), "w") as f:
         f.write("# sample prompts, kohya syntax\n")
         f.write("sks shape, red circle, blue background --w 64 --h 64 --d 1 --s 8 --l 5\n")
         f.write("sks shape, green background --n blurry --w 64 --h 64 --d 2 --s 8 --l 5\n")

@@ -22,6 +22,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 
 PRECISIONS = ("float", "fp16", "bf16")
 
@@ -29,7 +31,7 @@ PRECISIONS = ("float", "fp16", "bf16")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, help="LoRA files (.safetensors) to merge")
-    p.add_argument("--ratios", nargs="+", type=float, default=None, help="one weight per LoRA (default 1.0 each; negatives allowed)")
+    p.add_argument("--ratios", nargs="+", type=finite_float, default=None, help="one weight per LoRA (default 1.0 each; negatives allowed)")
     p.add_argument("--save_to", required=True, help="output .safetensors (written atomically)")
     p.add_argument("--sd_model", default=None, help="base checkpoint or diffusers folder: merge the LoRAs into it; without it, LoRAs merge into one LoRA")
     p.add_argument("--save_precision", choices=PRECISIONS, default=None,
@@ -37,11 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="float", help="accepted for kohya commands; merging always computes in float32")
     p.add_argument("--new_rank", type=int, default=None, help="LoRA merge by SVD to this rank (default: exact merge, ranks add up)")
     p.add_argument("--new_conv_rank", type=int, default=None, help="SVD rank of 3x3 conv (LoCon) modules (default: --new_rank)")
-    p.add_argument("--clamp_quantile", type=float, default=0.99, help="SVD: clamp values to this quantile as kohya does; 1 = no clamping")
+    p.add_argument("--clamp_quantile", type=finite_float, default=0.99, help="SVD: clamp values to this quantile as kohya does; 1 = no clamping")
     p.add_argument("--concat", action="store_true", help="accepted for kohya commands; the exact rank-concatenating merge is the default")
     p.add_argument("--v2", action="store_true", help="accepted for kohya commands; the family is detected from the file")
     p.add_argument("--device", default="cpu", help="device for the SVD (e.g. cuda)")
     p.add_argument("--no_metadata", action="store_true", help="write only the minimum ss_network_* metadata")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -61,8 +64,6 @@ def merge_into_checkpoint(args) -> str:
     if args.new_rank is not None or args.new_conv_rank is not None:
         raise UserError("--new_rank/--new_conv_rank shape a merged LoRA; leave them out when merging into --sd_model")
     out = Path(args.save_to)
-    if Path(args.sd_model).exists() and out.exists() and out.resolve() == Path(args.sd_model).resolve():
-        raise UserError(f"--save_to {out}: is the --sd_model itself; write the merged model to a new file")
     save_dtype = _dtype(args.save_precision)
     model = load_base_model(args.sd_model, dtype=save_dtype)  # None keeps the file's dtype; deltas add in float32
     merge_loras_into_model(model, args.models, args.ratios)
@@ -93,9 +94,15 @@ def merge_loras(args) -> str:
     return f"wrote {args.save_to} ({len(tensors) // 3} modules, rank {ranks[0]}-{ranks[-1]}, {how})"
 
 
+def check_output(args) -> None:
+    """--save_to is never an input, nor an existing file of another kind (library.output_paths)."""
+    kind = "checkpoint" if args.sd_model else "lora"
+    check_tool_output(args.save_to, [*args.models, args.sd_model], kind, args.overwrite)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_reporting_user_errors(lambda: print(merge_into_checkpoint(args) if args.sd_model else merge_loras(args)), args.debug)
+    return run_reporting_user_errors(lambda: check_output(args) or print(merge_into_checkpoint(args) if args.sd_model else merge_loras(args)), args.debug)
 
 
 if __name__ == "__main__":

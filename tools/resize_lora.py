@@ -24,7 +24,9 @@ import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from networks import lora_svd  # noqa: E402
+from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import LoRAFileError, read_lora_file, save_lora_file  # noqa: E402
+from library.options.schema import finite_float  # noqa: E402
 
 PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -188,6 +190,7 @@ def _check_args(args) -> None:
     check_device(args.device)
     if not args.save_to.endswith(".safetensors"):
         raise UserError(f"--save_to {args.save_to}: LoRA files are written as .safetensors; use a name ending in .safetensors")
+    check_tool_output(args.save_to, [args.model], "lora", args.overwrite)
     if args.new_rank < 1 or (args.new_conv_rank is not None and args.new_conv_rank < 1):
         raise UserError("--new_rank and --new_conv_rank must be 1 or more")
     if args.dynamic_method and args.dynamic_param is None:
@@ -225,12 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new_conv_rank", type=int, default=None, help="rank of 3x3 conv (LoCon) modules (default: --new_rank)")
     p.add_argument("--dynamic_method", choices=lora_svd.DYNAMIC_METHODS, default=None,
                    help="pick each module's rank from its singular values (capped by --new_rank/--new_conv_rank)")
-    p.add_argument("--dynamic_param", type=float, default=None,
+    p.add_argument("--dynamic_param", type=finite_float, default=None,
                    help="sv_ratio: keep S > S[0]/param; sv_fro: keep this fraction of the Frobenius norm; sv_cumulative: of sum(S)")
     p.add_argument("--save_precision", choices=tuple(PRECISIONS), default=None, help="dtype of the output (default: the input's)")
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="accepted for kohya commands; the SVD here is always exact and cheap")
     p.add_argument("--verbose", action="store_true", help="print each module's retained singular values")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

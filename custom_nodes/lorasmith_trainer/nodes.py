@@ -19,12 +19,11 @@ import gc
 import json
 import multiprocessing
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 from library.errors import UserError
-from library.output_names import check_output_name
+from library.output_paths import check_output_name
 
 from .locate import REPO_ROOT
 
@@ -116,8 +115,9 @@ def preset_names() -> list:
 
 
 def check_name(value: str, what: str, folder: str | None = None) -> str:
-    """A plain file/folder name that stays inside ``folder`` (library.output_names decides); UserError otherwise."""
-    return check_output_name(value, what, folder)
+    """A plain file/folder name that stays inside ``folder`` (library.output_paths decides); UserError otherwise.
+    Surrounding spaces, easy to type into a node's text box, are dropped first."""
+    return check_output_name("" if value is None else str(value).strip(), folder=folder, what=what)
 
 
 def lora_stem(lora_name: str, folder: str | None = None) -> str:
@@ -145,8 +145,12 @@ def resolve_dataset(use_custom_dataset: bool, dataset_path: str, logs_dir: str) 
             raise UserError("dataset_path is empty but use_custom_dataset is on; give your dataset folder, or turn "
                             "use_custom_dataset off to train on the bundled demo images")
         target = Path(logs_dir) / DEMO_COPY
-        if not target.is_dir():
-            shutil.copytree(DEMO_IMAGES, target)
+        if not target.is_dir():  # copied whole under a temporary name, then renamed: never a half demo
+            from library import atomic
+
+            shutil.rmtree(atomic.temp_name(str(target)), ignore_errors=True)
+            shutil.copytree(DEMO_IMAGES, atomic.temp_name(str(target)))
+            atomic.replace(atomic.temp_name(str(target)), str(target))
         return {"train_data_dir": str(target)}
     p = Path(path).expanduser()
     if not p.exists():
@@ -159,8 +163,9 @@ def resolve_dataset(use_custom_dataset: bool, dataset_path: str, logs_dir: str) 
             raise UserError(f"dataset_path {path} is a file; give a dataset folder (docs/datasets.md) or a .parquet file")
         os.makedirs(logs_dir, exist_ok=True)
         config = Path(logs_dir) / PARQUET_CONFIG
-        config.write_text(f"[[datasets]]\n[[datasets.subsets]]\nimage_dir = {json.dumps(str(p.resolve()))}\n",
-                          encoding="utf-8")
+        from library import atomic
+
+        atomic.write_text(str(config), f"[[datasets]]\n[[datasets.subsets]]\nimage_dir = {json.dumps(str(p.resolve()))}\n")
         return {"dataset_config": str(config)}
     return {"train_data_dir": str(p)}
 
@@ -248,22 +253,13 @@ def place_final(src: str, dst: str) -> str:
         check_final_target(dst)  # again: something may have taken the name during a long run
     except UserError as e:
         raise UserError(f"{e} — the trained LoRA is intact at {src}") from None
-    folder, name = os.path.split(dst)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")  # hidden, new, not a model extension
-    try:
-        # O_EXCL: never write through a file or link that is already there; mode 0o666 under the umask
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+    from library.atomic import atomic_write
+
+    try:  # the one atomic writer: temporary name in the folder, fsync, the umask's mode, rename
+        with atomic_write(dst, "wb", make_folder=False) as out, open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            raise UserError(_copy_failed(e, src, dst)) from None
-        raise
+    except OSError as e:
+        raise UserError(_copy_failed(e, src, dst)) from None
     return dst
 
 
@@ -282,10 +278,9 @@ def write_options_file(args, script: str, path: str) -> str:
 
     header = (f"options of a LoRATrainer (ComfyUI) run; repeat or continue it with:\n"
               f"  python {script}.py --config_file {path} [--resume <a *-state folder next to this file>]")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(config_text(vars(args), header))
-    os.replace(path + ".tmp", path)
+    from library.atomic import write_text
+
+    write_text(path, config_text(vars(args), header))
     return path
 
 

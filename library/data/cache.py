@@ -10,7 +10,7 @@ like kohya) with float32 ``latents`` [C, h, w], ``latents_flipped`` (with flip_a
 [w, h], ``crop_ltrb``, plus ``lorasmith_key``: a JSON string of the caller's ``cache_key`` (model hash,
 VAE dtype, ...) and the entry's own facts (bucket, resized size, crop, flip, image size+mtime).
 An entry whose key differs in anything is rebuilt, never reused; an unreadable file is rebuilt with a
-warning. Files are written to a temporary name and renamed into place (``os.replace``), so a crash never
+warning. Files are written to a temporary name and renamed into place (library.atomic), so a crash never
 leaves a half-written cache under the real name.
 
 Encoding: images are decoded and resized on worker threads while the VAE encodes batches of
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,9 +36,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from library.atomic import atomic_write
+
 from .buckets import crop_offsets
 from .errors import DatasetError
 from .images import prepare_pixels, to_tensor
+from .masks import mask_fingerprint, prepare_mask
 from .records import ImageRecord
 
 logger = logging.getLogger("lorasmith.data")
@@ -55,20 +57,9 @@ def key_json(key: Mapping) -> str:
 
 
 def write_npz_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``arrays`` to ``path`` through the atomic writer (unique temp: ranks may share a folder)."""
+    with atomic_write(path, "wb", unique=True) as f:
+        np.savez(f, **arrays)
 
 
 def read_entry(path: str, expected_key: Mapping) -> Tuple[str, Optional[Dict[str, np.ndarray]]]:
@@ -123,6 +114,7 @@ def latent_cache_for(options, datasets, encode, cache_key: Mapping, arch: str = 
     return LatentCache(
         encode, cache_key, to_disk=options.cache_latents_to_disk, arch=arch, vae_batch_size=options.vae_batch_size,
         num_workers=num_workers, stop_on_bad_image=options.stop_on_bad_image, progress=progress,
+        masks=bool(getattr(options, "masked_loss", False)),
     )
 
 
@@ -191,6 +183,7 @@ class LatentCache:
         num_workers: int = 2,
         stop_on_bad_image: bool = False,
         progress: bool = True,
+        masks: bool = False,
     ):
         if arch not in ("sd", "sdxl"):
             raise ValueError("arch must be 'sd' or 'sdxl'")
@@ -199,6 +192,9 @@ class LatentCache:
         self.vae_batch_size, self.num_workers = max(1, vae_batch_size), max(1, num_workers)
         self.stop_on_bad_image, self.progress = stop_on_bad_image, progress
         self.memory: Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        # masked_loss: each entry also holds its loss mask [H, W] at bucket size (unflipped), kohya's "alpha_mask"
+        self.masks = masks
+        self.mask_memory: Dict[str, torch.Tensor] = {}
         self.failed: List[str] = []
 
     def disk_path(self, rec: ImageRecord) -> str:
@@ -216,6 +212,7 @@ class LatentCache:
             "crop": [left, top],
             "flip": bool(rec.subset.flip_aug),
             "image": rec.fingerprint(),
+            **({"mask": mask_fingerprint(rec)} if self.masks else {}),
         }
 
     def cache(self, records: Sequence[ImageRecord], *, rank: int = 0, world_size: int = 1) -> CacheStats:
@@ -238,6 +235,8 @@ class LatentCache:
     def _load(self, rec: ImageRecord):
         try:
             px = prepare_pixels(rec.source(), rec.bucket_reso, name=rec.display_name, interpolation=rec.subset.resize_interpolation)
+            if self.masks:  # travels with the pixels to _write / mask_memory
+                px.mask = prepare_mask(rec, px.resized_size, px.crop_left_top, rec.bucket_reso)
             return px, None
         except (DatasetError, OSError) as e:
             return None, e
@@ -285,6 +284,8 @@ class LatentCache:
                 self._write(rec, px, lat, lat_f)
             else:
                 self.memory[rec.key] = (lat, lat_f)
+                if self.masks:
+                    self.mask_memory[rec.key] = torch.from_numpy(px.mask)
             stats.encoded += 1
 
     def _write(self, rec: ImageRecord, px, lat: torch.Tensor, lat_f: Optional[torch.Tensor]) -> None:
@@ -297,6 +298,8 @@ class LatentCache:
         }
         if lat_f is not None:
             arrays["latents_flipped"] = lat_f.numpy()
+        if self.masks:
+            arrays["alpha_mask"] = px.mask
         write_npz_atomic(self.disk_path(rec), arrays)
 
     def get(self, rec: ImageRecord, flipped: bool = False) -> torch.Tensor:
@@ -317,3 +320,17 @@ class LatentCache:
                 raise DatasetError(f"no flipped latents cached for {rec.display_name}; enable flip_aug before caching")
             return lat_f
         return lat
+
+    def get_mask(self, rec: ImageRecord, flipped: bool = False) -> torch.Tensor:
+        """The cached loss mask [H, W] of ``rec`` (masked_loss), flipped with its latents."""
+        if not self.to_disk:
+            if rec.key not in self.mask_memory:
+                raise DatasetError(f"no cached mask for {rec.display_name}; LatentCache(masks=True).cache() must run first")
+            mask = self.mask_memory[rec.key]
+        else:
+            path = self.disk_path(rec)
+            status, arrays = read_entry(path, self.entry_key(rec))
+            if status != "ok" or "alpha_mask" not in arrays:
+                raise DatasetError(f"latent cache {path} has no valid mask; run latent caching again (cache_latents_to_disk)")
+            mask = torch.from_numpy(arrays["alpha_mask"])
+        return torch.flip(mask, dims=[1]) if flipped else mask

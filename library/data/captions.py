@@ -3,10 +3,18 @@
 Why: captions are where most silent dataset mistakes hide (wrong extension, wrong encoding, empty
 files), and the per-step processing must be reproducible for a given (seed, epoch, index).
 
-Reading (``read_caption_file``): UTF-8 (a UTF-8 BOM is dropped; a UTF-16 file with a BOM is decoded);
-blank lines are ignored; the first non-blank line is the caption, or all lines joined by "\\n" with
-``enable_wildcard`` (one is picked at random per step, as kohya does). A file that is not valid UTF-8 is
-an error naming the file and the bad byte: guessing an encoding would train on garbled text.
+Reading (``read_caption_file``):
+- Encoding: UTF-8, or what a byte-order mark says (UTF-8, UTF-16 LE/BE, UTF-32 LE/BE; the mark is
+  dropped). A file that is not valid UTF-8 is an error naming the file and the bad byte, and so is text
+  holding NUL or other control characters (UTF-16 saved without a mark decodes as ``s\\x00k\\x00s``):
+  guessing an encoding would train on garbled text.
+- Size: a caption file over ``MAX_CAPTION_BYTES`` (1 MiB) is refused; one that is not a regular file
+  (a FIFO, a device) is never opened for a blocking read.
+- Lines: only ``\\n``, ``\\r\\n`` and ``\\r`` end a line (as kohya's text-mode read). Unicode line and
+  paragraph separators (U+2028, U+2029), NEL (U+0085), tabs, vertical tabs and form feeds are spaces
+  inside the line, so they never cut a caption. Blank lines are ignored; the caption is the first
+  non-blank line (kohya takes the first line even when it is blank), or all non-blank lines joined by
+  "\\n" with ``enable_wildcard`` (one is picked at random per step, as kohya does).
 
 Processing (``process_caption``), kohya's order:
 1. ``caption_prefix`` + " " + caption + " " + ``caption_suffix``
@@ -24,15 +32,15 @@ literal separator to the text encoder when shuffling is off). Empty tags ("a,,b"
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from typing import Dict, Iterable, Optional
 
 from .errors import DatasetError
+from .files import FileTooLarge, NotARegularFile, read_regular
 from .params import SubsetParams
 
-_O_RDONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+MAX_CAPTION_BYTES = 1024 * 1024
 _WILDCARD = re.compile(r"\{([^{}]+)\}")
 
 
@@ -40,48 +48,72 @@ def read_caption_file(path: str, enable_wildcard: bool = False, data: Optional[b
     """Caption text of one file ("" when it is empty or blank); DatasetError when not decodable."""
     if data is None:
         try:
-            data = _read_bytes(path)
+            data = read_regular(path, MAX_CAPTION_BYTES)
+        except NotARegularFile as e:
+            raise DatasetError(f"caption file {e}; remove it or replace it with a text file") from None
+        except FileTooLarge as e:
+            raise DatasetError(f"caption file {e} for a caption; is it the right file? A caption is a line of "
+                               "text next to its image") from None
         except OSError as e:
             raise DatasetError(f"cannot read caption file {path}: {e.strerror or e}") from None
-    text = decode_caption_bytes(data, path)
-    lines = [line.strip() for line in text.splitlines()]
+    if len(data) > MAX_CAPTION_BYTES:
+        raise DatasetError(f"caption file {path} has {len(data):,} bytes, more than the {MAX_CAPTION_BYTES:,} allowed "
+                           "for a caption; is it the right file?")
+    lines = [line.strip() for line in caption_lines(decode_caption_bytes(data, path))]
     lines = [line for line in lines if line]
     if not lines:
         return ""
     return "\n".join(lines) if enable_wildcard else lines[0]
 
 
-def _read_bytes(path: str) -> bytes:
-    """Whole file with raw os calls (several times cheaper than open() for 100k small files)."""
-    fd = os.open(path, _O_RDONLY)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            chunks.append(chunk)
-            if len(chunk) < 1 << 16:  # short read on a regular file: end of file
-                return b"".join(chunks)
-    finally:
-        os.close(fd)
+_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"),
+)
+_SPACES = str.maketrans({c: " " for c in "\t\v\f\x85\u2028\u2029"})
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+
+
+def caption_lines(text: str) -> list:
+    """Lines split only at \\n, \\r\\n and \\r; other separators and tabs become spaces."""
+    return _LINE_ENDS.split(text.translate(_SPACES))
 
 
 def decode_caption_bytes(data: bytes, path: str) -> str:
-    """UTF-8 (BOM dropped) or BOM-marked UTF-16; anything else is a DatasetError naming the byte."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError as e:
-            raise DatasetError(f"caption file {path} starts with a UTF-16 mark but is not valid UTF-16 ({e.reason}); re-save it as UTF-8") from None
+    """UTF-8, or the encoding a byte-order mark names; DatasetError naming the file otherwise.
+
+    Decoded text holding NULs or other control characters is an error too: it is almost always UTF-16
+    saved without a mark, or a binary file with a caption's extension.
+    """
+    encoding = "utf-8"
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            data, encoding = data[len(bom):], name
+            break
     try:
-        return data.decode("utf-8")
+        text = data.decode(encoding)
     except UnicodeDecodeError as e:
+        if encoding != "utf-8":
+            raise DatasetError(f"caption file {path} starts with a {encoding.upper()} mark but is not valid "
+                               f"{encoding.upper()} ({e.reason}); re-save it as UTF-8") from None
         bad = data[e.start : e.start + 1].hex()
         raise DatasetError(
             f"caption file {path} is not UTF-8 (byte 0x{bad} at offset {e.start}); "
             "re-save it as UTF-8 (in most editors: Save As -> Encoding: UTF-8)"
         ) from None
+    hint = "it looks like UTF-16 saved without a byte-order mark; " if encoding == "utf-8" else ""
+    return check_caption_text(text, f"caption file {path}", hint)
+
+
+def check_caption_text(text: str, where: str, hint: str = "") -> str:
+    """``text`` unchanged, or DatasetError naming ``where`` when it holds NULs or other control characters."""
+    bad = _CONTROL.search(text)
+    if bad:
+        what = "NUL characters" if bad.group() == "\x00" else f"the control character {bad.group()!r}"
+        hint = hint if bad.group() == "\x00" else ""
+        raise DatasetError(f"{where} holds {what} (at character {bad.start()}); {hint}re-save it as UTF-8 text")
+    return text
 
 
 def caption_rng(seed: int, epoch: int, index: int) -> random.Random:

@@ -23,6 +23,7 @@ current epoch; ``ds[(epoch, i)]`` of any epoch. A batch is a dict:
 - ``original_sizes_hw``, ``crop_top_lefts``, ``target_sizes_hw``: int64 [B, 2] (SDXL conditioning)
 - ``flipped``, ``is_reg``: lists of B bools; ``image_keys``: list of B record keys
 - ``text_encoder_outputs``: dict of [B, ...] tensors from a ``TextEncoderOutputCache``, or None
+- ``masks``: float32 [B, 1, H, W] loss masks in [0, 1] (``masks=True``, i.e. masked_loss; masks.py), or None
 
 Per epoch the items of each bucket (image x repeats) are shuffled and cut into batches (the last
 batch of a bucket may be short, as in kohya), then all batches of all datasets are shuffled, using
@@ -45,6 +46,7 @@ from .cache import latent_caching_blockers  # noqa: F401  (re-exported: the loop
 from .captions import caption_rng, process_caption
 from .errors import DatasetError
 from .images import color_aug, prepare_pixels, to_tensor
+from .masks import prepare_mask
 from .prepare import PreparedDataset
 from .records import ImageRecord
 from .text_cache import static_caption
@@ -64,8 +66,10 @@ class TrainDataset(torch.utils.data.Dataset):
         latent_cache=None,
         text_cache=None,
         stop_on_bad_image: bool = False,
+        masks: bool = False,
     ):
         self.datasets = list(datasets)
+        self.masks = masks
         self.seed = int(seed)
         self.latent_cache = latent_cache
         self.text_cache = text_cache
@@ -146,12 +150,16 @@ class TrainDataset(torch.utils.data.Dataset):
         if self.latent_cache is not None:
             out["latents"] = self.latent_cache.get(rec, flipped)
             crop = crop_offsets(rec.resized_size, rec.bucket_reso)
+            if self.masks:
+                out["mask"] = self.latent_cache.get_mask(rec, flipped)
         else:
             px, rec = self._pixels_with_fallback(ds, d, idx, aug)
             arr = color_aug(px.array, aug) if rec.subset.color_aug else px.array
             if flipped:
                 arr = arr[:, ::-1]
             out["image"], out["rec"], crop = to_tensor(arr), rec, px.crop_left_top
+            if self.masks:
+                out["mask"] = torch.from_numpy(prepare_mask(rec, px.resized_size, px.crop_left_top, rec.bucket_reso, flipped))
         rec = out["rec"]
         out["size_cond"] = size_conditioning(rec.size, rec.resized_size, rec.bucket_reso, crop, flipped)
         if self.text_cache is not None:
@@ -204,6 +212,7 @@ class TrainDataset(torch.utils.data.Dataset):
             "is_reg": [s["rec"].is_reg for s in samples],
             "image_keys": [s["rec"].key for s in samples],
             "text_encoder_outputs": te,
+            "masks": torch.stack([s["mask"] for s in samples]).unsqueeze(1).float() if "mask" in samples[0] else None,
         }
 
     # ---- info -------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ from typing import Any, Dict, List, Optional
 from .errors import DatasetError, Issues
 from .folders import discover_repeat_folders, is_image_name
 from .layouts import detect_layout
+from ..options.definitions import BY_NAME, MAX_REPEATS
+from ..options.schema import format_value
+from ..vocabulary import INTERPOLATIONS
 from .params import DATA_LAYOUTS, SUBSET_LAYOUTS, DataOptions, DatasetParams, SubsetParams, parse_resolution
 
 _BOOL, _INT, _FLOAT, _STR = "bool", "int", "float", "str"
@@ -35,7 +38,11 @@ DATASET_KEYS = {
     "bucket_reso_steps": _INT,
     "bucket_no_upscale": _BOOL,
     "prior_loss_weight": _FLOAT,
+    "validation_split": _FLOAT,
+    "validation_seed": _INT,
 }
+# dataset-level keys kohya refuses inside a [[datasets.subsets]] table
+DATASET_ONLY_KEYS = ("validation_split", "validation_seed")
 # keys a subset inherits from its dataset and [general]
 INHERITED_SUBSET_KEYS = {
     "num_repeats": _INT,
@@ -56,6 +63,8 @@ INHERITED_SUBSET_KEYS = {
     "color_aug": _BOOL,
     "random_crop": _BOOL,
     "resize_interpolation": _STR,
+    "alpha_mask": _BOOL,
+    "conditioning_data_dir": _STR,
     "caption_column": _STR,
     "image_column": _STR,
     "layout": _STR,
@@ -64,11 +73,11 @@ INHERITED_SUBSET_KEYS = {
 SUBSET_ONLY_KEYS = {"image_dir": _STR, "is_reg": _BOOL, "metadata_file": _STR, "instance_prompt": _STR, "class_prompt": _STR}
 IGNORED_KOHYA_KEYS = {
     "face_crop_aug_range", "token_warmup_min", "token_warmup_step", "network_multiplier", "cache_info",
-    "alpha_mask", "custom_attributes", "validation_seed", "validation_split", "sample_ratio",
-    "conditioning_data_dir", "max_token_length", "debug_dataset",
+    "custom_attributes", "sample_ratio", "max_token_length", "debug_dataset",
 }
 CLI_TO_CONFIG = {"train_batch_size": "batch_size", "dataset_repeats": "num_repeats"}
-_INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
+_CONFIG_TO_CLI = {v: k for k, v in CLI_TO_CONFIG.items()}
+_INTERPOLATIONS = INTERPOLATIONS
 
 
 def load_config_file(path: str) -> dict:
@@ -104,6 +113,14 @@ def _check_table(table: Any, allowed: Dict[str, str], where: str, path: str, iss
     return table
 
 
+def _refuse_dataset_keys(subset_table: Any, where: str, path: str) -> None:
+    """kohya splits whole datasets, never single subsets: a subset-level split key is a mistake."""
+    for key in DATASET_ONLY_KEYS:
+        if isinstance(subset_table, dict) and key in subset_table:
+            raise DatasetError(f"{path}: {where}: {key} is a dataset-level key (as in kohya); move it to its "
+                               "[[datasets]] table or to [general]")
+
+
 def _check_type(key, value, kind, where, path) -> None:
     ok = {
         _BOOL: isinstance(value, bool),
@@ -116,11 +133,22 @@ def _check_type(key, value, kind, where, path) -> None:
         example = {_BOOL: "true", _INT: "10", _FLOAT: "0.1", _STR: '".txt"'}[kind]
         raise DatasetError(f"{path}: {where}: {key} must be a {kind} (like {key} = {example}), got {value!r}")
     if kind == "resolution":
-        parse_resolution(value, f"{path}: {where}: resolution")
+        value = parse_resolution(value, f"{path}: {where}: resolution")
+    problem = _range_problem(key, value)
+    if problem:
+        raise DatasetError(f"{path}: {where}: {key} {problem}, got {format_value(value)}")
     if key == "layout" and value not in SUBSET_LAYOUTS:
         raise DatasetError(f"{path}: {where}: layout must be one of {', '.join(SUBSET_LAYOUTS)}, got {value!r}")
     if key == "resize_interpolation" and value not in _INTERPOLATIONS:
         raise DatasetError(f"{path}: {where}: resize_interpolation must be one of {', '.join(_INTERPOLATIONS)}")
+
+
+def _range_problem(key: str, value: Any) -> Optional[str]:
+    """The options schema's range (and nan/inf) check for a dataset key; num_repeats 0 skips a subset."""
+    if key == "num_repeats":
+        return None if 0 <= value <= MAX_REPEATS else f"must be between 0 and {MAX_REPEATS}"
+    option = BY_NAME.get(_CONFIG_TO_CLI.get(key, key))
+    return option.range_error(value) if option is not None else None
 
 
 def _cli_values(options: DataOptions) -> dict:
@@ -170,6 +198,9 @@ def _dataset_from(chain: List[dict], subsets: List[SubsetParams], where: str) ->
     base = DatasetParams()
     values = {f.name: _lookup(f.name, chain, getattr(base, f.name)) for f in fields(DatasetParams) if f.name != "subsets"}
     values["resolution"] = parse_resolution(values["resolution"], f"{where}: resolution")
+    if not 0 <= values["validation_split"] < 1:
+        raise DatasetError(f"{where}: validation_split must be at least 0 and below 1 (0.1 holds out 10% of the images), "
+                           f"got {values['validation_split']}")
     return DatasetParams(subsets=subsets, **values)
 
 
@@ -194,6 +225,7 @@ def datasets_from_config(config: dict, path: str, options: Optional[DataOptions]
         subsets = []
         for j, sub in enumerate(subsets_cfg, 1):
             swhere = f"[[datasets.subsets]] #{j} of {where}"
+            _refuse_dataset_keys(sub, swhere, path)
             _check_table(sub, {**INHERITED_SUBSET_KEYS, **SUBSET_ONLY_KEYS}, swhere, path, issues)
             if "image_dir" not in sub and "metadata_file" not in sub:
                 raise DatasetError(f"{path}: {swhere} needs image_dir (a folder of images) or metadata_file")

@@ -26,8 +26,10 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
+from ..options.definitions import MAX_REPEATS
 from .captions import read_caption_file
 from .errors import DatasetError, Issues
+from .files import is_regular_file
 from .params import SubsetParams
 from .records import ImageRecord
 
@@ -52,15 +54,24 @@ def parse_folder_name(name: str) -> Optional[Tuple[int, str]]:
         return None
 
 
-def _scan(folder: str) -> Tuple[List[str], List[str]]:
-    """(file names, subfolder names) of one folder, sorted; hidden entries skipped."""
+def _scan(folder: str, specials: Optional[List[str]] = None) -> Tuple[List[str], List[str]]:
+    """(regular file names, subfolder names) of one folder, sorted; hidden entries skipped.
+
+    FIFOs, devices, sockets and broken links are left out (reading a FIFO blocks forever); their
+    paths go to ``specials`` for a warning.
+    """
     files, dirs = [], []
     with os.scandir(folder) as it:
         for entry in it:
             if entry.name.startswith("."):
                 continue
             try:
-                (dirs if entry.is_dir() else files).append(entry.name)
+                if entry.is_dir():
+                    dirs.append(entry.name)
+                elif entry.is_file():
+                    files.append(entry.name)
+                elif specials is not None:
+                    specials.append(entry.path)
             except OSError:
                 continue
     return sorted(files), sorted(dirs)
@@ -97,6 +108,9 @@ def discover_repeat_folders(root: str, is_reg: bool, issues: Issues) -> List[Tup
             )
             continue
         repeats, tokens = parsed
+        if repeats > MAX_REPEATS:
+            raise DatasetError(f"folder {path}: {repeats} repeats is more than {MAX_REPEATS}; one epoch would not fit "
+                               "in memory. Rename it with fewer repeats (and train more epochs)")
         if repeats < 1:
             issues.warning("folder_zero_repeats", f"folder {path} is skipped: repeats {repeats} is less than 1", path)
             continue
@@ -114,9 +128,13 @@ def discover_repeat_folders(root: str, is_reg: bool, issues: Issues) -> List[Tup
     return found
 
 
-def list_images(folder: str, recursive: bool = False) -> Tuple[List[str], List[str], List[str]]:
-    """(image paths relative to ``folder``, other file names of the top folder, subfolders holding unused images)."""
-    files, dirs = _scan(folder)
+def list_images(folder: str, recursive: bool = False, specials: Optional[List[str]] = None
+                ) -> Tuple[List[str], List[str], List[str]]:
+    """(image paths relative to ``folder``, other file names of the top folder, subfolders holding unused images).
+
+    Entries that are not regular files (FIFOs, devices, sockets) are never listed; see ``_scan``.
+    """
+    files, dirs = _scan(folder, specials)
     images = [n for n in files if is_image_name(n)]
     others = [n for n in files if not is_image_name(n)]
     unused_dirs = []
@@ -126,7 +144,13 @@ def list_images(folder: str, recursive: bool = False) -> Tuple[List[str], List[s
             for dirpath, dirnames, filenames in os.walk(sub):
                 dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
                 rel = os.path.relpath(dirpath, folder)
-                images += [os.path.join(rel, n) for n in filenames if is_image_name(n) and not n.startswith(".")]
+                for n in filenames:
+                    if not is_image_name(n) or n.startswith("."):
+                        continue
+                    if is_regular_file(os.path.join(dirpath, n)):
+                        images.append(os.path.join(rel, n))
+                    elif specials is not None:
+                        specials.append(os.path.join(dirpath, n))
         elif count_images(sub):
             unused_dirs.append(sub)
     return sorted(images), others, unused_dirs
@@ -146,7 +170,16 @@ def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]
     if not os.path.isdir(folder):
         raise DatasetError(f"image_dir {folder} is a file, not a folder")
 
-    images, others, unused_dirs = list_images(folder, subset.recursive)
+    specials: List[str] = []
+    images, others, unused_dirs = list_images(folder, subset.recursive, specials)
+    if specials:
+        issues.warning(
+            "not_a_regular_file",
+            f"{len(specials)} entries in {folder} are not regular files (FIFOs, devices, sockets or broken links) "
+            f"and are skipped: {', '.join(os.path.basename(p) for p in specials[:_SHOW])}",
+            folder,
+            len(specials),
+        )
     for sub in unused_dirs:
         issues.warning(
             "nested_images_unused",

@@ -17,6 +17,7 @@ import glob
 import os
 from typing import List, Optional
 
+from .captions import caption_lines, check_caption_text
 from .errors import DatasetError, Issues
 from .params import SubsetParams
 from .records import ImageRecord
@@ -138,8 +139,9 @@ def scan_hf_dataset(subset: SubsetParams, issues: Issues) -> List[ImageRecord]:
         if not caption:
             missing += subset.fixed_caption is None
             caption = fallback
-        if not subset.enable_wildcard:
-            caption = caption.split("\n")[0]
+        check_caption_text(caption, f"{location} row {row} {subset.caption_column!r}")
+        lines = [line.strip() for line in caption_lines(caption) if line.strip()]
+        caption = "\n".join(lines) if subset.enable_wildcard else (lines[0] if lines else "")
         records.append(
             ImageRecord(
                 key=f"{os.path.abspath(folder)}#{prefix}{row}",

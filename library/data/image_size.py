@@ -4,9 +4,15 @@ Why: bucketing needs every image's size before training starts, and a 100,000-im
 seconds. PNG, JPEG, WebP, BMP and GIF headers are parsed here directly (a few dozen bytes each); any
 other format falls back to ``PIL.Image.open(...).size``, which also reads the header only.
 
-JPEG EXIF orientation 5-8 (a phone photo held upright) swaps width and height, because
-``images.load_image`` applies the EXIF rotation when it decodes. kohya ignores EXIF and trains such
-photos sideways; we do not.
+EXIF orientation 5-8 (a phone photo held upright) swaps width and height, because
+``images.load_image`` applies the EXIF rotation when it decodes: read from JPEG APP1 and PNG eXIf
+chunks here, and through PIL for WebP files that carry EXIF. kohya ignores EXIF and trains such photos
+sideways; we do not.
+
+Sizes a training image can never have are refused here, naming the file, so the scan (and the
+preflight) skips them instead of training crashing later: more than ``MAX_PIXELS`` pixels, or an aspect
+ratio beyond ``MAX_ASPECT`` (a 65000x1 strip resized to cover a 512 bucket would need 33 million x 512
+pixels, gigabytes).
 """
 
 from __future__ import annotations
@@ -17,12 +23,26 @@ import struct
 from typing import BinaryIO, Tuple, Union
 
 from .errors import DatasetError
+from .files import NotARegularFile, read_regular
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
 # JPEG start-of-frame markers carrying the frame size (not DHT C4, JPG C8, DAC CC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}
+MAX_PIXELS = 178_956_970  # where PIL itself refuses to decode (a decompression bomb)
+MAX_ASPECT = 20  # long side / short side
+
+
+def check_trainable_size(w: int, h: int, name: str) -> Tuple[int, int]:
+    """(w, h) unchanged, or DatasetError naming the file when no bucket can hold it sanely."""
+    if w * h > MAX_PIXELS:
+        raise DatasetError(f"image {name} is {w}x{h} = {w * h:,} pixels, more than the {MAX_PIXELS:,} that can be "
+                           "decoded safely; downscale it or remove it")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise DatasetError(f"image {name} is {w}x{h}, an aspect ratio over {MAX_ASPECT}:1: resizing it to cover a "
+                           "bucket would need gigabytes; crop it to a sane shape or remove it")
+    return w, h
 
 
 class _HeaderError(Exception):
@@ -34,25 +54,27 @@ def read_image_size(source: Source) -> Tuple[int, int]:
     name = "<in-memory image>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return _read(io.BytesIO(bytes(source)))
-        return _read_path(source)
+            w, h = _read(io.BytesIO(bytes(source)))
+        else:
+            w, h = _read_path(source)
     except FileNotFoundError:
         raise DatasetError(f"image file not found: {name}") from None
+    except NotARegularFile as e:
+        raise DatasetError(f"image {e}; it is skipped (remove it from the dataset)") from None
     except (OSError, _HeaderError, struct.error, ValueError) as e:
         raise DatasetError(f"cannot read the image header of {name} ({e}); the file is damaged or not an image") from None
+    return check_trainable_size(w, h, name)
 
 
 _HEAD = 4096
-_O_RDONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
 
 def _read_path(path) -> Tuple[int, int]:
-    """Read the first 4 KiB with one os.read (a third of the cost of open()); most headers fit."""
-    fd = os.open(path, _O_RDONLY)
-    try:
-        head = os.read(fd, _HEAD)
-    finally:
-        os.close(fd)
+    """Read the first 4 KiB with raw os calls (a third of the cost of open()); most headers fit.
+
+    Opened without blocking and refused unless a regular file: a FIFO named like an image would hang.
+    """
+    head = read_regular(path, _HEAD, head=True)
     try:
         return _read(io.BytesIO(head))
     except (_HeaderError, struct.error):
@@ -71,10 +93,14 @@ def _read(f: BinaryIO) -> Tuple[int, int]:
         if head[12:16] != b"IHDR":
             raise _HeaderError("PNG without IHDR chunk")
         w, h = struct.unpack(">II", head[16:24])
+        if _png_orientation(f) in _ROTATED_ORIENTATIONS:
+            w, h = h, w
         return _checked(w, h)
     if head.startswith(b"\xff\xd8"):
         return _jpeg_size(f)
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        if head[12:16] == b"VP8X" and head[20] & 0x08:  # carries EXIF, usually after the image data
+            return _pil_size(f)
         return _webp_size(head + f.read(32))
     if head.startswith(b"BM"):
         return _bmp_size(head)
@@ -150,6 +176,29 @@ def _exif_orientation(tiff: bytes) -> int:
     except struct.error:
         pass
     return 1
+
+
+def _png_orientation(f: BinaryIO) -> int:
+    """EXIF orientation of a PNG's eXIf chunk before the image data (1 when none); reads chunk by chunk."""
+    if isinstance(f, io.BytesIO):  # the usual case, the first 4 KiB in memory: one search instead of a walk
+        data = f.getvalue()
+        idat = data.find(b"IDAT", 8)
+        if idat >= 0 and data.find(b"eXIf", 8, idat) < 0:
+            return 1
+    f.seek(8)
+    while True:
+        header = f.read(8)
+        if len(header) < 8:
+            raise _HeaderError("PNG ended before its image data")
+        length, kind = struct.unpack(">I4s", header)
+        if kind in (b"IDAT", b"IEND"):
+            return 1
+        if kind == b"eXIf":
+            data = f.read(length)
+            if len(data) < length:
+                raise _HeaderError("PNG eXIf chunk truncated")
+            return _exif_orientation(data[6:] if data.startswith(b"Exif\x00\x00") else data)
+        f.seek(length + 4, os.SEEK_CUR)  # data and CRC
 
 
 def _webp_size(head: bytes) -> Tuple[int, int]:

@@ -4,7 +4,9 @@ Why: the torch Dataset and the latent cache must turn an image into exactly the 
 pixels, so both call ``prepare_pixels``. Resizing follows kohya's default: area-style downscaling
 (PIL BOX; JPEGs are first reduced in the DCT domain with ``draft`` when at least 2x too large) and
 Lanczos upscaling; ``resize_interpolation`` picks another filter. Transparent images are flattened the
-way ``PIL.Image.convert("RGB")`` does (as kohya). EXIF rotation is applied (kohya does not).
+way ``PIL.Image.convert("RGB")`` does (as kohya). EXIF rotation is applied (kohya does not). Every PIL
+mode becomes 8-bit RGB by its real range (``to_rgb``): a 16-bit grey PNG is scaled from 0-65535, not
+clipped at 255 (which PIL's ``convert`` does, training it as a white image).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..vocabulary import INTERPOLATIONS
 from .buckets import cover_size, crop_offsets
 from .errors import DatasetError
 
-_FILTERS = {
+_PIL_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -30,6 +33,7 @@ _FILTERS = {
     "area": Image.Resampling.BOX,
     "box": Image.Resampling.BOX,
 }
+_FILTERS = {name: _PIL_FILTERS[name] for name in INTERPOLATIONS}  # every name of library.vocabulary
 
 
 @dataclass
@@ -63,13 +67,32 @@ def _decode(source, name: str, target: Optional[Tuple[int, int]]):
                 im.draft("RGB", (w, h))
         im.load()
         im = ImageOps.exif_transpose(im)
-        if im.mode == "P":
-            im = im.convert("RGBA")
-        return (im if im.mode == "RGB" else im.convert("RGB")), full
+        return to_rgb(im), full
     except DatasetError:
         raise
     except Exception as e:  # PIL raises many types for damaged files
         raise DatasetError(f"cannot decode image {name} ({type(e).__name__}: {e}); replace or remove the file") from None
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB of any PIL mode, scaled by the mode's range (16-bit and float greys included).
+
+    I;16* and I (how PIL opens 16-bit grey PNGs) are 0-65535; F is 0-1 when nothing exceeds 1, else
+    0-255. P and LA go through RGBA; alpha is dropped as ``convert("RGB")`` does (as kohya).
+    """
+    if im.mode in _SIXTEEN_BIT:
+        grey = np.asarray(im, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        grey = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if grey.size and grey.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.rint(grey * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("P", "PA", "LA"):
+        im = im.convert("RGBA")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def resize(im: Image.Image, size: Tuple[int, int], interpolation: Optional[str] = None) -> Image.Image:

@@ -14,12 +14,14 @@ Why: users arrive with data shaped for other trainers; each shape is read here i
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 from typing import List
 
-from .captions import read_caption_file
+from .captions import caption_lines, check_caption_text, read_caption_file
 from .errors import DatasetError, Issues
+from .files import is_regular_file
 from .folders import IMAGE_EXTENSIONS, count_images, is_image_name, parse_folder_name, scan_image_folder
 from .params import SubsetParams
 from .records import ImageRecord
@@ -85,15 +87,42 @@ def scan_subset(subset: SubsetParams, issues: Issues) -> List[ImageRecord]:
     raise DatasetError(f"unknown layout {layout!r} for subset {subset.name}; use one of images, metadata_jsonl, image_text_pairs, hf_dataset, kohya_json")
 
 
-def _record(path: str, caption: str, subset: SubsetParams) -> ImageRecord:
+def _record(path: str, caption: str, subset: SubsetParams, root: str) -> ImageRecord:
     return ImageRecord(
         key=os.path.abspath(path),
         path=path,
         caption=caption,
         subset=subset,
-        cache_stem=os.path.splitext(path)[0],
+        cache_stem=_cache_stem(path, root),
         num_repeats=subset.num_repeats,
     )
+
+
+OUTSIDE_CACHE_DIR = "_lorasmith_outside_cache"
+
+
+def is_inside(path: str, root: str) -> bool:
+    """True when ``path`` (lexically, after making both absolute) lies in ``root``."""
+    path, root = os.path.abspath(path), os.path.abspath(root)
+    return os.path.commonpath([path, root]) == root
+
+
+def _cache_stem(path: str, root: str) -> str:
+    """Caches sit next to the image, or for an image outside the dataset in a folder inside it."""
+    if is_inside(path, root):
+        return os.path.splitext(path)[0]
+    digest = hashlib.sha1(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(root, OUTSIDE_CACHE_DIR, f"{digest}_{stem}")
+
+
+def check_inside(path: str, root: str, subset: SubsetParams, where: str) -> None:
+    """DatasetError when metadata names an image outside the dataset folder, unless the user allowed it."""
+    if subset.allow_paths_outside_dataset or is_inside(path, root):
+        return
+    raise DatasetError(f"{where} names {path}, which is outside the dataset folder {os.path.abspath(root)} "
+                       "(a ../ or absolute path); move the image into the folder, or pass "
+                       "--allow_paths_outside_dataset if the metadata is yours and means it")
 
 
 def _fallback(subset: SubsetParams) -> str:
@@ -123,15 +152,21 @@ def scan_metadata_jsonl(subset: SubsetParams, issues: Issues) -> List[ImageRecor
                 suggestion = difflib.get_close_matches(col, [k for k in row if k != "file_name"], 1)
                 hint = f' (did you mean caption_column = "{suggestion[0]}"?)' if suggestion else f" (keys: {', '.join(sorted(row))})"
                 raise DatasetError(f'{path} line {lineno} has no caption key "{col}"{hint}')
-            image_path = os.path.join(base, str(row["file_name"]))
+            if not isinstance(row["file_name"], str) or not row["file_name"].strip():
+                raise DatasetError(f'{path} line {lineno}: "file_name" must be a file name string, got {row["file_name"]!r}')
+            image_path = os.path.join(base, row["file_name"])
+            check_inside(image_path, base, subset, f"{path} line {lineno}")
             if not os.path.isfile(image_path):
                 missing_images.append(image_path)
                 continue
             text = row.get(col)
+            if text is not None and not isinstance(text, (str, int, float)):
+                raise DatasetError(f'{path} line {lineno}: "{col}" must be text, got {type(text).__name__}')
             caption = _fallback(subset) if subset.fixed_caption is not None or not text else str(text).strip()
-            if not subset.enable_wildcard:
-                caption = caption.split("\n")[0]
-            records.append(_record(image_path, caption, subset))
+            check_caption_text(caption, f'{path} line {lineno} "{col}"')
+            lines = [line.strip() for line in caption_lines(caption) if line.strip()]
+            caption = "\n".join(lines) if subset.enable_wildcard else (lines[0] if lines else "")
+            records.append(_record(image_path, caption, subset, base))
     if missing_images:
         issues.warning(
             "image_missing",
@@ -152,7 +187,7 @@ def scan_image_text_pairs(subset: SubsetParams, issues: Issues) -> List[ImageRec
     if os.path.isdir(text_dir):
         for name in os.listdir(text_dir):
             stem, ext = os.path.splitext(name)
-            if ext.lower() in (".txt", ".caption"):
+            if ext.lower() in (".txt", ".caption") and is_regular_file(os.path.join(text_dir, name)):
                 texts.setdefault(stem, os.path.join(text_dir, name))
     names = sorted(n for n in os.listdir(image_dir) if is_image_name(n))
     records, missing = [], []
@@ -167,7 +202,7 @@ def scan_image_text_pairs(subset: SubsetParams, issues: Issues) -> List[ImageRec
                 continue
         elif subset.fixed_caption is None:
             missing.append(name)
-        records.append(_record(os.path.join(image_dir, name), caption or _fallback(subset), subset))
+        records.append(_record(os.path.join(image_dir, name), caption or _fallback(subset), subset, root))
     if missing:
         issues.warning("caption_missing", f"{len(missing)} images in {image_dir} have no text/<name>.txt (e.g. {missing[0]})", image_dir)
     if not records:
@@ -187,13 +222,21 @@ def scan_kohya_json(subset: SubsetParams, issues: Issues) -> List[ImageRecord]:
     if not isinstance(metadata, dict):
         raise DatasetError(f'metadata_file {path} must be a JSON object {{"<image>": {{"caption": ...}}}}')
     records, missing = [], []
+    root = subset.image_dir or os.path.dirname(os.path.abspath(path))
     for key, md in metadata.items():
         image_path = _find_image(key, subset.image_dir)
         if image_path is None:
             missing.append(key)
             continue
-        md = md if isinstance(md, dict) else {}
+        check_inside(image_path, root, subset, f"metadata_file {path} key {key!r}")
+        if not isinstance(md, dict):
+            raise DatasetError(f'metadata_file {path} key {key!r}: the value must be an object like '
+                               f'{{"caption": "...", "tags": "..."}}, got {type(md).__name__}')
         caption, tags = md.get("caption"), md.get("tags")
+        for name, value in (("caption", caption), ("tags", tags)):
+            if value is not None and not isinstance(value, str):
+                raise DatasetError(f'metadata_file {path} key {key!r}: "{name}" must be a string, '
+                                   f'got {type(value).__name__}')
         if caption is None:
             caption, tags = tags, None
         if tags:
@@ -201,7 +244,8 @@ def scan_kohya_json(subset: SubsetParams, issues: Issues) -> List[ImageRecord]:
         caption = caption or _fallback(subset)
         if subset.fixed_caption is not None:
             caption = subset.fixed_caption
-        records.append(_record(image_path, caption.strip(), subset))
+        check_caption_text(caption, f"metadata_file {path} key {key!r}")
+        records.append(_record(image_path, caption.strip(), subset, root))
     if missing:
         issues.warning("image_missing", f"{len(missing)} images of {path} were not found in {subset.image_dir} (e.g. {missing[0]})", path)
     return records

@@ -16,12 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import List, Optional, Tuple, Union
 
+from ..options.schema import parse_size
 from .errors import DatasetError
 
-# Subset layouts: how a subset's images and captions are laid out on disk.
-SUBSET_LAYOUTS = ("auto", "images", "metadata_jsonl", "image_text_pairs", "hf_dataset", "kohya_json")
-# Top-level layouts for train_data_dir/reg_data_dir ("kohya" = NN_name subfolders).
-DATA_LAYOUTS = ("auto", "kohya", "images", "metadata_jsonl", "image_text_pairs", "hf_dataset")
+from ..vocabulary import DATA_LAYOUTS, SUBSET_LAYOUTS  # noqa: F401  (re-exported for the data layer)
 
 
 @dataclass
@@ -51,12 +49,16 @@ class SubsetParams:
     color_aug: bool = False
     random_crop: bool = False
     resize_interpolation: Optional[str] = None
+    # loss masks (masks.py; used with masked_loss)
+    alpha_mask: bool = False
+    conditioning_data_dir: Optional[str] = None
     # (ours) other layouts
     layout: str = "auto"
     caption_column: str = "text"
     image_column: str = "image"
     fixed_caption: Optional[str] = None  # DreamBooth instance_prompt / class_prompt: one caption for all
     recursive: bool = False
+    allow_paths_outside_dataset: bool = False  # (ours, command line only) metadata may name files outside
 
     @property
     def name(self) -> str:
@@ -80,6 +82,8 @@ class DatasetParams:
     bucket_reso_steps: int = 64
     bucket_no_upscale: bool = False
     prior_loss_weight: float = 1.0
+    validation_split: float = 0.0  # kohya: dataset-level only (validation_split.py)
+    validation_seed: Optional[int] = None
 
 
 @dataclass
@@ -115,6 +119,9 @@ class DataOptions:
     color_aug: bool = False
     random_crop: bool = False
     resize_interpolation: Optional[str] = None
+    alpha_mask: bool = False
+    conditioning_data_dir: Optional[str] = None
+    masked_loss: bool = False
     seed: Optional[int] = None
     cache_latents: bool = False
     cache_latents_to_disk: bool = False
@@ -128,6 +135,9 @@ class DataOptions:
     instance_prompt: Optional[str] = None
     class_prompt: Optional[str] = None
     stop_on_bad_image: bool = False
+    allow_paths_outside_dataset: bool = False
+    validation_split: float = 0.0
+    validation_seed: Optional[int] = None
 
 
 SUBSET_FIELDS = tuple(f.name for f in fields(SubsetParams))
@@ -135,20 +145,17 @@ DATASET_FIELDS = tuple(f.name for f in fields(DatasetParams) if f.name != "subse
 
 
 def parse_resolution(value, where: str = "resolution") -> Optional[Tuple[int, int]]:
-    """512 / "512" / "512,768" / [512, 768] -> (width, height); None stays None."""
+    """512 / "512" / "512,768" / [512, 768] -> (width, height); None stays None.
+
+    The one size parser of the options schema (``parse_size``): "512," and 512.7 are errors here as on
+    the command line, never (512, 512) or a silently truncated 512.
+    """
     if value is None:
         return None
     try:
-        if isinstance(value, str):
-            parts = [int(p.strip()) for p in value.split(",") if p.strip()]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts = [int(value)]
-        else:
-            parts = [int(v) for v in value]
+        parts = parse_size(value)
     except (TypeError, ValueError):
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) <= 0:
+        parts = (0, 0)
+    if min(parts) <= 0:
         raise DatasetError(f"{where} must be a size like 512 or 512,768 (width,height), got {value!r}")
-    return parts[0], parts[1]
+    return parts

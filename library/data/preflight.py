@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .captions import captions_are_static
-from .dataset_config import resolve_datasets
 from .errors import DatasetError, Issue, Issues
 from .images import load_image
 from .layouts import subset_layout
 from .params import DataOptions
-from .prepare import PreparedDataset, prepare_dataset
+from .prepare import PreparedDataset, prepare_datasets
 
 KOHYA_DEFAULT_MAX_TRAIN_STEPS = 1600
 
@@ -63,6 +62,7 @@ class PreflightReport:
     num_train_images: int = 0
     num_reg_images: int = 0
     reg_samples_used: int = 0
+    num_validation_images: int = 0  # held out by validation_split, never trained
     samples_per_epoch: int = 0
     batches_per_epoch: int = 0
     steps_per_epoch: int = 0
@@ -110,9 +110,7 @@ def run_preflight(
     issues = Issues(log=False)
     prepared: List[PreparedDataset] = []
     try:
-        params = resolve_datasets(options, issues)
-        for i, p in enumerate(params, 1):
-            prepared.append(prepare_dataset(p, issues, stop_on_bad_image=options.stop_on_bad_image, workers=workers, where=f"dataset #{i}"))
+        prepared = prepare_datasets(options, issues, workers, raise_errors=False)  # the trainer's own preparation
         if verify_images:
             _verify(prepared, issues, options.stop_on_bad_image, workers)
         check_caching(options, prepared, issues)
@@ -191,6 +189,7 @@ def _fill_dataset(report: PreflightReport, d: int, ds: PreparedDataset, issues: 
     report.num_train_images += ds.num_train_images
     report.num_reg_images += ds.num_reg_images
     report.reg_samples_used += sum(r.num_repeats for r in ds.records if r.is_reg)
+    report.num_validation_images += len(ds.validation)
     report.samples_per_epoch += ds.samples_per_epoch
 
 
@@ -247,6 +246,8 @@ def render_text(r: PreflightReport) -> str:
             )
         else:
             lines.append(f"Training samples per epoch: {r.num_train_images} (sum of repeats x images); no regularisation images")
+        if r.num_validation_images:
+            lines.append(f"Validation: {r.num_validation_images} images held out by validation_split (never trained)")
         lines.append("")
     for d, info in enumerate(r.datasets, 1):
         w, h = info["resolution"]

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+from ..options.definitions import MAX_SAMPLES_PER_EPOCH
 from .buckets import BucketSelector, bucket_table, validate_bucket_options
 from .captions import tag_frequency
 from .dataset_config import resolve_datasets
@@ -26,6 +27,8 @@ from .image_size import read_image_size
 from .layouts import scan_subset
 from .params import DataOptions, DatasetParams, SubsetParams
 from .records import ImageRecord
+from .masks import attach_masks, check_masked_loss
+from .validation_split import split_records
 
 _SHOW = 5
 
@@ -50,6 +53,13 @@ class PreparedDataset:
     num_reg_images: int
     unused_reg: List[ImageRecord] = field(default_factory=list)
     bad_images: List[str] = field(default_factory=list)
+    validation: List[ImageRecord] = field(default_factory=list)  # held out (validation_split), bucketed, never trained
+
+    def validation_dataset(self) -> Optional["PreparedDataset"]:
+        """The held-out images as a dataset of their own (same buckets and batch size), or None."""
+        if not self.validation:
+            return None
+        return PreparedDataset(self.params, list(self.validation), [], len(self.validation), 0)
 
     @property
     def buckets(self) -> List[Tuple[Tuple[int, int], int]]:
@@ -122,13 +132,17 @@ def balance_regularization(train_count: int, reg_records: List[ImageRecord]) -> 
     return used, reg_records[len(used):]
 
 
-def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, stop_on_bad_image: bool = False, workers: int = 0, where: str = "dataset") -> PreparedDataset:
-    """Scan all subsets of one dataset, read sizes, balance reg images and assign buckets."""
+def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, stop_on_bad_image: bool = False, workers: int = 0,
+                    where: str = "dataset", seed: Optional[int] = None, masked_loss: bool = False) -> PreparedDataset:
+    """Scan all subsets of one dataset, hold out validation images, read sizes, balance reg images and assign buckets.
+
+    ``seed`` shuffles the validation split when the dataset has no ``validation_seed`` (the run's --seed)."""
     issues = issues if issues is not None else Issues()
     validate_bucket_options(params.resolution, params.enable_bucket, params.min_bucket_reso, params.max_bucket_reso, params.bucket_reso_steps, where)
     if params.batch_size < 1:
         raise DatasetError(f"{where}: batch size {params.batch_size} must be at least 1 (train_batch_size / batch_size)")
-    summaries, train, reg, seen, bad = [], [], [], set(), []
+    summaries, train, reg, seen, bad, held_out = [], [], [], set(), [], []
+    split_seed = params.validation_seed if params.validation_seed is not None else (seed or 0)
     for subset in params.subsets:
         src = os.path.abspath(subset.image_dir or subset.metadata_file or "")
         if subset.num_repeats < 1:
@@ -151,7 +165,13 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
                 raise DatasetError(f"{err} (stop_on_bad_image is set)")
             bad.append(rec.display_name)
             issues.warning("image_unreadable", f"skipped: {err}", rec.display_name)
-        summary.images, summary.skipped = len(good), len(records) - len(good)
+        summary.skipped = len(records) - len(good)
+        if masked_loss:
+            attach_masks(good, issues)
+        if params.validation_split > 0 and not subset.is_reg:  # kohya never splits reg subsets
+            good, validation = split_records(good, params.validation_split, split_seed)
+            held_out.extend(validation)
+        summary.images = len(good)
         (reg if subset.is_reg else train).extend(good)
 
     if not train:
@@ -160,14 +180,26 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
     _warn_tiny(train + reg, params, issues)
     num_train = sum(r.num_repeats for r in train)
     num_reg = sum(r.num_repeats for r in reg)
+    if num_train > MAX_SAMPLES_PER_EPOCH:
+        raise DatasetError(f"{where}: {num_train} samples per epoch (images x repeats) is more than {MAX_SAMPLES_PER_EPOCH:,}; "
+                           "one epoch would not fit in memory. Lower the repeats and train more epochs instead")
     used_reg, unused_reg = balance_regularization(num_train, reg)
     if reg and unused_reg:
         issues.info("reg_unused", f"{len(unused_reg)} of {len(reg)} reg images are not used: {num_reg} reg samples exceed {num_train} train samples (as in kohya)")
     selector = BucketSelector(
         params.resolution, params.enable_bucket, params.min_bucket_reso, params.max_bucket_reso, params.bucket_reso_steps, params.bucket_no_upscale
     )
+    records = _assign_buckets(train + used_reg, selector, issues, stop_on_bad_image)
+    validation = _assign_buckets(held_out, selector, issues, stop_on_bad_image)
+    if params.validation_split > 0 and not validation:
+        issues.warning("validation_empty", f"{where}: validation_split {params.validation_split} holds out no image "
+                       f"({num_train} training samples); no validation loss will be computed for it")
+    return PreparedDataset(params, records, summaries, num_train, num_reg, unused_reg, bad, validation)
+
+
+def _assign_buckets(candidates: List[ImageRecord], selector: BucketSelector, issues: Issues, stop_on_bad_image: bool) -> List[ImageRecord]:
     records = []
-    for rec in train + used_reg:
+    for rec in candidates:
         try:
             a = selector.select(*rec.size)
         except DatasetError as e:
@@ -177,7 +209,7 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
             continue
         rec.bucket_reso, rec.resized_size = a.reso, a.resized_size
         records.append(rec)
-    return PreparedDataset(params, records, summaries, num_train, num_reg, unused_reg, bad)
+    return records
 
 
 def _warn_tiny(records: List[ImageRecord], params: DatasetParams, issues: Issues) -> None:
@@ -199,9 +231,12 @@ def prepare_datasets(options: DataOptions, issues: Optional[Issues] = None, work
     params = resolve_datasets(options, issues)
     many = len(params) > 1
     prepared = [
-        prepare_dataset(p, issues, stop_on_bad_image=options.stop_on_bad_image, workers=workers, where=f"dataset #{i}" if many else "dataset")
+        prepare_dataset(p, issues, stop_on_bad_image=options.stop_on_bad_image, workers=workers, where=f"dataset #{i}" if many else "dataset",
+                        seed=options.seed, masked_loss=options.masked_loss)
         for i, p in enumerate(params, 1)
     ]
+    if options.masked_loss:
+        check_masked_loss([r for p in prepared for r in p.records], issues)
     if raise_errors:
         issues.raise_if_errors()
     return prepared

@@ -37,6 +37,7 @@ class ImageRecord:
     num_repeats: int = 1
     bucket_reso: Optional[Tuple[int, int]] = None
     resized_size: Optional[Tuple[int, int]] = None
+    mask_path: Optional[str] = None  # conditioning_data_dir mask of this image (masks.py)
 
     @property
     def is_reg(self) -> bool:

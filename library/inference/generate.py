@@ -10,7 +10,6 @@ Seeds are drawn on a CPU generator, so an image is reproducible on any device.
 
 from __future__ import annotations
 
-import os
 
 import dataclasses
 import json
@@ -20,9 +19,11 @@ from pathlib import Path
 
 import torch
 
+from library.atomic import atomic_path
 from library.errors import UserError
+from library.inference.prompts import LIMITS
 from library.inference.lora_tags import available_loras, resolve_lora, split_lora_tags
-from library.train.sampling import SamplePrompt, make_pipeline, png_info
+from library.train.sampling import SamplePrompt, make_pipeline, png_info, prompt_kwargs
 from networks.lora import create_network_from_weights
 
 
@@ -204,11 +205,13 @@ def check_size(job: Job, multiple: int) -> None:
     """Sizes the model can make (latents are 1/``multiple`` of the image) and a usable step count."""
     s = job.sample
     where = f"prompt '{job.raw_prompt if len(job.raw_prompt) <= 40 else job.raw_prompt[:37] + '...'}'"
+    high = LIMITS["width"][1]
     for what, v in (("width (--W / --w)", s.width), ("height (--H / --h)", s.height)):
-        if v is None or v < multiple or v % multiple:
-            raise UserError(f"{where}: {what} {v} must be a positive multiple of {multiple}")
-    if s.steps < 1:
-        raise UserError(f"{where}: steps (--steps / --s) {s.steps} must be 1 or more")
+        if v is None or v < multiple or v % multiple or v > high:
+            raise UserError(f"{where}: {what} {v} must be a positive multiple of {multiple}, at most {high}")
+    low, most = LIMITS["steps"]
+    if not low <= s.steps <= most:
+        raise UserError(f"{where}: steps (--steps / --s) {s.steps} must be between {low} and {most}")
 
 
 @torch.no_grad()
@@ -241,18 +244,15 @@ def generate(
                 pipes[job.sampler] = make_pipeline(model, job.sampler)
             s = job.sample
             kwargs = dict(
-                prompt=s.prompt, negative_prompt=s.negative_prompt or None, width=s.width, height=s.height,
+                **prompt_kwargs(model, s.prompt, s.negative_prompt, clip_skip), width=s.width, height=s.height,
                 num_inference_steps=s.steps, guidance_scale=s.scale,
                 generator=torch.Generator(device="cpu").manual_seed(s.seed),
             )
-            if clip_skip and clip_skip > 1 and not model.is_sdxl:
-                kwargs["clip_skip"] = clip_skip - 1  # kohya counts the last layer as 1, diffusers as 0
             image = pipes[job.sampler](**kwargs).images[0]
             path = _file_name(outdir, job, stamp, sequential_file_name)
             shown = [u for u in uses if u.te or u.unet] + stack.merged
-            tmp = f"{path}.tmp"
-            image.save(tmp, format="PNG", pnginfo=image_info(job, shown, model_name))
-            os.replace(tmp, path)  # never a partial PNG under the final name
+            with atomic_path(path) as tmp:  # never a partial PNG under the final name
+                image.save(tmp, format="PNG", pnginfo=image_info(job, shown, model_name))
             paths.append(path)
             if on_image is not None:
                 on_image(path, job)

@@ -31,6 +31,7 @@ import torch
 from library.errors import UserError
 from library.train.metadata import modelspec
 from networks.lora import create_network_from_weights, guess_lora_family
+from library.output_paths import check_tool_output
 from networks.lora_file import read_lora_file, save_lora_file
 from networks.lora_math import effective_alpha
 
@@ -297,8 +298,7 @@ def _check_output(save_to, inputs) -> None:
         raise LoRAMergeError(f"--save_to {out}: merges are written as .safetensors; use a name ending in .safetensors")
     if not out.parent.is_dir():
         raise LoRAMergeError(f"--save_to {out}: the folder {out.parent} does not exist; create it or choose another path")
-    if out.resolve() in {Path(p).resolve() for p in inputs}:
-        raise LoRAMergeError(f"--save_to {out}: is one of the inputs; write the merge to a new file")
+    check_tool_output(str(out), inputs, None)  # the one owner: paths, symlinks, hard links
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ import torch
 
 from library.errors import UserError
 from library.merge.stream_write import write_streaming
+from library.output_paths import check_tool_output
 from library.models.checkpoint_file import open_checkpoint
 from library.models.detect import detect_family, reject_non_checkpoints
 from library.models.layout import UNET_PREFIX
@@ -185,9 +186,7 @@ def merge_models(
     if not out.parent.is_dir():
         raise MergeError(f"--save_to {out}: the folder {out.parent} does not exist; create it or choose another path")
     multipliers = merge_ratios(mode, len(paths), ratio, ratios)
-    resolved = [Path(p).resolve() for p in paths]
-    if out.resolve() in resolved:
-        raise MergeError(f"--save_to {out}: is one of the input models; write the merge to a new file")
+    check_tool_output(str(out), paths, None)  # the one owner: paths, symlinks, hard links
     sources = [open_source(p) for p in paths]
     check_same_family(sources)
     merger = Merger(sources, mode, multipliers, unet_only)

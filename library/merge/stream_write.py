@@ -4,7 +4,7 @@ safetensors' own ``save_file`` needs every tensor in memory at once: 7 GB for an
 merge, twice that in float32. The format is simple (8-byte header length, JSON header
 with dtype/shape/offsets, raw little-endian data), and shapes and dtypes are known before
 any arithmetic, so the header is written first and each tensor is computed, written and
-dropped in turn. The file goes to ``<path>.tmp`` and is renamed into place at the end.
+dropped in turn. The file goes through library.atomic (``<path>.tmp``, renamed into place at the end).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import os
 import struct
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import torch
+
+from library.atomic import atomic_write
 
 DTYPE_NAMES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -58,22 +59,13 @@ def write_streaming(
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-(8 + len(raw)) % 8)  # data starts 8-byte aligned, as safetensors writes it
-    path = Path(path)
-    tmp = Path(str(path) + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for name, shape, dtype in entries:
-                t = produce(name)
-                if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
-                    raise RuntimeError(f"{name}: produced {tuple(t.shape)} {t.dtype}, announced {tuple(shape)} {dtype}")
-                t = t.detach().to("cpu").contiguous()
-                if t.numel():
-                    f.write(t.reshape(-1).view(torch.uint8).numpy().data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(str(path), "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name, shape, dtype in entries:
+            t = produce(name)
+            if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+                raise RuntimeError(f"{name}: produced {tuple(t.shape)} {t.dtype}, announced {tuple(shape)} {dtype}")
+            t = t.detach().to("cpu").contiguous()
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from library.atomic import atomic_path
 from library.models.errors import ModelLoadError, ModelSaveError, one_line
 from library.models.safetensors_read import SafetensorsFile, SafetensorsFormatError
 
@@ -71,7 +72,7 @@ class PickleReader:
     def __init__(self, path: Path):
         self.path = path
         self.metadata: dict[str, str] = {}
-        obj = _torch_load_weights_only(path)
+        obj = torch_load_weights_only(path)
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
@@ -93,7 +94,12 @@ class PickleReader:
         return self._sd[key]
 
 
-def _torch_load_weights_only(path: Path):
+def torch_load_weights_only(path: Path, code_fix: str = "get a .safetensors version of this model",
+                            damaged_fix: str = "re-download it"):
+    """``torch.load(weights_only=True)``: a pickle that references code is refused, never run.
+
+    ``code_fix`` / ``damaged_fix``: what the user should do, for callers reading other pickles
+    (e.g. kohya state folders, library/train/kohya_state.py)."""
     def load(mmap: bool):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
@@ -109,17 +115,17 @@ def _torch_load_weights_only(path: Path):
         if found:  # a well-formed pickle that wants to import something
             raise ModelLoadError(
                 f"{path}: refused to load: the pickle references code ({found.group(1)}), and .ckpt/.pt files "
-                "are only read with weights_only=True so nothing in them runs; get a .safetensors version of this model"
+                f"are only read with weights_only=True so nothing in them runs; {code_fix}"
             ) from None
         operand = re.search(r"Unsupported operand \d+", str(e))
-        raise _damaged(path, operand.group(0) if operand else "not a readable pickle") from None
+        raise _damaged(path, operand.group(0) if operand else "not a readable pickle", damaged_fix) from None
     except Exception as e:  # noqa: BLE001 - garbage input makes the unpickler fail in many ways
-        raise _damaged(path, e) from None
+        raise _damaged(path, e, damaged_fix) from None
 
 
-def _damaged(path: Path, e: Exception | str) -> ModelLoadError:
+def _damaged(path: Path, e: Exception | str, fix: str = "re-download it") -> ModelLoadError:
     detail = e if isinstance(e, str) else one_line(f"{type(e).__name__}: {e}")[:200]
-    return ModelLoadError(f"{path}: the checkpoint is damaged or not a PyTorch file ({detail}); re-download it")
+    return ModelLoadError(f"{path}: the checkpoint is damaged or not a PyTorch file ({detail}); {fix}")
 
 
 def open_checkpoint(path: str | os.PathLike) -> SafetensorsReader | PickleReader:
@@ -133,16 +139,11 @@ def open_checkpoint(path: str | os.PathLike) -> SafetensorsReader | PickleReader
 
 
 def write_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write ``path + '.tmp'`` then rename over ``path``; a crash never leaves a half file under the name."""
+    """Write through library.atomic; a crash never leaves a half file under the name."""
     path = Path(path)
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ModelSaveError(f"{path}: models are saved as safetensors only; use a name ending in .safetensors")
     if not path.parent.is_dir():
         raise ModelSaveError(f"{path}: the folder {path.parent} does not exist; create it or choose another path")
-    tmp = Path(str(path) + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(str(path), make_folder=False) as tmp:
+        save_file(tensors, tmp, metadata=metadata)

@@ -29,13 +29,24 @@ def is_diffusers_folder(path: Path) -> bool:
     return path.is_dir() and (path / "unet").is_dir()
 
 
+_CONFIG_TYPES = {"addition_embed_type": (str, type(None)), "hidden_act": str, "prediction_type": str}
+
+
 def _read_json(path: Path, what: str) -> dict:
+    """A config file as a dict; ModelLoadError naming the file (and key) for anything else."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelLoadError(f"{path.parent.parent}: {what} has no {path.name}; the folder is incomplete, re-download it") from None
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         raise ModelLoadError(f"{path}: not valid JSON ({one_line(e)}); re-download the model folder") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: must be a JSON object {{...}}, got a {type(data).__name__}; re-download the model folder")
+    for key, kind in _CONFIG_TYPES.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ModelLoadError(f"{path}: {key} has the wrong type ({type(data[key]).__name__}: {data[key]!r}); "
+                                 "re-download the model folder")
+    return data
 
 
 def detect_folder_family(path: Path) -> str:
@@ -63,8 +74,10 @@ def _load_part(path: Path, what: str, load):
         raise ModelLoadError(f"{path}: no {what}/ folder; the model folder is incomplete, re-download it")
     try:
         return load()
-    except (OSError, ValueError, RuntimeError) as e:
-        raise ModelLoadError(f"{path}: cannot load {what}/ ({one_line(e)[:200]}); re-download the model folder") from None
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError, IndexError) as e:
+        # wrong JSON types in {what}/config.json surface as TypeError/AttributeError inside diffusers/transformers
+        raise ModelLoadError(f"{path}: cannot load {what}/ ({type(e).__name__}: {one_line(e)[:200]}); check "
+                             f"{what}/config.json or re-download the model folder") from None
 
 
 def _tokenizer(path: Path, sub: str, pad: str):

@@ -22,9 +22,10 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+from library.atomic import atomic_write
 
 _CHUNK = 1 << 20
 
@@ -135,10 +136,8 @@ def sha256_file_cached(path: str | os.PathLike, cache_dir: str | os.PathLike | N
         entries = _read_cache(file)  # again: another process may have added some meanwhile
         entries = {k: v for k, v in entries.items() if not k.startswith(f"{path.resolve()}|")}
         entries[key] = digest
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".sha256-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
+        with atomic_write(str(file), "w", unique=True) as f:  # several processes may write it at once
             json.dump(entries, f, indent=0)
-        os.replace(tmp, file)
     except OSError:
         pass
     return digest

@@ -13,17 +13,17 @@ Modules: ``schema`` (the Option record, type conversion), ``definitions`` (the l
 ``kwargs`` (network/optimizer/scheduler key=value lists), ``docs`` (docs/options.md).
 """
 
-from .cli import OptionParser, build_parser, defaults, namespace_from, options_for, parse_args
+from .cli import OptionParser, build_parser, check_value, defaults, namespace_from, options_for, parse_args
 from .config_file import config_text, read_config_file, write_config_file
 from .definitions import BY_NAME, NETWORK_ARG_KEYS, OPTIONS
 from .docs import render_markdown
 from .kwargs import network_kwargs, split_key_values
-from .schema import GROUPS, SCRIPTS, Option, parse_size
+from .schema import GROUPS, SCRIPTS, Option, finite_float, parse_size
 from .validate import check_paths, notices, validate
 
 __all__ = [
     "BY_NAME", "GROUPS", "NETWORK_ARG_KEYS", "OPTIONS", "SCRIPTS", "Option", "OptionParser",
-    "build_parser", "check_paths", "config_text", "defaults", "namespace_from", "network_kwargs", "notices",
+    "build_parser", "check_paths", "check_value", "config_text", "defaults", "finite_float", "namespace_from", "network_kwargs", "notices",
     "options_for", "parse_args", "parse_size", "read_config_file", "render_markdown", "split_key_values",
     "validate", "write_config_file",
 ]

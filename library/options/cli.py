@@ -118,18 +118,27 @@ def namespace_from(values: Mapping[str, Any], script: str = "train_network", sou
     _check_script(script)
     converted, sources = {}, {}
     for key, value in values.items():
-        option = BY_NAME.get(key)
-        if option is None or option.cli_only:
-            raise UserError(f"unknown option {key!r} in {source}; {suggest(key, script)}")
-        try:
-            converted[key] = option.from_value(value)
-        except ConversionError as e:
-            raise UserError(f"{key} in {source} {e}") from None
+        converted[key] = _convert(key, value, script, source)
         sources[key] = source
     args = _namespace(converted, sources)
     if check:
         validate(args, script, sources)
     return args
+
+
+def check_value(name: str, value: Any, script: str = "train_network", source: str = "the given values") -> Any:
+    """One option's value converted and checked against its schema entry (type, choices, range, nan/inf).
+
+    The one check a form field needs (the GUI validates each field as it is typed, the ComfyUI node each
+    input); ``namespace_from`` + ``validate`` apply the same rules to a whole set. UserError names
+    ``source``.
+    """
+    _check_script(script)
+    converted = _convert(name, value, script, source)
+    problem = BY_NAME[name].range_error(converted)
+    if problem:
+        raise UserError(f"{name} in {source} {problem}, got {format_value(converted)}")
+    return converted
 
 
 def defaults(script: str = "train_network") -> argparse.Namespace:
@@ -139,6 +148,16 @@ def defaults(script: str = "train_network") -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------- internals
+def _convert(name: str, value: Any, script: str, source: str) -> Any:
+    option = BY_NAME.get(name)
+    if option is None or option.cli_only:
+        raise UserError(f"unknown option {name!r} in {source}; {suggest(name, script)}")
+    try:
+        return option.from_value(value)
+    except ConversionError as e:
+        raise UserError(f"{name} in {source} {e}") from None
+
+
 def _namespace(values: Dict[str, Any], sources: Dict[str, str],
                config_file: Optional[str] = None) -> argparse.Namespace:
     merged = {o.name: o.default for o in OPTIONS if not o.cli_only}

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .. import atomic
 from ..errors import UserError
 from .definitions import BY_NAME, OPTIONS
 from .schema import GROUPS, ConversionError, Option
@@ -44,10 +45,14 @@ def read_config_file(path: str, script: str) -> Tuple[Dict[str, Any], Dict[str, 
     path = resolve_config_path(path)
     data = _load_toml(path)
     if any(isinstance(v, list) and v and isinstance(v[0], dict) for v in data.values()):
-        raise UserError(
-            f"{path} looks like a dataset config ([[datasets]] tables); pass it with --dataset_config, "
-            f"not --config_file"
-        )
+        if "datasets" in data:
+            raise UserError(
+                f"{path} looks like a dataset config ([[datasets]] tables); pass it with --dataset_config, "
+                f"not --config_file"
+            )
+        key = next(k for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict))
+        raise UserError(f"{path}: [[{key}]] is a list of tables; a config file has [sections] with one pair of "
+                        f"brackets: write [{key}]")
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     for key, value in data.items():
@@ -145,10 +150,7 @@ def write_config_file(values: Mapping[str, Any], path: str, header: str = "") ->
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"folder {folder} for --config_file {path} does not exist; create it first")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config_text(values, header))
-    os.replace(tmp, path)
+    atomic.write_text(path, config_text(values, header))
 
 
 def _toml_value(value: Any, option: Option) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from ..vocabulary import DATA_LAYOUTS, INTERPOLATIONS, SAMPLERS
 from .schema import SD_ONLY, SDXL_ONLY, Option
 
 # network_args keys networks.lora understands (kohya's names); anything else is a typo
@@ -24,12 +25,18 @@ LR_SCHEDULERS = (
 )
 # lr_scheduler values that never warm up: a non-zero lr_warmup_steps with them is an error
 SCHEDULERS_WITHOUT_WARMUP = ("constant", "piecewise_constant", "adafactor")
-SAMPLERS = (
-    "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++",
-    "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
+# Upper bounds that protect memory: a subset's repeats, and samples (images x repeats) in one epoch; the
+# per-epoch index lists hold one entry per sample, so 10**12 repeats would need terabytes before step 1
+MAX_REPEATS = 100_000
+MAX_SAMPLES_PER_EPOCH = 50_000_000
+MAX_SIDE = 8192  # training sizes and bucket sides in pixels (SDXL trains at 1024; 8192 needs ~100 GB of activations)
+# settings a state is tied to (library/train/run_settings.py); --resume_with_changes names them
+RESUME_SETTING_KEYS = (
+    "model", "network_module", "network_dim", "network_alpha", "network_args", "network_dropout", "optimizer_type",
+    "optimizer_args", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler", "lr_warmup_steps", "resolution",
+    "mixed_precision", "datasets", "batches_per_epoch", "gradient_accumulation_steps", "processes", "seed",
+    "trained_parts", "validation",
 )
-DATA_LAYOUTS = ("auto", "kohya", "images", "metadata_jsonl", "image_text_pairs", "hf_dataset")
-INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area", "box")
 _IGNORED_HF = "lorasmith does not upload or download; copy the files yourself."
 
 _M, _D, _N, _O, _T = "model", "dataset", "network", "optimizer", "training"
@@ -66,16 +73,17 @@ OPTIONS = (
            "train_data_dir is then ignored.", _D, metavar="FILE"),
     Option("in_json", "path", None, "kohya fine-tuning metadata JSON for the images in train_data_dir.", _D,
            metavar="FILE"),
-    Option("dataset_repeats", "int", 1, "How often in_json datasets are repeated per epoch.", _D, min=1),
+    Option("dataset_repeats", "int", 1, "How often in_json datasets are repeated per epoch.", _D, min=1,
+           max=MAX_REPEATS),
     Option("resolution", "size", None,
            "Training size: 512 or width,height like 512,768. With buckets it is the maximum area, not a fixed "
-           "shape. Required unless dataset_config sets it.", _D, gt=0, metavar="W[,H]"),
+           "shape. Required unless dataset_config sets it.", _D, gt=0, max=MAX_SIDE, metavar="W[,H]"),
     Option("enable_bucket", "bool", False, "Group images by aspect ratio instead of cropping them all square.", _D),
-    Option("min_bucket_reso", "int", 256, "Smallest bucket side in pixels.", _D, gt=0),
-    Option("max_bucket_reso", "int", 1024, "Largest bucket side in pixels.", _D, gt=0),
+    Option("min_bucket_reso", "int", 256, "Smallest bucket side in pixels.", _D, gt=0, max=MAX_SIDE),
+    Option("max_bucket_reso", "int", 1024, "Largest bucket side in pixels.", _D, gt=0, max=MAX_SIDE),
     Option("bucket_reso_steps", "int", 64,
            "Bucket sides are multiples of this; a multiple of 8 (kohya insists on 64 for SD1/2, 32 for SDXL).",
-           _D, gt=0),
+           _D, gt=0, max=1024),
     Option("bucket_no_upscale", "bool", False, "Never upscale: small images get a bucket of their own size.", _D),
     Option("caption_extension", "str", ".caption",
            "Caption file extension next to each image (most datasets use .txt).", _D),
@@ -124,12 +132,14 @@ OPTIONS = (
     Option("token_warmup_min", "int", 1, "kohya's tag warm-up (start with N tags); not implemented.", _D,
            status="ignored"),
     Option("token_warmup_step", "float", 0.0, "kohya's tag warm-up length; not implemented.", _D, status="ignored"),
-    Option("alpha_mask", "bool", False, "kohya: use image alpha as a loss mask; not implemented.", _D,
-           status="ignored"),
+    Option("alpha_mask", "bool", False,
+           "With masked_loss: use each image's alpha channel as its loss mask (opaque = full weight; an image "
+           "without alpha counts whole). A dataset_config subset may set its own.", _D),
     Option("debug_dataset", "bool", False, "kohya's dataset viewer; use tools/check_dataset.py instead.", _D,
            status="ignored"),
-    Option("weighted_captions", "bool", False, "kohya's (word:1.2) caption weights; not implemented.", _D,
-           scripts=SD_ONLY, status="unsupported"),
+    Option("weighted_captions", "bool", False,
+           "Read (word:1.2), (word) = x1.1, [word] = /1.1 in captions as token weights (\\( for a literal "
+           "parenthesis); SD1/SD2 and SDXL (both text encoders). Sample prompts always understand this syntax.", _D),
     Option("data_layout", "str", "auto",
            "How train_data_dir is laid out: auto, kohya (NN_name folders), images, metadata_jsonl, "
            "image_text_pairs or hf_dataset (ours).", _D, choices=DATA_LAYOUTS, ours=True),
@@ -142,6 +152,9 @@ OPTIONS = (
            ours=True),
     Option("class_prompt", "str", None, "One caption for all regularisation images, e.g. \"a photo of a dog\" (ours).",
            _D, ours=True),
+    Option("allow_paths_outside_dataset", "bool", False,
+           "Let metadata.jsonl / in_json name images outside the dataset folder (../ or absolute paths); their "
+           "caches still go inside the dataset folder (ours).", _D, ours=True),
     Option("stop_on_bad_image", "bool", False,
            "Stop on an unreadable image instead of skipping it with a warning (ours).",
            _D, ours=True),
@@ -171,7 +184,7 @@ OPTIONS = (
     Option("base_weights", "path", None, "LoRA files merged into the base model before training.", _N, nargs="*",
            metavar="FILE"),
     Option("base_weights_multiplier", "float", None, "Strength of each base_weights file (default 1).", _N,
-           nargs="*"),
+           nargs="*", unbounded=True),
     Option("loraplus_lr_ratio", "float", None,
            "LoRA+: the up weights learn this many times faster (16 is the paper's value). kohya takes it in "
            "network_args; both work (ours).", _N, gt=0, ours=True),
@@ -205,7 +218,7 @@ OPTIONS = (
     Option("lr_decay_steps", "int_or_float", 0,
            "Decay length for warmup_stable_decay: a step count, or a fraction of all steps below 1.", _O, min=0),
     Option("lr_scheduler_num_cycles", "int", 1, "Restarts of cosine_with_restarts.", _O, min=1),
-    Option("lr_scheduler_power", "float", 1.0, "Power of the polynomial schedule.", _O),
+    Option("lr_scheduler_power", "float", 1.0, "Power of the polynomial schedule.", _O, min=0),
     Option("lr_scheduler_timescale", "int", None, "Time scale of inverse_sqrt (default: the warm-up steps).", _O,
            min=1),
     Option("lr_scheduler_min_lr_ratio", "float", None,
@@ -241,13 +254,18 @@ OPTIONS = (
            status="unsupported"),
     Option("skip_until_initial_step", "bool", False, "kohya: skip data up to initial_step; use --resume instead.",
            _T, status="unsupported"),
-    Option("validation_split", "float", 0.0, "kohya's validation-loss split; not implemented.", _T, status="ignored"),
-    Option("validation_seed", "int", None, "kohya's validation seed; not implemented.", _T, status="ignored"),
-    Option("validate_every_n_steps", "int", None, "kohya's validation interval; not implemented.", _T,
-           status="ignored"),
-    Option("validate_every_n_epochs", "int", None, "kohya's validation interval; not implemented.", _T,
-           status="ignored"),
-    Option("max_validation_steps", "int", None, "kohya's validation length; not implemented.", _T, status="ignored"),
+    Option("validation_split", "float", 0.0,
+           "Fraction of each dataset's training images held out for the validation loss (0.1 = 10%); they are "
+           "never trained. A [[datasets]] table of a dataset_config may set its own.", _T, min=0, max=1),
+    Option("validation_seed", "int", None,
+           "Seed of the validation split and of the validation loss's noise (default: --seed).", _T),
+    Option("validate_every_n_steps", "int", None,
+           "Also compute the validation loss every N optimizer steps (it is always computed at each epoch end "
+           "unless validate_every_n_epochs says otherwise).", _T, min=1),
+    Option("validate_every_n_epochs", "int", None,
+           "Compute the validation loss at the end of every N-th epoch (default: every epoch).", _T, min=1),
+    Option("max_validation_steps", "int", None,
+           "Use at most N validation batches per validation (default: all).", _T, min=1),
     # ---------------------------------------------------------------- precision and memory
     Option("mixed_precision", "str", "no",
            "Compute in fp16 or bf16 with fp32 weights (bf16 needs an Ampere or newer GPU); no = fp32.", _P,
@@ -295,7 +313,11 @@ OPTIONS = (
            "With every LoRA file also save the full training state (optimizer, step) for --resume.", _S),
     Option("save_state_on_train_end", "bool", False, "Save the full training state once, at the end.", _S),
     Option("resume", "path", None, "Continue from a saved state folder at exactly its step; given the output folder, "
-           "its newest complete state.", _S, metavar="DIR"),
+           "its newest complete state. A kohya sd-scripts state folder works too (see docs/training.md).", _S, metavar="DIR"),
+    Option("resume_with_changes", "str", None,
+           "Resume although these settings differ from the state's (e.g. resolution datasets learning_rate); "
+           "without it such a resume is refused. (ours)", _S, nargs="*", choices=RESUME_SETTING_KEYS, ours=True,
+           metavar="KEY"),
     Option("huggingface_repo_id", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_repo_type", "str", None, _IGNORED_HF, _S, status="ignored"),
     Option("huggingface_path_in_repo", "str", None, _IGNORED_HF, _S, status="ignored"),
@@ -349,7 +371,8 @@ OPTIONS = (
     Option("noise_offset_random_strength", "bool", False, "Use a random offset strength between 0 and noise_offset.",
            _NL),
     Option("adaptive_noise_scale", "float", None,
-           "Add this times |mean latent| to the noise offset (needs noise_offset).", _NL),
+           "Add this times |mean latent| to the noise offset (needs noise_offset; may be negative).", _NL,
+           unbounded=True),
     Option("multires_noise_iterations", "int", None, "Pyramid (multi-resolution) noise levels, about 6-10.", _NL,
            min=1),
     Option("multires_noise_discount", "float", 0.3, "Strength decay per pyramid-noise level.", _NL, min=0, max=1),
@@ -374,10 +397,11 @@ OPTIONS = (
     Option("huber_c", "float", 0.1, "Huber loss threshold (huber and smooth_l1).", _NL, gt=0),
     Option("huber_scale", "float", 1.0, "Huber loss scale (huber and smooth_l1).", _NL, gt=0),
     Option("masked_loss", "bool", False,
-           "kohya: weight the loss by a mask image; not implemented, the whole image counts.", _NL,
-           status="ignored"),
-    Option("conditioning_data_dir", "path", None, "kohya's mask folder for masked_loss; not implemented.", _NL,
-           status="ignored"),
+           "Weight the loss by a mask per image (white/opaque = learn, black/transparent = ignore), from "
+           "conditioning_data_dir or alpha_mask; the mask is resized, cropped and flipped with its image.", _NL),
+    Option("conditioning_data_dir", "path", None,
+           "With masked_loss: a folder of mask images named like the training images (same stem, same size); "
+           "the red channel is the weight. A dataset_config subset may set its own.", _NL, metavar="DIR"),
     # ---------------------------------------------------------------- distributed and misc
     Option("ddp_timeout", "int", None, "Multi-GPU timeout in minutes (default: accelerate's).", _MI, min=1),
     Option("ddp_gradient_as_bucket_view", "bool", False, "DDP gradient_as_bucket_view (multi-GPU memory saving).",

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 from typing import Any, Dict, Iterable, Optional
 
 from ..errors import UserError
 from .definitions import NETWORK_ARG_KEYS
+from .schema import FINITE, is_finite
 
 LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
 _NETWORK_NUMBERS = {  # key -> (type, min, max) checked when present
@@ -33,7 +35,9 @@ def split_key_values(items: Optional[Iterable[str]], option: str) -> Dict[str, s
     """["a=1", "b=x c=2"] -> {"a": "1", "b": "x", "c": "2"} (values stay text).
 
     A new entry starts at the beginning or where whitespace is followed by ``name=``; other text
-    continues the previous value (``"betas=0.9, 0.999"``). UserError names a bad or repeated entry.
+    continues the previous value (``"betas=0.9, 0.999"``). UserError names a bad or repeated entry, and
+    a value that is or holds nan/inf (``loraplus_lr_ratio=nan``, ``betas=0.9,inf``): whatever network,
+    optimizer or scheduler reads the key, a non-finite number only ever turns into NaN weights.
     """
     out: Dict[str, str] = {}
     for item in items or ():
@@ -47,7 +51,22 @@ def split_key_values(items: Optional[Iterable[str]], option: str) -> Dict[str, s
             if key in out:
                 raise UserError(f"{option} sets {key!r} twice ({key}={out[key]} and {key}={value.strip()}); keep one")
             out[key] = value.strip()
+            if not value_is_finite(out[key]):
+                raise UserError(f"{option} {key}={out[key]}: the value must be {FINITE}")
     return out
+
+
+def value_is_finite(text: str) -> bool:
+    """False when a key=value text is a non-finite number or a list holding one ("nan", "0.9,inf", "1e999")."""
+    if not is_finite(literal_value(text)):
+        return False
+    for part in re.split(r"[\s,()\[\]]+", text):
+        try:
+            if not math.isfinite(float(part)):
+                return False
+        except ValueError:
+            continue
+    return True
 
 
 def literal_value(text: str) -> Any:

@@ -10,11 +10,18 @@ Types (``Option.type``):
 - ``int_or_float``: ``100`` is a step count, ``0.1`` a fraction (kohya's ``lr_warmup_steps``)
 - ``size``: ``512`` or ``512,768`` (width,height); always becomes a ``(width, height)`` tuple
 ``nargs="*"`` makes a list of that type (``--network_args a=1 b=2``; in TOML an array).
+
+Numbers are finite: ``nan``, ``inf`` and ``1e999`` are refused for every float option (a NaN learning
+rate trains a LoRA full of NaN, a NaN ``max_grad_norm`` turns clipping off) unless the option sets
+``finite=False`` because infinity means something there. Every float option states its range
+(``min``/``gt``/``max``) or says ``unbounded=True`` (any finite number); tests/options/test_values.py
+checks that every supported one does.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
@@ -77,6 +84,8 @@ class Option:
     alias_of: Optional[str] = None  # old spelling kept for kohya files (caption_extention)
     cli_only: bool = False  # config_file, output_config: meaningless inside a config file
     metavar: Optional[str] = None
+    finite: bool = True  # float options: nan/inf refused (False only where infinity means something)
+    unbounded: bool = False  # float options with no range on purpose: any finite number
 
     def __post_init__(self) -> None:
         problems = []
@@ -158,6 +167,8 @@ class Option:
                 out = parse_size(value)
         except (TypeError, ValueError):
             raise ConversionError(f"must be {self.expected(example=not from_text)}, got {value!r}") from None
+        if self.finite and not is_finite(out):
+            raise ConversionError(f"must be {FINITE}, got {value!r}")
         return self._check_choice(out)
 
     def _check_choice(self, value: Any) -> Any:
@@ -182,6 +193,8 @@ class Option:
         for x in items:
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 continue
+            if self.finite and not math.isfinite(x):
+                return f"must be {FINITE}"
             if self.gt is not None and not x > self.gt:
                 return f"must be greater than {_show(self.gt)}"
             if self.min is not None and x < self.min:
@@ -191,14 +204,41 @@ class Option:
         return None
 
 
+FINITE = "a finite number (not nan or inf)"
+
+
+def is_finite(value: Any) -> bool:
+    """False when ``value`` is, or holds (lists, tuples, dict values), a NaN or infinite number."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple, set)):
+        return all(is_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(is_finite(v) for v in value.values())
+    return True
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=`` for the tools' float arguments: nan/inf are refused with the option named."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {FINITE}, got {text!r}")
+    return value
+
+
 def parse_size(value: Any) -> Tuple[int, int]:
     """512, "512", "512,768", [512, 768] -> (width, height). ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(value)
-    if isinstance(value, int):
-        parts = [value]
+    if isinstance(value, (int, float)):
+        parts = [_to_int(value)]  # 512.0 is 512; 512.7 is an error, never truncated
     elif isinstance(value, str):
-        parts = [int(p.strip()) for p in value.split(",")]
+        parts = [int(p.strip()) for p in value.split(",")]  # "512," is an error
     elif isinstance(value, (list, tuple)):
         parts = [_to_int(p) for p in value]
     else:

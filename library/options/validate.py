@@ -15,6 +15,7 @@ from argparse import Namespace
 from typing import Dict, List, Optional
 
 from ..errors import UserError
+from ..output_paths import check_output_name
 from .definitions import LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
 from .kwargs import literal_value, network_kwargs, split_key_values
 from .schema import format_value
@@ -67,10 +68,22 @@ def notices(args: Namespace, script: str = "train_network") -> List[str]:
     if args.sample_prompts and not samples_wanted:
         out.append("sample_prompts is set but none of sample_every_n_steps/_epochs or sample_at_first, "
                    "so no samples are made")
+    mask_sources = [n for n in ("alpha_mask", "conditioning_data_dir") if getattr(args, n)]
+    if mask_sources and not args.masked_loss:
+        out.append(f"{' and '.join(mask_sources)} only matter with --masked_loss, which is not set: the whole image counts")
+    validation_options = [n for n in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps",
+                                      "validation_seed") if getattr(args, n) is not None]
+    if validation_options and not args.validation_split and not args.dataset_config:
+        out.append(f"{', '.join(validation_options)} do nothing without validation_split (e.g. --validation_split 0.1), "
+                   "which holds out the images the validation loss is computed on")
     if args.clip_skip is not None and script == "sdxl_train_network":
         out.append("clip_skip is ignored for SDXL, which always uses the penultimate text-encoder layer")
     elif args.clip_skip is not None and args.clip_skip > 1 and args.v2:
         out.append("clip_skip with an SD 2.x model is unusual (SD 2.x was trained on the penultimate layer already)")
+    for flag, needs in (("noise_offset_random_strength", "noise_offset"),
+                        ("ip_noise_gamma_random_strength", "ip_noise_gamma")):
+        if getattr(args, flag) and not getattr(args, needs):
+            out.append(f"{flag} has no effect without --{needs}")
     if args.zero_terminal_snr and not args.v_parameterization:
         out.append("zero_terminal_snr is meant for v_parameterization; with epsilon prediction results may be poor")
     if args.network_train_unet_only and args.text_encoder_lr:
@@ -256,23 +269,30 @@ def _check_saving(args: Namespace, sources: Dict[str, str]) -> None:
                         f"set save_model_as = \"safetensors\"")
     name = args.output_name
     if name is not None:
-        if not name.strip() or "/" in name or "\\" in name:
-            raise UserError(f"output_name {name!r} must be a plain file name; put folders in --output_dir")
+        check_output_name(name, args.output_dir)  # hidden, control characters, separators, too long: before any load
         if name.lower().endswith((".safetensors", ".ckpt", ".pt")):
             stem = os.path.splitext(name)[0]
             raise UserError(f"output_name {name!r} must not end in a file extension; use {stem!r}")
 
 
 def _check_loss(args: Namespace) -> None:
-    if args.adaptive_noise_scale is not None and args.noise_offset is None:
-        raise UserError("adaptive_noise_scale adds to noise_offset, so it needs --noise_offset too (e.g. 0.1)")
+    if args.adaptive_noise_scale is not None and not args.noise_offset:
+        raise UserError("adaptive_noise_scale adds to noise_offset, so it needs --noise_offset above 0 too (e.g. 0.1)")
     if args.scale_v_pred_loss_like_noise_pred and not args.v_parameterization:
         raise UserError("scale_v_pred_loss_like_noise_pred only applies with --v_parameterization; drop it")
     if args.v_pred_like_loss and args.v_parameterization:
         raise UserError("v_pred_like_loss is for epsilon models and cannot be used with --v_parameterization; drop it")
     low, high = args.min_timestep, args.max_timestep
-    if low is not None and high is not None and low > high:
-        raise UserError(f"min_timestep {low} is larger than max_timestep {high}; swap them")
+    if low is not None and high is not None and low >= high:
+        raise UserError(f"min_timestep {low} must be below max_timestep {high}: timesteps are drawn from "
+                        f"[min_timestep, max_timestep), max_timestep excluded")
+    if args.zero_terminal_snr:  # SNR reaches 0 at the last timestep: weights dividing by it become infinite
+        if args.debiased_estimation_loss and not args.v_parameterization:
+            raise UserError("debiased_estimation_loss weights by 1/sqrt(SNR), which zero_terminal_snr drives to "
+                            "infinity near the last timestep: add --v_parameterization or drop one of them")
+        if args.v_pred_like_loss:
+            raise UserError("v_pred_like_loss weights by (SNR+1)/SNR, which zero_terminal_snr drives to infinity "
+                            "near the last timestep: drop one of them")
 
 
 def _check_text_encoder_cache(args: Namespace) -> None:

@@ -3,7 +3,8 @@
 Why here and not in the scripts: the ComfyUI node and the tests call ``train(args, script)`` with
 the same behaviour; the scripts are two lines. Every failure a user can cause ends in one message
 (no traceback unless ``--debug``) and a documented exit code (docs/troubleshooting.md):
-0 done · 2 bad input · 3 non-finite loss · 4 out of memory · 130 interrupted by Ctrl-C.
+0 done · 2 bad input · 3 non-finite loss · 4 out of memory · 130 interrupted by Ctrl-C · 143 stopped by
+SIGTERM (library/train/stopping.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import errno
 import logging
 import os
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
 
+from library import atomic
 from library.errors import UserError
+from library.train import stopping
+from library.train.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, StopFlag  # noqa: F401 - exit codes re-exported
 
 logger = logging.getLogger("lorasmith.train")
 
-EXIT_OK, EXIT_USER, EXIT_NONFINITE, EXIT_OOM, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_OK, EXIT_USER, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
 
 
 @dataclass
@@ -32,36 +35,6 @@ class TrainResult:
     steps: int
     losses: list
     network: object = None  # the trained network module (tests, the ComfyUI node)
-
-
-class _StopFlag:
-    """SIGINT sets a flag the loop reads at the next step boundary; a second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.count = 0
-        self.previous = None
-
-    def __call__(self) -> bool:
-        return self.count > 0
-
-    def _handler(self, signum, frame):
-        self.count += 1
-        if self.count == 1:
-            print("\nCtrl-C: finishing this step, then saving a resumable state and a LoRA "
-                  "(press Ctrl-C again to quit without saving)", file=sys.stderr, flush=True)
-        else:
-            raise KeyboardInterrupt
-
-    def install(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread (e.g. inside ComfyUI): Ctrl-C is the host's business
-            self.previous = None
-        return self
-
-    def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
 
 
 def make_accelerator(args):
@@ -96,6 +69,29 @@ def make_accelerator(args):
 
 def train(args: argparse.Namespace, script: str = "train_network", stop_flag=None, progress_callback=None) -> TrainResult:
     """Run one training as ``args`` say (already parsed and validated)."""
+    from library.train.checkpoints import last_name
+    from library.train.ownership import RunLock
+
+    from library.inference.prompts import read_prompt_file
+
+    args = argparse.Namespace(**vars(args))  # never mutate the caller's options
+    if args.sample_prompts:  # a bad prompt file fails now, not at the first sample after the model loaded
+        read_prompt_file(args.sample_prompts)
+    if args.seed is None:
+        args.seed = random.randint(0, 2**31 - 1)
+        logger.info("no --seed given: using %d", args.seed)
+    if args.log_with is None and args.logging_dir:
+        args.log_with = "tensorboard"  # kohya: a logging_dir alone turns TensorBoard on
+    acc = make_accelerator(args)
+    lock = RunLock(args.output_dir, last_name(args.output_name)).acquire() if acc.is_main_process else None
+    try:  # one run at a time per output_dir/output_name (library/train/ownership.py)
+        return _train_locked(args, script, acc, stop_flag, progress_callback)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResult:
     import torch
 
     from library.train.loop import Trainer, total_steps_text
@@ -103,35 +99,35 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
     from library.train.outputs import RunOutputs
     from library.train.setup_data import attach_caches, build_dataset, prepare_data
     from library.train.setup_model import load_for_training, save_dtype_for
+    from library.train.losses import check_options
     from library.train.step import StepConfig, loss_options, noise_options
+    from library.train.validation import Validation, build_validation_dataset
 
-    args = argparse.Namespace(**vars(args))  # never mutate the caller's options
-    if args.seed is None:
-        args.seed = random.randint(0, 2**31 - 1)
-        logger.info("no --seed given: using %d", args.seed)
-    if args.log_with is None and args.logging_dir:
-        args.log_with = "tensorboard"  # kohya: a logging_dir alone turns TensorBoard on
-    acc = make_accelerator(args)
     rank, world = acc.process_index, acc.num_processes
     base_sha256 = _start_base_hash(args) if acc.is_main_process else None
     prepared = prepare_data(args, world, show=(lambda text: logger.info("\n%s", text)) if acc.is_main_process else None)
     dataset = build_dataset(args, args.seed, prepared)
+    held_out = build_validation_dataset(prepared, args.seed, args.stop_on_bad_image, bool(args.masked_loss))
     torch.manual_seed(args.seed)  # LoRA init
     model = load_for_training(args, script, acc.device)
-    attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process)
+    attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process,
+                  validation=held_out)
     cfg = StepConfig(
         noise=noise_options(args, model.base.noise_scheduler.config.num_train_timesteps),
         loss=loss_options(args, model.base.v_parameterization),
         clip_skip=None if model.base.is_sdxl else args.clip_skip, max_token_length=args.max_token_length,
+        weighted_captions=bool(args.weighted_captions),
         autocast=acc.autocast,
     )
-    cfg.noise.validate(model.base.noise_scheduler.config.num_train_timesteps)
-    cfg.loss.validate()
+    # the options layer checked these rules before loading; again with the model's own timesteps and
+    # prediction type (its warnings were already logged as notices)
+    check_options(cfg.noise, cfg.loss, model.base.noise_scheduler.config.num_train_timesteps)
 
     def outputs_factory(opt_info, plan):
         md = {}
         if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
             summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
+                       "num_validation_images": len(held_out.records()) if held_out is not None else 0,
                        "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps}
             first = summary["datasets"][0] if summary["datasets"] else {}
             summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
@@ -139,9 +135,12 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
                                    base_sha256.result() if base_sha256 is not None else None)
         return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
 
-    flag = stop_flag or _StopFlag().install()
+    flag = stop_flag or StopFlag().install()
     try:
         trainer = Trainer(args, acc, model, dataset, cfg, outputs_factory, flag)
+        trainer.script = script
+        if held_out is not None:
+            trainer.validation = Validation(args, model, held_out, cfg, acc, trainer.opt_info)
         if acc.is_main_process:
             logger.info("training: %s", total_steps_text(trainer.plan))
         if args.resume:
@@ -154,7 +153,7 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
             logger.info("done in %.0f s: %s", time.perf_counter() - t0, final)
         return TrainResult(final, args.output_dir, trainer.global_step, trainer.losses, model.network)
     finally:
-        if isinstance(flag, _StopFlag):
+        if isinstance(flag, StopFlag):
             flag.restore()
 
 
@@ -180,6 +179,16 @@ def _setup_logging(debug: bool) -> None:
         dlog.set_verbosity_error() if not debug else None
     except ImportError:
         pass
+
+
+def _newest_state_text(args, script: str) -> str:
+    """Where to continue from, naming a state only if a complete one of this run's name exists."""
+    from library.train.checkpoints import latest_state
+
+    found = latest_state(args.output_dir, args.output_name, defaults=True, script=script) if args else None
+    if found:
+        return f"the newest saved state is {found}: continue with --resume {found}"
+    return "no resumable state was saved, so a new run starts from the beginning (files already saved are intact)"
 
 
 def _print_error(text: str) -> None:
@@ -211,19 +220,22 @@ def _run(args, script: str, debug: bool) -> int:
     import torch
 
     from library.train.loop import Interrupted, NonFiniteLoss
+    from library.train.run_folder import run_status
 
     try:
-        result = train(args, script)
+        with run_status(args):  # status.json: starting -> done / interrupted / failed (library/train/run_folder.py)
+            result = train(args, script)
         print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
         return EXIT_OK
     except Interrupted as e:
-        print(f"interrupted: saved {e.lora} and the state {e.state_dir}; continue with --resume {e.state_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+        print(stopping.stopped_message(e.reason, e.lora, e.state_dir), file=sys.stderr)
+        return stopping.exit_code_for(e.reason)
+    except KeyboardInterrupt as e:
         if debug:
             raise
-        print("interrupted before the first step finished; nothing was saved", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        reason = e.reason if isinstance(e, stopping.StopNow) else "Ctrl-C"
+        print(f"stopped at once ({reason}) without saving; {_newest_state_text(args, script)}", file=sys.stderr)
+        return stopping.exit_code_for(reason)
     except NonFiniteLoss as e:
         if debug:
             raise
@@ -244,9 +256,9 @@ def _run(args, script: str, debug: bool) -> int:
         if debug:
             raise
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            folder = os.path.dirname(os.path.abspath(e.filename)) if e.filename else "OUTPUT_DIR"
-            _print_error(f"disk full while writing {e.filename or 'an output file'}; free space, then continue from "
-                         f"the newest saved state with --resume {folder} (earlier files are intact)")
+            where = atomic.disk_of(e.filename or args.output_dir)
+            _print_error(f"disk full while writing {e.filename or 'an output file'} on {where}; free space or choose "
+                         f"another --output_dir; {_newest_state_text(args, script)}")
         else:
             _print_error(f"{e.filename or ''}: {e.strerror or e}; check the path and its permissions")
         return EXIT_USER

@@ -8,14 +8,13 @@ Determinism: before each micro-batch the RNGs are seeded from (seed, epoch, posi
 data order comes from (seed, epoch), and a state is written only at optimizer-step boundaries with
 the data position. A resumed run therefore repeats exactly what the uninterrupted one would do.
 
-Exit codes (entry.py): 0 done, 2 user error, 3 non-finite loss stop, 130 interrupted (Ctrl-C,
-after saving a resumable state and a LoRA).
+Exit codes (entry.py): 0 done, 2 user error, 3 non-finite loss stop, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM) — both after saving a resumable state and a LoRA (library/train/stopping.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -25,6 +24,11 @@ from tqdm import tqdm
 
 from library.errors import UserError
 from library.train import checkpoints as ck
+from library.train import stopping
+from library.train.ownership import new_run_id
+from library.train.run_settings import check_resume_settings, run_settings
+from library.train import kohya_state
+from library.train.run_folder import RunFolder, poll_controls
 from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
 from library.data.dataset import make_dataloader
@@ -39,32 +43,17 @@ class NonFiniteLoss(UserError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C: a state and a LoRA were saved; ``state_dir`` resumes the run."""
+    """Ctrl-C, SIGTERM or a stop request: a state and a LoRA were saved; ``state_dir`` resumes the run."""
 
-    def __init__(self, state_dir: str, lora: str):
+    def __init__(self, state_dir: str, lora: str, reason: str = "Ctrl-C"):
         super().__init__(state_dir)
-        self.state_dir, self.lora = state_dir, lora
+        self.state_dir, self.lora, self.reason = state_dir, lora, reason
 
 
 def step_seed(seed: int, epoch: int, position: int, rank: int) -> int:
     """A 63-bit seed for one micro-batch, independent of how the run got there."""
     digest = hashlib.sha256(f"{seed}:{epoch}:{position}:{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def fingerprint(args, model, plan, world: int) -> dict:
-    """Settings that change what is trained; resuming with different ones is refused."""
-    return {
-        "model": model.base.content_hash,
-        "network": [args.network_module, args.network_dim, args.network_alpha, args.network_args, args.network_dropout],
-        "optimizer": [args.optimizer_type, args.optimizer_args, args.learning_rate, args.unet_lr, args.text_encoder_lr],
-        "scheduler": [args.lr_scheduler, args.lr_warmup_steps],
-        "batches_per_epoch": plan.batches_per_epoch,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "processes": world,
-        "seed": args.seed,
-        "train": [model.train_unet, model.train_text_encoder],
-    }
 
 
 class Trainer:
@@ -94,22 +83,35 @@ class Trainer:
         self.name = self.outputs.name
         self.global_step, self.epoch, self.position = 0, 1, 0
         self.losses: list[float] = []
-        self.fp = fingerprint(args, model, self.plan, self.world)
+        self.fp = run_settings(args, model, self.plan, self.world, dataset)  # what a resume must match
+        self.script = "train_network"  # entry.train sets the real one; states remember it
+        self.run_id = self.outputs.run_id = new_run_id()  # a resume adopts the state's
         self.seed = int(args.seed or 0)
         self.skipped_in_row = 0
         self._last_sampled = -1
         self.loader = None
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
         self.stop_cause = None  # what the progress callback raised: a host's Cancel, handled like Ctrl-C
+        self.validation = None  # a validation.Validation when images are held out (--validation_split)
+        self.run_folder = RunFolder(args.output_dir, enabled=accelerator.is_main_process)  # status/metrics/controls
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
-        path = ck.resolve_resume(path, self.name)  # a state folder, or the output folder's newest state
+        path = ck.resolve_resume(path, self.args.output_name, self.script)  # a state, or the folder's newest of ours
+        if kohya_state.is_kohya_state(path):  # written by kohya's sd-scripts: what carries over, library/train/kohya_state.py
+            self.global_step, self.epoch, self.position = kohya_state.load_kohya_state(
+                path, self.model.network, self.opt_info.optimizer, self.scheduler, self.plan, self.accum)
+            return
         state = ck.read_train_state(path)
-        ck.check_fingerprint(path, state.get("fingerprint", {}), json.loads(json.dumps(self.fp)))
+        changed = check_resume_settings(path, state.get("fingerprint", {}), self.fp, self.args.resume_with_changes)
+        if changed:
+            logger.warning("resuming with changed settings (--resume_with_changes): %s", ", ".join(changed))
         ck.load_state(path, self.model.network, self.opt_info.optimizer, self.scheduler)
+        self.run_id = self.outputs.run_id = state.get("run_id") or self.run_id  # the resumed run's files stay its own
         self.global_step, self.epoch, self.position = state["global_step"], state["epoch"], state["position"]
         self.losses = list(state.get("losses", []))
+        if self.validation is not None:
+            self.validation.history = list(state.get("validation", []))
         self.outputs.checkpoints = list(state.get("checkpoints", []))
         if state.get("scaler") and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(state["scaler"])
@@ -121,21 +123,23 @@ class Trainer:
         return {
             "global_step": self.global_step, "epoch": self.epoch, "position": self.position, "losses": self.losses,
             "fingerprint": self.fp, "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
-            "max_train_steps": self.plan.max_train_steps,
+            "max_train_steps": self.plan.max_train_steps, "run_id": self.run_id, "script": self.script,
+            "validation": self.validation.history if self.validation is not None else [],
         }
 
     def _save(self, stem: str, kind: str | None, with_state: bool, final: bool = False) -> str:
-        """LoRA (+ state) under ``stem``, on the main process; then prune older ones of ``kind``."""
+        """LoRA (+ state) under ``stem``, on the main process; then prune this run's older ones of ``kind``."""
         path = ""
         if self.acc.is_main_process:
             path = self.outputs.save_lora(stem, self.epoch, self.global_step, final=final)
             if with_state:
                 self.outputs.save_state(stem, self.optimizer, self.scheduler, self._train_state())
             if kind:
-                self.outputs.prune_loras(kind)
+                number = self.epoch if kind == "epoch" else self.global_step
+                self.outputs.prune_loras(kind, number)
                 if with_state:
-                    self.outputs.prune_states(kind)
-            self.outputs.report(self.losses)
+                    self.outputs.prune_states(kind, number)
+            self.outputs.report(self.losses, self.validation.history if self.validation is not None else None)
         self.acc.wait_for_everyone()
         return path
 
@@ -148,6 +152,7 @@ class Trainer:
         if args.sample_at_first and self.global_step == 0:
             self._samples(f"{self.name}_000000")
         self.opt_info.train()
+        self.run_folder.training(self.global_step, plan.max_train_steps, self.epoch, plan.num_epochs)
         try:
             while self.global_step < plan.max_train_steps and self.epoch <= plan.num_epochs:
                 self._run_epoch(bar)
@@ -156,6 +161,8 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
         finally:
             bar.close()
+            self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
+            self.run_folder.update(force=True)  # the throttled status gets the last step
         wants_samples = args.sample_every_n_steps or args.sample_every_n_epochs
         if wants_samples and self._last_sampled != self.global_step:
             self._samples(f"{self.name}_{self.global_step:06d}")  # the final LoRA gets samples too
@@ -195,13 +202,18 @@ class Trainer:
             if self.position % self.accum and self.position < plan.micro_per_rank:
                 continue
             self._optimizer_step(window_bad, window_loss / max(window_n, 1), epoch_losses, bar)
+            if self.validation is not None:  # before any save: a state written now resumes after it
+                self.validation.after_step(self.global_step, self.epoch, sum(self.losses[-100:]) / max(len(self.losses[-100:]), 1))
             window_loss, window_n, window_bad = 0.0, 0, False
             if self.global_step >= plan.max_train_steps:
                 finished_epoch = False  # the final save follows
+                self._save_on_step_interval()  # kohya: the final step gets its step file too
                 break
             self._after_step()
         if epoch_losses and args.log_with:
             self.acc.log({"loss/epoch": sum(epoch_losses) / len(epoch_losses)}, step=self.epoch)
+        if self.validation is not None:
+            self.validation.after_epoch(self.global_step, self.epoch, epoch_losses)
         if finished_epoch:
             self._after_epoch()
 
@@ -231,6 +243,7 @@ class Trainer:
         lrs = current_lrs(self.opt_info, self.scheduler)
         bar.update(1)
         bar.set_postfix({"loss": f"{average:.4f}", "lr": f"{next(iter(lrs.values()), 0):.2e}"}, refresh=False)
+        self.run_folder.record_step(self.global_step, self.plan.max_train_steps, self.epoch, loss_value, lrs, logs)
         if self.progress_callback is not None:
             try:
                 self.progress_callback(self.global_step, self.plan.max_train_steps, loss_value)
@@ -253,7 +266,10 @@ class Trainer:
     def _non_finite(self) -> None:
         msg = f"step {self.global_step} (epoch {self.epoch}): the loss is not finite (NaN or inf)"
         last = self.outputs.checkpoints[-1]["file"] if self.outputs.checkpoints else None
-        kept = f"; the last saved LoRA {last} is intact" if last else "; nothing was saved yet"
+        if last and stopping.lora_intact(last):  # checked, never assumed
+            kept = f"; the last saved LoRA {last} is intact"
+        else:
+            kept = f"; the last saved LoRA {last} could not be read back" if last else "; nothing was saved yet"
         if self.args.nonfinite_loss == "skip":
             self.skipped_in_row += 1
             logger.warning("%s; step skipped (--nonfinite_loss skip)", msg)
@@ -267,14 +283,28 @@ class Trainer:
     def _after_step(self) -> None:
         """Saves, samples and Ctrl-C handling at an optimizer-step boundary."""
         args, step = self.args, self.global_step
-        stem = ck.step_name(self.name, step)
+        stem = ck.step_name(args.output_name, step)
         if args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
             self._samples(f"{self.name}_{step:06d}")
+        self._save_on_step_interval()
+        self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
+        wanted = poll_controls(self.run_folder, self.acc)  # save-now / sample-now / stop files (docs/gui.md)
+        if "sample-now" in wanted and self._last_sampled != step:
+            self._samples(f"{self.name}_{step:06d}")
+        if "save-now" in wanted:
+            self._save(stem, None, True)
+        stop_file = "stop" in wanted
+        if self._interrupt_requested() or stop_file:
+            with stopping.saving(self.stop_flag):  # a second signal now would only cut the save short
+                lora = self._save(stem, None, True)
+            reason = ("cancelled" if self.stop_cause is not None else
+                      "stop file" if stop_file and not self.stop_flag() else stopping.reason_of(self.stop_flag))
+            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora, reason) from self.stop_cause
+
+    def _save_on_step_interval(self) -> None:
+        args, step = self.args, self.global_step
         if args.save_every_n_steps and step % args.save_every_n_steps == 0:
-            self._save(stem, "step", bool(args.save_state))
-        if self._interrupt_requested():
-            lora = self._save(stem, None, True)
-            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora) from self.stop_cause
+            self._save(ck.step_name(args.output_name, step), "step", bool(args.save_state))
 
     def _after_epoch(self) -> None:
         args, epoch = self.args, self.epoch
@@ -284,7 +314,7 @@ class Trainer:
             self._samples(f"{self.name}_e{epoch:06d}")
         if args.save_every_n_epochs and epoch % args.save_every_n_epochs == 0:
             self.position = self.plan.micro_per_rank  # the state resumes at the next epoch
-            self._save(ck.epoch_name(self.name, epoch), "epoch", bool(args.save_state))
+            self._save(ck.epoch_name(args.output_name, epoch), "epoch", bool(args.save_state))
 
     def _interrupt_requested(self) -> bool:
         flag = self.stop_cause is not None or bool(self.stop_flag())
@@ -297,6 +327,7 @@ class Trainer:
         if self.acc.is_main_process:
             t = time.perf_counter()
             paths = self.outputs.samples(stem, self.acc.autocast)
+            self.run_folder.record_samples(self.global_step, [p.prompt for p in self.outputs.prompts], paths)
             if paths:
                 logger.info("%d sample images in %.1f s", len(paths), time.perf_counter() - t)
         self.acc.wait_for_everyone()

@@ -102,7 +102,7 @@ def check_options(noise: NoiseOptions, loss: LossOptions, num_train_timesteps: i
     """
     noise.validate(num_train_timesteps)
     loss.validate()
-    warnings = noise.warnings()
+    warnings = []  # options without effect are library.options.notices' (logged when the options are parsed)
     if noise.zero_terminal_snr:
         if not loss.v_parameterization:
             warnings.append("--zero_terminal_snr without --v_parameterization: an epsilon model cannot "

@@ -125,6 +125,12 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
         "ss_color_aug": bool(args.color_aug),
         "ss_keep_tokens": args.keep_tokens,
         "ss_shuffle_caption": bool(args.shuffle_caption),
+        "ss_validation_seed": args.validation_seed,
+        "ss_validation_split": args.validation_split,
+        "ss_max_validation_steps": args.max_validation_steps,
+        "ss_validate_every_n_steps": args.validate_every_n_steps,
+        "ss_validate_every_n_epochs": args.validate_every_n_epochs,
+        "ss_num_validation_images": data_summary.get("num_validation_images", 0),
     }
     md = {k: _s(v) for k, v in md.items()}
     md.update(modelspec(model.family, model.v_parameterization, args.output_name, res, args))

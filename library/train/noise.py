@@ -25,7 +25,7 @@ they cannot go stale after ``apply_zero_terminal_snr`` (kohya caches its table b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -87,15 +87,6 @@ class NoiseOptions:
         if self.min_timestep >= self.max_timestep:
             raise UserError(f"--min_timestep ({self.min_timestep}) must be below --max_timestep "
                             f"({self.max_timestep}): timesteps are drawn from [min_timestep, max_timestep)")
-
-    def warnings(self) -> List[str]:
-        """Messages for options that are set but have no effect (the caller logs them)."""
-        out = []
-        if self.noise_offset_random_strength and not self.noise_offset:
-            out.append("--noise_offset_random_strength has no effect without --noise_offset")
-        if self.ip_noise_gamma_random_strength and not self.ip_noise_gamma:
-            out.append("--ip_noise_gamma_random_strength has no effect without --ip_noise_gamma")
-        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,11 +211,17 @@ def noisy_latents(scheduler, latents: torch.Tensor, noise: torch.Tensor, timeste
 
 
 def noise_noisy_latents_and_timesteps(scheduler, latents: torch.Tensor, opts: NoiseOptions,
-                                      generator: Optional[torch.Generator] = None
+                                      generator: Optional[torch.Generator] = None,
+                                      timesteps: Optional[torch.Tensor] = None,
                                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(noise, noisy_latents, timesteps)`` for one step, drawing in kohya's order: noise, timesteps, perturbation."""
+    """``(noise, noisy_latents, timesteps)`` for one step, drawing in kohya's order: noise, timesteps, perturbation.
+
+    Given ``timesteps`` (the validation loss's fixed ones) no timestep is drawn."""
     noise = sample_noise(latents, opts, generator)
-    timesteps = sample_timesteps(latents.shape[0], opts, latents.device, generator)
+    if timesteps is None:
+        timesteps = sample_timesteps(latents.shape[0], opts, latents.device, generator)
+    else:
+        timesteps = timesteps.to(latents.device, torch.long)
     return noise, noisy_latents(scheduler, latents, noise, timesteps, opts, generator), timesteps
 
 

@@ -33,6 +33,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 
 from library.errors import UserError
+from library.options.kwargs import value_is_finite
+from library.options.schema import FINITE, is_finite
 from library.train.speed import fast_step_kwargs
 
 logger = logging.getLogger(__name__)
@@ -207,7 +209,7 @@ def parse_optimizer_args(args: Union[Sequence[str], Mapping[str, Any], str, None
         bad = [k for k in args if not isinstance(k, str) or not k.isidentifier()]
         if bad:
             raise OptimizerError(f"{option} key {bad[0]!r} is not a valid argument name; use names like weight_decay")
-        return dict(args)
+        return _finite(dict(args), option)
     if isinstance(args, str):
         args = [args]
     parsed: dict = {}
@@ -226,6 +228,14 @@ def parse_optimizer_args(args: Union[Sequence[str], Mapping[str, Any], str, None
             if key in parsed:
                 raise OptimizerError(f"{option} sets {key!r} twice; keep one")
             parsed[key] = _value(text)
+    return _finite(parsed, option)
+
+
+def _finite(parsed: dict, option: str) -> dict:
+    """nan/inf in any value (``betas=(0.9, nan)`` from a mapping too) only ever trains NaN weights."""
+    for key, value in parsed.items():
+        if not is_finite(value) or (isinstance(value, str) and not value_is_finite(value)):
+            raise OptimizerError(f"{option} {key}={value}: the value must be {FINITE}")
     return parsed
 
 

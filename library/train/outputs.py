@@ -14,6 +14,7 @@ import torch
 
 from library.train import checkpoints as ck
 from library.train.metadata import checkpoint_metadata
+from library.train.ownership import RUN_ID_KEY, prune_own
 from library.train.report import write_report
 from library.train.sampling import generate_samples, read_prompt_file
 
@@ -30,7 +31,8 @@ class RunOutputs:
         self.save_dtype = save_dtype
         self.optimizer_info = optimizer_info
         self.output_dir = args.output_dir
-        self.name = args.output_name or "last"
+        self.name = ck.last_name(args.output_name)
+        self.run_id = ""  # set by the Trainer: a new id, or the resumed state's
         self.checkpoints: list[dict] = []  # {"file", "epoch", "step", "samples"}
         self.last_samples: list[str] = []
         self.prompts = read_prompt_file(args.sample_prompts) if args.sample_prompts else []
@@ -42,6 +44,7 @@ class RunOutputs:
         md = checkpoint_metadata(self.base_metadata, epoch, step, stem, final=final)
         if self.args.no_metadata:
             md = {k: v for k, v in md.items() if k.startswith("modelspec.")}
+        md[RUN_ID_KEY] = self.run_id  # pruning deletes only files that carry this run's id
         self.optimizer_info.eval()
         try:
             self.model.network.save_weights(path, self.save_dtype, md)
@@ -52,9 +55,17 @@ class RunOutputs:
         logger.info("saved %s", path)
         return path
 
-    def prune_loras(self, kind: str) -> None:
+    def _below(self, kind: str, number: int, keep) -> int:
+        """kohya's rule: steps keep files of the last ``keep`` steps; epochs the last ``keep`` saved epochs."""
+        if kind == "step":
+            return number - keep
+        return number - (self.args.save_every_n_epochs or 1) * keep + 1
+
+    def prune_loras(self, kind: str, number: int) -> None:
         keep = self.args.save_last_n_epochs if kind == "epoch" else self.args.save_last_n_steps
-        removed = ck.prune(self.output_dir, self.name, kind, keep or 0)
+        if not keep:
+            return
+        removed = prune_own(self.output_dir, self.args.output_name, kind, self._below(kind, number, keep), self.run_id)
         if removed:
             self.checkpoints = [c for c in self.checkpoints if c["file"] not in removed]
 
@@ -70,11 +81,12 @@ class RunOutputs:
         logger.info("saved state %s", path)
         return path
 
-    def prune_states(self, kind: str) -> None:
+    def prune_states(self, kind: str, number: int) -> None:
         keep = self.args.save_last_n_epochs_state if kind == "epoch" else self.args.save_last_n_steps_state
         if keep is None:  # kohya: the LoRA's keep count also applies to states unless set apart
             keep = self.args.save_last_n_epochs if kind == "epoch" else self.args.save_last_n_steps
-        ck.prune(self.output_dir, self.name, kind, keep or 0, state=True)
+        if keep:
+            prune_own(self.output_dir, self.args.output_name, kind, self._below(kind, number, keep), self.run_id, state=True)
 
     # --- samples and report -----------------------------------------------------------------
     def samples(self, stem: str, autocast) -> list[str]:
@@ -107,9 +119,9 @@ class RunOutputs:
             self.checkpoints[-1]["samples"] = list(paths)
         return paths
 
-    def report(self, losses: list[float]) -> str:
+    def report(self, losses: list[float], validation: list[dict] | None = None) -> str:
         try:
-            return write_report(self.output_dir, self.name, losses, self.checkpoints)
+            return write_report(self.output_dir, self.name, losses, self.checkpoints, validation)
         except OSError as e:  # a report is a convenience; never let it stop training
             logger.warning("could not write the report: %s", e)
             return ""

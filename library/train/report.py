@@ -12,6 +12,9 @@ import os
 
 from PIL import Image, ImageDraw
 
+from library import atomic
+from library.atomic import atomic_path
+
 
 def _smooth(values: list[float], window: int) -> list[float]:
     out, acc = [], 0.0
@@ -23,15 +26,16 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def loss_curve_png(losses: list[float], path: str, size=(800, 400)) -> str:
-    """Raw loss (light) and its moving average (dark) against step."""
+def loss_curve_png(losses: list[float], path: str, size=(800, 400), validation: list[dict] | None = None) -> str:
+    """Raw loss (light) and its moving average (dark) against step; validation losses as orange dots."""
     w, h = size
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     left, right, top, bottom = 60, w - 20, 20, h - 40
     draw.rectangle([left, top, right, bottom], outline="black")
+    points_v = [(v["step"], v["loss"]) for v in validation or [] if v.get("step")]
     if losses:
-        lo, hi = min(losses), max(losses)
+        lo, hi = min(losses + [v for _, v in points_v]), max(losses + [v for _, v in points_v])
         span = (hi - lo) or 1.0
         n = max(len(losses) - 1, 1)
 
@@ -42,20 +46,26 @@ def loss_curve_png(losses: list[float], path: str, size=(800, 400)) -> str:
             points = [xy(i, v) for i, v in enumerate(series)]
             if len(points) > 1:
                 draw.line(points, fill=colour, width=2)
+        for step, value in points_v:
+            x, y = xy(step - 1, value)
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(230, 120, 20))
         draw.text((5, top), f"{hi:.4g}", fill="black")
         draw.text((5, bottom - 10), f"{lo:.4g}", fill="black")
         draw.text((left, bottom + 10), "step 1", fill="black")
         draw.text((right - 60, bottom + 10), f"step {len(losses)}", fill="black")
-    draw.text((left + 5, top + 5), "loss (light: per step, dark: moving average)", fill="black")
+    legend = "loss (light: per step, dark: moving average" + (", orange: validation)" if points_v else ")")
+    draw.text((left + 5, top + 5), legend, fill="black")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(path + ".tmp", format="PNG")  # then renamed: a crash never leaves half a PNG under the name
-    os.replace(path + ".tmp", path)
+    with atomic_path(path) as tmp:  # a crash never leaves half a PNG under the name
+        img.save(tmp, format="PNG")
     return path
 
 
-def write_report(output_dir: str, output_name: str, losses: list[float], checkpoints: list[dict]) -> str:
-    """Write ``<output_name>_report.html`` and the loss PNG; ``checkpoints`` items: file, step, epoch, samples."""
-    png = loss_curve_png(losses, os.path.join(output_dir, f"{output_name}_loss.png"))
+def write_report(output_dir: str, output_name: str, losses: list[float], checkpoints: list[dict],
+                 validation: list[dict] | None = None) -> str:
+    """Write ``<output_name>_report.html`` and the loss PNG; ``checkpoints`` items: file, step, epoch, samples;
+    ``validation`` items: step, epoch, kind ("step"/"epoch"), loss (library/train/validation.py)."""
+    png = loss_curve_png(losses, os.path.join(output_dir, f"{output_name}_loss.png"), validation=validation)
     rows = []
     for ck in checkpoints:
         step = ck["step"]
@@ -79,9 +89,11 @@ def write_report(output_dir: str, output_name: str, losses: list[float], checkpo
     page += f"<img src='{html.escape(os.path.basename(png))}'><h2>Checkpoints</h2>"
     page += "<table border=1 cellpadding=4><tr><th>file</th><th>epoch</th><th>step</th><th>loss (last 10 steps)</th><th>samples</th></tr>"
     page += "".join(rows) + "</table>"
+    if validation:
+        page += ("<h2>Validation loss</h2><p>held-out images, fixed timesteps and noise: comparable across steps</p>"
+                 "<table border=1 cellpadding=4><tr><th>step</th><th>epoch</th><th>when</th><th>validation loss</th></tr>")
+        page += "".join(f"<tr><td>{v['step']}</td><td>{v['epoch']}</td><td>{html.escape(v['kind'])}</td><td>{v['loss']:.5f}</td></tr>"
+                        for v in validation) + "</table>"
     path = os.path.join(output_dir, f"{output_name}_report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    atomic.write_text(path, page)
     return path

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass, field
 
 import torch
 from PIL import PngImagePlugin
 
+from library.atomic import atomic_path
 from library.errors import UserError
+from library.inference.prompts import OPTION_KEYS, SamplePrompt, parse_prompt_line, read_prompt_file  # noqa: F401
+from library.vocabulary import SAMPLERS as SAMPLER_NAMES
 
-OPTION_KEYS = {"n": "negative_prompt", "w": "width", "h": "height", "d": "seed", "s": "steps", "l": "scale", "ss": "sampler"}
-SAMPLERS = {
+_SCHEDULERS = {  # sampler name -> diffusers scheduler class and its extra config
     "ddim": ("DDIMScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
@@ -36,61 +37,7 @@ SAMPLERS = {
     "lms": ("LMSDiscreteScheduler", {}),
     "k_lms": ("LMSDiscreteScheduler", {}),
 }
-
-
-@dataclass
-class SamplePrompt:
-    prompt: str
-    negative_prompt: str = ""
-    width: int = 512
-    height: int = 512
-    seed: int | None = None
-    steps: int = 30
-    scale: float = 7.5
-    sampler: str | None = None
-    extra: dict = field(default_factory=dict)
-
-
-def parse_prompt_line(line: str, where: str = "prompt", defaults: dict | None = None) -> SamplePrompt:
-    """One prompt line -> SamplePrompt; unknown ``--x`` options are an error naming the line."""
-    parts = line.split(" --")
-    sample = SamplePrompt(prompt=parts[0].strip(), **(defaults or {}))
-    for part in parts[1:]:
-        key, _, value = part.strip().partition(" ")
-        if key not in OPTION_KEYS:
-            known = ", ".join(f"--{k}" for k in OPTION_KEYS)
-            raise UserError(f"{where}: unknown option '--{key}' (known: {known})")
-        name, value = OPTION_KEYS[key], value.strip()
-        try:
-            if name in ("width", "height", "seed", "steps"):
-                value = int(value)
-            elif name == "scale":
-                value = float(value)
-        except ValueError:
-            raise UserError(f"{where}: option --{key} needs a number, got '{value}'") from None
-        if name == "sampler" and value.lower() not in SAMPLERS:
-            raise UserError(f"{where}: unknown sampler '{value}' (known: {', '.join(SAMPLERS)})")
-        setattr(sample, name, value.lower() if name == "sampler" else value)
-    return sample
-
-
-def read_prompt_file(path: str, defaults: dict | None = None, option: str = "--sample_prompts") -> list[SamplePrompt]:
-    """All prompts of a kohya-style ``.txt`` prompt file; ``option`` names it in errors."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{option} {path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{option} {path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-    prompts = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            prompts.append(parse_prompt_line(line, f"{path}:{n}", defaults))
-    if not prompts:
-        raise UserError(f"{option} {path}: no prompts in the file (one prompt per line, '#' for comments)")
-    return prompts
+SAMPLERS = {name: _SCHEDULERS[name] for name in SAMPLER_NAMES}  # every name of library.vocabulary
 
 
 def make_scheduler(sampler: str, train_scheduler_config: dict):
@@ -138,12 +85,37 @@ def png_info(sample: SamplePrompt, sampler: str) -> PngImagePlugin.PngInfo:
     return info
 
 
+def prompt_kwargs(model, prompt: str, negative: str | None, clip_skip: int | None = None) -> dict:
+    """The pipeline's text arguments for one prompt: the plain strings, or, when the prompt or the negative
+    uses weighting syntax (``(word:1.2)``, ``[word]``, ``\\(``), embeddings weighted as in training
+    (library/inference/prompt_weights.py), up to 225 tokens, as kohya's sample images do."""
+    from library.inference.prompt_weights import has_weights, tokens_with_weights
+    from library.train.text_encoding import CHUNK, encode_captions
+
+    if not (has_weights(prompt) or (negative and has_weights(negative))):
+        kwargs = {"prompt": prompt, "negative_prompt": negative or None}
+        if clip_skip and clip_skip > 1 and not model.is_sdxl:
+            kwargs["clip_skip"] = clip_skip - 1  # kohya counts the last layer as 1, diffusers as 0
+        return kwargs
+    texts = [prompt, negative or ""]
+    longest = max(len(tokens_with_weights(model.tokenizers[0], t, 3 * CHUNK)[0]) for t in texts)
+    length = CHUNK * min(3, max(1, -(-longest // CHUNK)))
+    cond = encode_captions(model, texts, length, None if model.is_sdxl else clip_skip, weighted=True,
+                           device=model.unet.device)
+    dtype = model.unet.dtype
+    kwargs = {"prompt_embeds": cond.context[:1].to(dtype), "negative_prompt_embeds": cond.context[1:].to(dtype)}
+    if model.is_sdxl:
+        kwargs["pooled_prompt_embeds"] = cond.pooled[:1].to(dtype)
+        kwargs["negative_pooled_prompt_embeds"] = cond.pooled[1:].to(dtype)
+        if not negative:  # what the SDXL pipeline does for an empty negative prompt (force_zeros_for_empty_prompt)
+            kwargs["negative_prompt_embeds"] = torch.zeros_like(kwargs["negative_prompt_embeds"])
+            kwargs["negative_pooled_prompt_embeds"] = torch.zeros_like(kwargs["negative_pooled_prompt_embeds"])
+    return kwargs
+
+
 def _conditioning_key(sample: SamplePrompt, clip_skip) -> tuple:
     return (sample.prompt, sample.negative_prompt, sample.scale > 1, clip_skip)
 
-
-def _pipe_clip_skip(model, clip_skip):
-    return clip_skip - 1 if clip_skip and clip_skip > 1 and not model.is_sdxl else None
 
 
 @torch.no_grad()
@@ -157,9 +129,13 @@ def encode_sample_prompts(model, prompts: list[SamplePrompt], clip_skip=None) ->
         key = _conditioning_key(sample, clip_skip)
         if key in out:
             continue
+        kwargs = prompt_kwargs(model, sample.prompt, sample.negative_prompt, clip_skip)
+        if "prompt" not in kwargs:  # weighted prompts: already embeddings
+            out[key] = kwargs
+            continue
         cfg = sample.scale > 1
         neg = sample.negative_prompt or None
-        skip = _pipe_clip_skip(model, clip_skip)
+        skip = kwargs.get("clip_skip")
         if model.is_sdxl:
             pe, npe, ppe, nppe = pipe.encode_prompt(sample.prompt, device=device, do_classifier_free_guidance=cfg,
                                                     negative_prompt=neg, clip_skip=skip)
@@ -189,20 +165,15 @@ def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str
                 pipe = make_pipeline(model, sampler, with_text_encoders=conditioning is None)
                 sample_seed = sample.seed if sample.seed is not None else seed + i
                 gen = torch.Generator(device="cpu").manual_seed(sample_seed)
-                kwargs = dict(width=sample.width, height=sample.height, num_inference_steps=sample.steps,
+                text = (conditioning[_conditioning_key(sample, clip_skip)] if conditioning is not None
+                        else prompt_kwargs(model, sample.prompt, sample.negative_prompt, clip_skip))
+                kwargs = dict(**text, width=sample.width, height=sample.height, num_inference_steps=sample.steps,
                               guidance_scale=sample.scale, generator=gen)
-                if conditioning is not None:
-                    kwargs.update(conditioning[_conditioning_key(sample, clip_skip)])
-                else:
-                    kwargs.update(prompt=sample.prompt, negative_prompt=sample.negative_prompt or None)
-                    if _pipe_clip_skip(model, clip_skip):
-                        kwargs["clip_skip"] = _pipe_clip_skip(model, clip_skip)
                 image = pipe(**kwargs).images[0]
                 sample.seed = sample_seed
                 path = os.path.join(out_dir, f"{stem}_{i:02d}_{sample_seed}.png")
-                tmp = path + ".tmp"  # a kill mid-write never leaves a partial PNG under the final name
-                image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:  # a kill mid-write never leaves a partial PNG under the name
+                    image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
                 paths.append(path)
     finally:
         for m, t in zip(modules, was_training):

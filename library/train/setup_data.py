@@ -23,7 +23,7 @@ from library.data.prepare import prepare_datasets
 from library.data.preflight import build_report, check_caching, compute_steps
 from library.data.text_cache import TextEncoderOutputCache
 from library.train.memory import after_latent_cache, release_text_encoders
-from library.train.text_encoding import encode, tokenize
+from library.train.text_encoding import encode_captions
 
 logger = logging.getLogger("lorasmith.train")
 
@@ -70,17 +70,16 @@ def prepare_data(args, world: int = 1, show=None) -> list:
 
 def build_dataset(args, seed: int, prepared: list | None = None) -> TrainDataset:
     prepared = prepare_data(args) if prepared is None else prepared
-    return TrainDataset(prepared, seed=seed, stop_on_bad_image=args.stop_on_bad_image)
+    return TrainDataset(prepared, seed=seed, stop_on_bad_image=args.stop_on_bad_image, masks=bool(args.masked_loss))
 
 
-def _te_encoder(model, max_token_length):
+def _te_encoder(model, max_token_length, weighted: bool = False):
     """captions -> {"context", "pooled"} with the frozen text encoders (for the SDXL cache)."""
     base = model.base
 
     @torch.no_grad()
     def run(captions):
-        ids = [tokenize(tok, captions, max_token_length) for tok in base.tokenizers]
-        cond = encode(base.text_encoders, ids, base.family)
+        cond = encode_captions(base, captions, max_token_length, None, weighted, device=base.text_encoders[0].device)
         out = {"context": cond.context.float().cpu()}
         if cond.pooled is not None:
             out["pooled"] = cond.pooled.float().cpu()
@@ -89,33 +88,39 @@ def _te_encoder(model, max_token_length):
     return run
 
 
-def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool) -> None:
-    """Latent and text-encoder caches as the options ask; images that fail to encode are dropped."""
+def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool,
+                  validation: TrainDataset | None = None) -> None:
+    """Latent and text-encoder caches as the options ask; images that fail to encode are dropped.
+    The held-out ``validation`` images (if any) are cached with the same keys and dropped the same way."""
+    both = [d for d in (dataset, validation) if d is not None]
     base = model.base
     encoder = make_vae_encoder(base.vae, model.device, model.vae_dtype, sample=True, seed=args.seed)
     key = {"model": base.content_hash, "vae": os.path.basename(args.vae) if args.vae else "", "vae_dtype": str(model.vae_dtype)}
-    cache = latent_cache_for(data_options(args), dataset.datasets, encoder, key, arch="sdxl" if base.is_sdxl else "sd",
-                             progress=progress)
+    cache = latent_cache_for(data_options(args), [p for d in both for p in d.datasets], encoder, key,
+                             arch="sdxl" if base.is_sdxl else "sd", progress=progress)
     if cache is not None:  # None: not asked for, or color_aug/random_crop need new pixels every step
-        records = dataset.records()
+        records = [r for d in both for r in d.records()]
         stats = cache.cache(records, rank=rank, world_size=world)
         barrier()
         if args.cache_latents_to_disk and world > 1:
             cache.cache(records)  # reuse the other ranks' files (and check them)
-        if cache.failed:
-            dataset.exclude(cache.failed)
-        dataset.latent_cache = cache
+        for d in both:
+            if cache.failed:
+                d.exclude(cache.failed)
+            d.latent_cache = cache
         logger.info("latents: %d encoded, %d reused from disk", stats.encoded, stats.reused)
         after_latent_cache(args, model)  # parked, kept or freed: library/train/memory.py
     if args.cache_text_encoder_outputs:  # validate() made sure the text encoders are not trained
-        key = {"model": base.content_hash, "dtype": str(model.weight_dtype), "max_token_length": args.max_token_length}
+        key = {"model": base.content_hash, "dtype": str(model.weight_dtype), "max_token_length": args.max_token_length,
+               **({"weighted_captions": True} if args.weighted_captions else {})}
         cache = TextEncoderOutputCache(
-            _te_encoder(model, args.max_token_length), key, to_disk=args.cache_text_encoder_outputs_to_disk, batch_size=8, progress=progress
+            _te_encoder(model, args.max_token_length, bool(args.weighted_captions)), key, to_disk=args.cache_text_encoder_outputs_to_disk, batch_size=8, progress=progress
         )
-        records = dataset.records()
+        records = [r for d in both for r in d.records()]
         cache.cache(records, rank=rank, world_size=world)
         barrier()
         if args.cache_text_encoder_outputs_to_disk and world > 1:
             cache.cache(records)
-        dataset.text_cache = cache
+        for d in both:
+            d.text_cache = cache
         release_text_encoders(args, model, main_process=rank == 0)

@@ -18,6 +18,7 @@ from library.models import load_base_model
 from library.models.base_model import BaseModel
 from library.options import network_kwargs
 from library.train.memory import load_device
+from library.train.network_ranks import check_ranks
 from library.train.noise import apply_zero_terminal_snr
 from library.train.speed import apply_levers, check_levers
 
@@ -113,6 +114,8 @@ def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: boo
             1.0, args.network_dim, args.network_alpha, base.vae, tes, base.unet, neuron_dropout=args.network_dropout, **kwargs
         )
     network.apply_to(tes, base.unet, train_te, train_unet)
+    if not args.dim_from_weights:  # a file's own ranks are what they are
+        check_ranks(network)
     if args.network_weights:
         info = network.load_weights(args.network_weights, strict=False)
         if isinstance(info, dict) and not info.get("loaded"):  # strict=False (kohya) must still fit somewhere

@@ -1,8 +1,10 @@
 """One training forward: batch -> latents, conditioning, noise -> UNet prediction -> loss.
 
 Why a pure function: the loop, the loss-falls test (fixed noise on a fixed batch) and benchmarks
-all call the same code, and every random draw comes from the generator passed in, so a step is a
-function of (weights, batch, seed) alone — what makes resume bit-identical.
+all call the same code. Noise, timesteps and latent sampling draw from the generator passed in; the
+LoRA modules' dropout draws from torch's global RNG, which the loop re-seeds before every micro-batch
+(``loop.step_seed``). So a step is a function of (weights, batch, seed) alone — what makes resume
+bit-identical — as long as the caller seeds both.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from library.train.losses import LossOptions, target_for, total_loss
 from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
-from library.train.text_encoding import Conditioning, encode, sdxl_time_ids, tokenize
+from library.train.text_encoding import Conditioning, encode_captions, sdxl_time_ids
 
 
 @dataclass
@@ -25,6 +27,7 @@ class StepConfig:
     loss: LossOptions
     clip_skip: int | None = None
     max_token_length: int | None = None
+    weighted_captions: bool = False  # (word:1.2) caption weights (library/inference/prompt_weights.py)
     autocast: object = contextlib.nullcontext  # a callable returning a context manager
 
 
@@ -67,19 +70,19 @@ def batch_conditioning(model, batch: dict, cfg: StepConfig) -> Conditioning:
     cached = batch.get("text_encoder_outputs")
     if cached is not None:
         return Conditioning(cached["context"].to(model.device), cached.get("pooled").to(model.device) if "pooled" in cached else None)
-    base = model.base
-    ids = [tokenize(tok, batch["captions"], cfg.max_token_length).to(model.device) for tok in base.tokenizers]
-    grad = torch.enable_grad() if model.train_text_encoder else torch.no_grad()
+    grad = torch.enable_grad() if model.train_text_encoder and torch.is_grad_enabled() else torch.no_grad()
     with grad, cfg.autocast():
-        return encode(base.text_encoders, ids, base.family, cfg.clip_skip)
+        return encode_captions(model.base, batch["captions"], cfg.max_token_length, cfg.clip_skip, cfg.weighted_captions,
+                               device=model.device)
 
 
-def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """The scalar loss of one batch (float32), every random draw from ``generator``."""
+def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
+               timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation)."""
     base = model.base
     latents = batch_latents(model, batch, generator)
     cond = batch_conditioning(model, batch, cfg)
-    noise, noisy, timesteps = noise_noisy_latents_and_timesteps(base.noise_scheduler, latents, cfg.noise, generator)
+    noise, noisy, timesteps = noise_noisy_latents_and_timesteps(base.noise_scheduler, latents, cfg.noise, generator, timesteps)
     added = None
     if base.is_sdxl:
         time_ids = sdxl_time_ids(
@@ -92,4 +95,6 @@ def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator |
             noisy.to(model.weight_dtype), timesteps, cond.context.to(model.weight_dtype), added_cond_kwargs=added
         ).sample
     target = target_for(base.noise_scheduler, latents, noise, timesteps, cfg.loss.prediction_type)
-    return total_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss, batch["loss_weights"].to(model.device))
+    mask = batch.get("masks")  # --masked_loss: kohya's apply_masked_loss, area-resized to the latents in losses.py
+    return total_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss, batch["loss_weights"].to(model.device),
+                      mask.to(model.device) if mask is not None else None)

@@ -5,7 +5,7 @@ and library/train_util.py ``BucketManager.select_bucket`` (read for behaviour, n
 list below was worked out by hand from that algorithm (area 262144; for each width 256..1024 step 64,
 h = min(1024, floor(floor(262144 / w) / 64) * 64)); the SDXL entries (832x1216, 896x1152, ...) are the
 well-known kohya SDXL buckets; ``_reference_*`` re-derive the rest with a plain loop written from the
-description in REFERENCE.md section 3, independent of library/data/buckets.py.
+description in docs/datasets.md (kohya's make_bucket_resolutions), independent of library/data/buckets.py.
 """
 
 import math

@@ -94,3 +94,12 @@ def test_caching_notices(tmp_path):
     assert not r.fatal and any(i.code == "latent_cache_off" and "1_a" in i.message for i in r.issues)
     r = run_preflight(DataOptions(train_data_dir=str(tmp_path / "img"), resolution=64, cache_text_encoder_outputs=True, shuffle_caption=True))
     assert r.fatal and any(i.code == "text_cache_impossible" and "1_a" in i.message for i in r.issues)
+
+
+def test_check_dataset_shows_the_training_split_and_mask_problems(kohya_tree, capsys):
+    img, _ = kohya_tree
+    base = ["--train_data_dir", str(img), "--resolution", "64", "--caption_extension", ".txt"]
+    assert check_dataset.main(base + ["--validation_split", "0.5", "--validation_seed", "1"]) == 0
+    assert "held out by validation_split (never trained)" in capsys.readouterr().out
+    assert check_dataset.main(base + ["--masked_loss"]) == 1
+    assert "no subset has masks" in capsys.readouterr().out

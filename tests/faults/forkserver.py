@@ -12,10 +12,13 @@ code, or minus the signal number).
 ``faults`` is test instrumentation, installed in the child only (nothing in the product reads it):
 ``{"kill_at": [EVENT, n]}`` makes the child SIGKILL itself at the n-th EVENT, in the middle of
 what the event names; ``{"fsize": BYTES}`` caps every file the child writes (RLIMIT_FSIZE, with
-SIGXFSZ ignored so write() fails with EFBIG, as on a full disk). Events:
+SIGXFSZ ignored so write() fails with EFBIG, as on a full disk); ``{"signal_at": [[EVENT, n, "SIGTERM"], ...]}``
+makes the child send itself that signal at the n-th EVENT and carry on. Events:
 ``safetensors_write`` (half a .safetensors written), ``torch_save`` (half an optimizer/scheduler
 file), ``json_write`` (half a train_state.json), ``replace`` (before a rename into place),
 ``replaced`` (just after one), ``rmtree`` (a folder half deleted), ``step`` (inside a micro-batch).
+Writes and renames are reached through library.atomic's public fault hook (the one writer);
+``shutil.rmtree`` and ``loop.batch_loss`` are public names.
 """
 
 import json
@@ -53,12 +56,18 @@ def _install_faults(faults: dict) -> None:
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (faults["fsize"], faults["fsize"]))
-    if "kill_at" not in faults:
+    if "kill_at" not in faults and "signal_at" not in faults:
         return
-    event, nth = faults["kill_at"]
+    event, nth = faults.get("kill_at") or (None, 0)
     seen = {"n": 0}
+    signals = [[e, n, getattr(signal, name), 0] for e, n, name in faults.get("signal_at", [])]
 
     def due(name: str) -> bool:
+        for entry in signals:  # signal_at: send ourselves a signal at the n-th event, then go on
+            if entry[0] == name:
+                entry[3] += 1
+                if entry[3] == entry[1]:
+                    os.kill(os.getpid(), entry[2])
         if name != event:
             return False
         seen["n"] += 1
@@ -70,36 +79,18 @@ def _install_faults(faults: dict) -> None:
 
     import shutil
 
-    import library.train.checkpoints as ck
     import library.train.loop as loop
-    import networks.lora_file as lf
+    from library import atomic
 
-    real_save_file, real_torch_save, real_json = lf.save_file, ck._torch_save, ck._write_json
-    real_replace, real_rmtree, real_loss = os.replace, shutil.rmtree, loop.batch_loss
+    real_rmtree, real_loss = shutil.rmtree, loop.batch_loss
+    written_events = {".safetensors": "safetensors_write", ".pt": "torch_save", ".json": "json_write"}
 
-    def save_file(tensors, filename, metadata=None):
-        real_save_file(tensors, filename, metadata=metadata)
-        if due("safetensors_write"):
-            truncate_half(filename)
-            _die()
-
-    def torch_save(obj, path):
-        real_torch_save(obj, path)
-        if due("torch_save"):
-            truncate_half(path)
-            _die()
-
-    def write_json(path, data):
-        real_json(path, data)
-        if due("json_write"):
-            truncate_half(path)
-            _die()
-
-    def replace(src, dst, **kw):
-        if due("replace"):
-            _die()
-        real_replace(src, dst, **kw)
-        if due("replaced"):
+    def hook(event, src, dst):  # library.atomic's public fault hook: every write and rename passes here
+        if event == "written":
+            if due(written_events.get(os.path.splitext(dst)[1], "")):
+                truncate_half(src)
+                _die()
+        elif due(event):  # "replace" (before a rename), "replaced" (just after)
             _die()
 
     def rmtree(path, *a, **kw):
@@ -115,8 +106,8 @@ def _install_faults(faults: dict) -> None:
             _die()
         return real_loss(*a, **kw)
 
-    lf.save_file, ck._torch_save, ck._write_json = save_file, torch_save, write_json
-    os.replace, shutil.rmtree, loop.batch_loss = replace, rmtree, batch_loss
+    atomic.set_fault_hook(hook)
+    shutil.rmtree, loop.batch_loss = rmtree, batch_loss
 
 
 def _child(job: dict) -> int:

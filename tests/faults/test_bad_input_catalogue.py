@@ -1,6 +1,7 @@
 """The bad-input catalogue (docs/troubleshooting.md): each mistake ends with a non-zero exit and a short
 message naming the file or option and the fix — never a Python traceback unless --debug."""
 
+import json
 import os
 import pickle
 import re
@@ -116,7 +117,7 @@ def _options():
         ("SDXL model given to train_network.py",
          lambda c: (replace_opt(base(c), "pretrained_model_name_or_path", c.sdxl), SD1), ["SDXL", "sdxl_train_network.py"]),
         ("--resume from another run's state", lambda c: (replace_opt(base(c), "network_dim", "8") + ["--resume", str(c.state)], SD1),
-         ["--resume", "another run", "network"]),
+         ["--resume", "network_dim: state 4 vs now 8", "cannot change within a run"]),
         ("--resume folder that does not exist", lambda c: (base(c) + ["--resume", str(c.tmp / "nostate")], SD1), ["resume", "nostate", "not found"]),
         ("--resume folder without a state", lambda c: (base(c) + ["--resume", str(c.data)], SD1),
          ["--resume", "no complete training state", "--save_state"]),
@@ -230,7 +231,183 @@ def _raw_pickle(path, marker):
     return str(path)
 
 
-CASES = _options() + _config_files() + _datasets() + _models_and_loras()
+def _bad_state(c, name, train_state):
+    """A copy of a finished run's state whose train_state.json holds ``train_state`` (any JSON)."""
+    import shutil
+
+    dst = c.tmp / name / "t-state"
+    if not dst.exists():
+        shutil.copytree(c.state, dst)
+        (dst / "train_state.json").write_text(json.dumps(train_state))
+    return str(dst)
+
+
+def _held_lock(c):
+    """Another run holding output_dir/t (kept for the module's life, as a running trainer would)."""
+    from library.train.ownership import RunLock
+
+    out = c.tmp / "locked_out"
+    if not hasattr(c, "lock"):
+        c.lock = RunLock(str(out), "t").acquire()
+    return out
+
+
+def _ownership():
+    good = {"global_step": 1, "epoch": 1, "position": 1}
+    return [
+        ("hidden output_name", lambda c: (replace_opt(base(c), "output_name", ".hidden"), SD1), ["output_name", "dot", "hidden"]),
+        ("output_name '..'", lambda c: (replace_opt(base(c), "output_name", ".."), SD1), ["output_name", "parent folder"]),
+        ("output_name with a control character", lambda c: (replace_opt(base(c), "output_name", "a\x07b"), SD1),
+         ["output_name", "control character"]),
+        ("output_name a Windows device name", lambda c: (replace_opt(base(c), "output_name", "con"), SD1),
+         ["output_name", "reserved device name"]),
+        ("output_name with a colon", lambda c: (replace_opt(base(c), "output_name", "a:b"), SD1), ["output_name", "Windows"]),
+        ("output_name too long for the file system", lambda c: (replace_opt(base(c), "output_name", "x" * 240), SD1),
+         ["output_name", "too long", "allows 255"]),
+        ("output_dir/output_name in use by another run", lambda c: (base(c, out=_held_lock(c)), SD1),
+         ["in use by another training run", "pid", "started", "output_name"]),
+        ("train_state.json is a list", lambda c: (base(c) + ["--resume", _bad_state(c, "st_list", [1, 2])], SD1),
+         ["--resume", "train_state.json", "list"]),
+        ("train_state.json with a string step", lambda c: (base(c) + ["--resume", _bad_state(c, "st_str", {**good, "global_step": "1"})], SD1),
+         ["--resume", "train_state.json", "'global_step' is str"]),
+        ("train_state.json with a list for the settings",
+         lambda c: (base(c) + ["--resume", _bad_state(c, "st_fp", {**good, "fingerprint": [1]})], SD1),
+         ["--resume", "'fingerprint' is list"]),
+        ("train_state.json with a bad checkpoint list",
+         lambda c: (base(c) + ["--resume", _bad_state(c, "st_ck", {**good, "checkpoints": ["x"]})], SD1),
+         ["--resume", "'checkpoints'"]),
+        ("--resume with changed settings", lambda c: (replace_opt(base(c), "learning_rate", "1e-4") + ["--resume", str(c.state)], SD1),
+         ["--resume", "learning_rate: state 0.001 vs now 0.0001", "--resume_with_changes learning_rate"]),
+        ("--resume_with_changes with an unknown key", lambda c: (base(c) + ["--resume_with_changes", "resolutoin"], SD1),
+         ["resume_with_changes", "resolutoin", "resolution"]),
+    ]
+
+
+CASES = _options() + _config_files() + _datasets() + _models_and_loras() + _ownership()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Values checked before work starts (issue 10 section 3). Each case writes into its own output folder,
+# which must stay empty: the refusal comes before any LoRA, state, sample or cache file.
+def _own(c, case_id, data=None, **extra):
+    out = c.tmp / ("values_" + re.sub(r"\W+", "_", case_id))
+    return base(c, out=out, data=data, **extra)
+
+
+def _ds(c, name, text):
+    """A dataset_config whose subset is the demo folder (``{img}``) plus ``text``."""
+    return write(c.tmp / name, text.replace("{img}", str(c.data / "img" / "10_sks shape")))
+
+
+def _caption_data(c, name, caption: bytes):
+    root = c.tmp / name
+    _folder(root / "img", n=2)
+    (root / "img" / "10_sks shape" / "0.txt").write_bytes(caption)
+    return root
+
+
+def _jsonl_data(c, name, file_name):
+    root = c.tmp / name
+    _image(root / "img" / "a.png")
+    _image(c.tmp / f"{name}_outside.png")
+    write(root / "img" / "metadata.jsonl", json.dumps({"file_name": file_name, "text": "x"}) + "\n")
+    return root
+
+
+def _in_json(c, name, key, value=None):
+    root = c.tmp / name
+    _image(root / "img" / "a.png")
+    _image(c.tmp / f"{name}_outside.png")
+    meta = write(c.tmp / f"{name}.json", json.dumps({key: value if value is not None else {"caption": "x"}}))
+    return root, meta
+
+
+def _strip_image(c, name):
+    root = c.tmp / name
+    _folder(root / "img", n=1)
+    _image(root / "img" / "10_sks shape" / "strip.png", size=(6500, 1))
+    return root
+
+
+def _values():
+    V = []
+
+    def case(case_id, build, words):
+        V.append((case_id, build, words))
+
+    for option, value in (("unet_lr", "nan"), ("max_grad_norm", "nan"), ("network_alpha", "nan"),
+                          ("text_encoder_lr", "inf"), ("learning_rate", "1e999"), ("lr_warmup_steps", "nan")):
+        case(f"--{option} {value}", lambda c, o=option, v=value, i=f"{option} {value}": (_own(c, i, **{o: v}), SD1),
+             [f"--{option}", "finite number", re.escape(value)])
+    for option, entry in (("network_args", "loraplus_lr_ratio=nan"), ("network_args", "conv_alpha=inf"),
+                          ("optimizer_args", "betas=0.9,nan"), ("lr_scheduler_args", "T_max=inf")):
+        case(f"{option} {entry}", lambda c, o=option, e=entry: (_own(c, e, **{o: [e]}), SD1),
+             [option, re.escape(entry), "finite number"])
+    case("nan in --config_file", lambda c: (_own(c, "cfgnan") + ["--config_file", write(c.tmp / "nan.toml", "unet_lr = nan\n")], SD1),
+         ["unet_lr", "nan.toml", "finite number"])
+    case("[[section]] in --config_file",
+         lambda c: (_own(c, "cfgaot") + ["--config_file", write(c.tmp / "aot.toml", "[[training_arguments]]\nseed = 1\n")], SD1),
+         ["aot.toml", r"\[training_arguments\]"])
+    case("min_timestep equal to max_timestep", lambda c: (_own(c, "ts", min_timestep=500, max_timestep=500), SD1),
+         ["min_timestep 500 must be below max_timestep 500"])
+    case("adaptive_noise_scale with noise_offset 0",
+         lambda c: (replace_opt(_own(c, "ans", adaptive_noise_scale=0.01), "noise_offset", "0"), SD1),
+         ["adaptive_noise_scale", "noise_offset above 0"])
+    case("zero_terminal_snr with debiased_estimation_loss",
+         lambda c: (_own(c, "ztsnr", zero_terminal_snr=True, debiased_estimation_loss=True), SD1),
+         ["debiased_estimation_loss", "zero_terminal_snr", "infinity"])
+    case("dataset_config resolution \"64,\"",
+         lambda c: (_own(c, "dsres", dataset_config=_ds(c, "res.toml", '[[datasets]]\nresolution = "64,"\n'
+                                                          '[[datasets.subsets]]\nimage_dir = \'{img}\'\n')), SD1),
+         ["res.toml", "resolution", "64,"])
+    case("dataset_config num_repeats 10**12",
+         lambda c: (_own(c, "dsrep", dataset_config=_ds(c, "rep.toml", "[[datasets]]\nresolution = 64\n[[datasets.subsets]]\n"
+                                                          "image_dir = '{img}'\nnum_repeats = 1000000000000\n")), SD1),
+         ["rep.toml", "num_repeats", "100000"])
+    case("dataset_config prior_loss_weight nan",
+         lambda c: (_own(c, "dsnan", dataset_config=_ds(c, "dsnan.toml", "[[datasets]]\nresolution = 64\nprior_loss_weight = nan\n"
+                                                          "[[datasets.subsets]]\nimage_dir = '{img}'\n")), SD1),
+         ["dsnan.toml", "prior_loss_weight", "finite number"])
+    case("dataset_config [general] as a list",
+         lambda c: (_own(c, "dsgen", dataset_config=_ds(c, "gen.toml", "[[general]]\nresolution = 64\n[[datasets]]\n"
+                                                          "[[datasets.subsets]]\nimage_dir = '{img}'\n")), SD1),
+         ["gen.toml", r"\[general\] must be a table"])
+    case("folder with 10**12 repeats",
+         lambda c: (_own(c, "folderrep", data=_folder(c.tmp / "manyrep" / "img", name="1000000000000_sks").parent), SD1),
+         ["1000000000000_sks", "repeats", "100000"])
+    case("network_dim larger than a layer", lambda c: (replace_opt(_own(c, "bigdim"), "network_dim", "4096"), SD1),
+         ["rank 4096 is larger than layer", "lora_", "network_dim"])
+    case("sample prompt --w 100000",
+         lambda c: (_own(c, "pw", sample_prompts=write(c.tmp / "pw.txt", "a cat --w 100000\n"), sample_at_first=True), SD1),
+         ["pw.txt:1", "--w", "4096"])
+    case("sample prompt --s 10**9",
+         lambda c: (_own(c, "ps", sample_prompts=write(c.tmp / "ps.txt", "a cat --s 1000000000\n"), sample_every_n_steps=1), SD1),
+         ["ps.txt:1", "--s", "1000"])
+    case("caption in UTF-16 without a BOM",
+         lambda c: (_own(c, "u16", data=_caption_data(c, "u16", "sks shape".encode("utf-16-le"))), SD1),
+         ["0.txt", "NUL", "UTF-16"])
+    case("caption with a control character",
+         lambda c: (_own(c, "ctl", data=_caption_data(c, "ctl", b"sks\x07shape")), SD1), ["0.txt", "control character"])
+    case("caption file of 2 MiB", lambda c: (_own(c, "bigcap", data=_caption_data(c, "bigcap", b"a" * (2 << 20))), SD1),
+         ["0.txt", "bytes", "right file"])
+    case("metadata.jsonl path with ../",
+         lambda c: (_own(c, "jsonl", data=_jsonl_data(c, "jsonl", "../../jsonl_outside.png")), SD1),
+         ["metadata.jsonl line 1", "outside the dataset folder", "--allow_paths_outside_dataset"])
+    case("in_json absolute path outside the dataset",
+         lambda c: (_own(c, "injson", data=_in_json(c, "injson", str(c.tmp / "injson_outside.png"))[0],
+                         in_json=_in_json(c, "injson", str(c.tmp / "injson_outside.png"))[1]), SD1),
+         ["injson.json", "outside the dataset folder", "--allow_paths_outside_dataset"])
+    case("in_json caption that is not text",
+         lambda c: (_own(c, "injsontype", data=_in_json(c, "injt", "a", {"caption": ["x"]})[0],
+                         in_json=_in_json(c, "injt", "a", {"caption": ["x"]})[1]), SD1),
+         ["injt.json", "caption", "must be a string"])
+    case("65000x1 image with --stop_on_bad_image",
+         lambda c: (_own(c, "strip", data=_strip_image(c, "strip"), stop_on_bad_image=True), SD1),
+         ["strip.png", "6500x1", "aspect ratio"])
+    return V
+
+
+VALUE_CASES = _values()
 
 
 def check_message(err: str, words) -> str:
@@ -245,6 +422,19 @@ def check_message(err: str, words) -> str:
 
 def test_the_catalogue_has_at_least_30_cases():
     assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(VALUE_CASES) >= 30 and len({c[0] for c in CASES + VALUE_CASES}) == len(CASES) + len(VALUE_CASES)
+
+
+@pytest.mark.parametrize("case", VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
+def test_bad_value_is_refused_before_any_file_is_written(case, ctx, capsys):
+    case_id, build, words = case
+    argv, script = build(ctx)
+    out = Path(argv[argv.index("--output_dir") + 1])
+    code = main(argv, script)
+    err = capsys.readouterr().err
+    assert code == EXIT_USER, err[-3000:]
+    check_message(err, words)
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -1,6 +1,8 @@
 """Writes fail part-way (RLIMIT_FSIZE: write() gets EFBIG, as on a full disk): the run stops with exit 2
 and a message naming the file, and the previous checkpoint and state stay intact (docs/reliability.md)."""
 
+import os
+
 import pytest
 from safetensors.torch import load_file
 
@@ -51,3 +53,17 @@ def test_full_disk_stops_cleanly_and_keeps_the_previous_files(fork_server, first
         assert "t-step00000003-state" in error[0] and "--resume" in error[0]
         assert not (out / "t-step00000003-state").exists()
     _assert_previous_intact(out, files, state, keys)
+
+
+def test_full_disk_before_any_state_says_so_and_names_the_disk(fork_server, reference, tmp_path):
+    """No state was ever saved: the message must not send the user to a --resume that does not exist."""
+    options, expected = reference
+    out = tmp_path / "out"
+    lora_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+    status, log = fork_server.run(options(out, max_train_steps=3, save_every_n_steps=1), faults={"fsize": lora_bytes // 2})
+    assert status == EXIT_USER, log[-3000:]
+    error = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, log[-3000:]
+    assert "t-step00000001.safetensors" in error[0] and "the disk mounted at" in error[0] and "MB free" in error[0]
+    assert "no resumable state was saved" in error[0] and "--resume" not in error[0]
+    assert not [n for n in os.listdir(out) if n.endswith((".safetensors", ".tmp"))]

@@ -5,15 +5,18 @@ import os
 
 import pytest
 
+from library import atomic
 from library.train import checkpoints as ck
+from library.train.ownership import prune_own
 
 
-def make_state(path, step, complete=True):
+def make_state(path, step, complete=True, run_id=None):
     os.makedirs(path)
     for name in ck.STATE_FILES[:3]:
         (path / name).write_bytes(b"x")
     if complete:
-        (path / ck.STATE_FILES[3]).write_text(json.dumps({"global_step": step}))
+        data = {"global_step": step, **({"run_id": run_id} if run_id else {})}
+        (path / ck.STATE_FILES[3]).write_text(json.dumps(data))
     return path
 
 
@@ -49,7 +52,7 @@ def test_a_swap_cut_short_falls_back_to_the_previous_copy(tmp_path):
     assert json.loads((tmp_path / "t-state" / "train_state.json").read_text())["global_step"] == 3
 
 
-def test_save_state_never_deletes_the_only_previous_copy(tmp_path, monkeypatch):
+def test_save_state_never_deletes_the_only_previous_copy(tmp_path):
     """A kill between the renames left only t-state.old; the next save must not wipe it before writing."""
     import torch
 
@@ -58,14 +61,19 @@ def test_save_state_never_deletes_the_only_previous_copy(tmp_path, monkeypatch):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     calls = []
 
-    def failing(obj, path):
-        calls.append(path)
-        raise OSError(28, "No space left on device", path)
+    def failing(event, src, dst):  # library.atomic's public fault hook: the optimizer file hits a full disk
+        if event == "written" and dst.endswith(".pt"):
+            calls.append(dst)
+            raise OSError(28, "No space left on device", dst)
 
-    monkeypatch.setattr(ck, "_torch_save", failing)
-    with pytest.raises(ck.CheckpointError, match="the disk is full.*--resume"):
-        ck.save_state(str(tmp_path / "t-state"), {"w": torch.zeros(1)}, opt, sched, {"global_step": 4})
+    atomic.set_fault_hook(failing)
+    try:
+        with pytest.raises(ck.CheckpointError, match="the disk is full.*--resume"):
+            ck.save_state(str(tmp_path / "t-state"), {"w": torch.zeros(1)}, opt, sched, {"global_step": 4})
+    finally:
+        atomic.set_fault_hook(None)
     assert calls and ck.is_complete_state(str(tmp_path / "t-state"))  # the old copy was put back, then kept
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]  # the writer cleaned up its temp files
     assert json.loads((tmp_path / "t-state" / "train_state.json").read_text())["global_step"] == 3
 
 
@@ -80,8 +88,16 @@ def test_resume_accepts_a_state_or_an_output_folder(tmp_path):
 
 def test_prune_renames_before_deleting_and_sweeps_half_deleted_states(tmp_path):
     for step in (1, 2, 3):
-        make_state(tmp_path / f"t-step{step:08d}-state", step)
+        make_state(tmp_path / f"t-step{step:08d}-state", step, run_id="mine")
     make_state(tmp_path / "t-step00000000-state.deleting", 0)
-    removed = ck.prune(str(tmp_path), "t", "step", 2, state=True)
+    removed = prune_own(str(tmp_path), "t", "step", 2, "mine", state=True)
     assert removed == [str(tmp_path / "t-step00000001-state")]
     assert sorted(os.listdir(tmp_path)) == ["t-step00000002-state", "t-step00000003-state"]
+
+
+def test_prune_never_touches_another_runs_states(tmp_path):
+    make_state(tmp_path / "t-step00000001-state", 1, run_id="other")
+    make_state(tmp_path / "t-step00000002-state", 2)  # written before run ids existed
+    make_state(tmp_path / "t-step00000003-state", 3, run_id="mine")
+    assert prune_own(str(tmp_path), "t", "step", 10, "mine", state=True) == [str(tmp_path / "t-step00000003-state")]
+    assert sorted(os.listdir(tmp_path)) == ["t-step00000001-state", "t-step00000002-state"]

@@ -1,4 +1,4 @@
-"""The LoRA network's contract: targeting, naming, math, merge, files, errors (REFERENCE.md §1)."""
+"""The LoRA network's contract: targeting, naming, math, merge, files, errors (docs/formats.md)."""
 
 import copy
 import os

@@ -134,7 +134,7 @@ def test_loss_and_noise_rules():
     assert "needs --noise_offset" in error(adaptive_noise_scale=0.01)
     assert "only applies with --v_parameterization" in error(scale_v_pred_loss_like_noise_pred=True)
     assert "cannot be used with --v_parameterization" in error(v_pred_like_loss=0.1, v_parameterization=True)
-    assert "min_timestep 500 is larger than max_timestep 100" in error(min_timestep=500, max_timestep=100)
+    assert "min_timestep 500 must be below max_timestep 100" in error(min_timestep=500, max_timestep=100)
 
 
 def test_network_rules():
@@ -166,11 +166,18 @@ def test_saving_and_logging_rules():
 
 def test_unsupported_and_ignored_options():
     assert "not supported" in error(initial_step=100)
-    args = build(face_crop_aug_range="2.0,4.0", masked_loss=True)
+    args = build(face_crop_aug_range="2.0,4.0", debug_dataset=True)
     validate(args, "train_network")
     found = notices(args)
     assert any(n.startswith("face_crop_aug_range is accepted") for n in found)
-    assert any(n.startswith("masked_loss is accepted") for n in found)
+    assert any(n.startswith("debug_dataset is accepted") for n in found)
+
+
+def test_mask_and_validation_options_without_their_switch_say_so():
+    found = notices(build(alpha_mask=True, validate_every_n_steps=10))
+    assert any("alpha_mask only matter with --masked_loss" in n for n in found)
+    assert any("validate_every_n_steps do nothing without validation_split" in n for n in found)
+    assert not notices(build(alpha_mask=True, masked_loss=True, validate_every_n_steps=10, validation_split=0.1))
 
 
 def test_dataset_config_wins_over_folders():

@@ -150,3 +150,17 @@ def test_prompt_file_and_command_line_defaults(tmp_path):
         gen_img.read_prompts(args)
     with pytest.raises(UserError, match="no prompt"):
         gen_img.read_prompts(gen_img.build_parser().parse_args(["--ckpt", "m", "--outdir", "o"]))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--prompt", "a --w 100000"], "--w (width) must be between 8 and 4096"),
+    (["--prompt", "a --s 1000000000"], "--s (steps) must be between 1 and 1000"),
+    (["--prompt", "a --l nan"], "--l (scale) must be between"),
+    (["--prompt", "a", "--W", "8192"], "at most 4096"),
+    (["--prompt", "a", "--steps", "5000"], "between 1 and 1000"),
+])
+def test_sizes_and_steps_have_upper_bounds(sd1, tmp_path, capsys, argv, words):
+    out = tmp_path / "out"
+    assert gen_img.main(["--ckpt", str(sd1[0]), "--outdir", str(out), *argv]) == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()

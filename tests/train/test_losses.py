@@ -1,4 +1,4 @@
-"""Targets, loss types, Huber schedules and SNR weights (library/train/losses.py, REFERENCE.md §4).
+"""Targets, loss types, Huber schedules and SNR weights (library/train/losses.py, docs/noise_and_loss.md).
 
 Expected values are computed here in plain Python doubles from the SD schedule's definition
 (scaled_linear betas, 0.00085..0.012, 1000 steps), not from the scheduler under test.

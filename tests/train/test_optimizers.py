@@ -474,3 +474,11 @@ def test_docs_list_every_optimizer_and_scheduler():
     for spec in opt_mod._SPECS:
         if spec.package:
             assert f"| {spec.name} | {spec.module}.{spec.attr} | {spec.package} |" in doc, spec.name
+
+
+@pytest.mark.parametrize("args", [{"betas": (0.9, float("nan"))}, {"eps": float("inf")}, ["weight_decay=nan"],
+                                  ["betas=0.9,1e999"]])
+def test_nan_or_inf_optimizer_args_are_refused_from_any_caller(args):
+    """A mapping (ComfyUI node, Python callers) is checked like the command line's key=value text."""
+    with pytest.raises(OptimizerError, match="finite number"):
+        build_optimizer("AdamW", [torch.zeros(2, requires_grad=True)], 1e-3, args)
