@@ -51,7 +51,8 @@ def test_prompts_encoded_up_front_give_the_same_sample_images(family, tiny_ckpt,
     base = load_base_model(tiny_ckpt(family))
     prompts = [parse_prompt_line(line) for line in ("sks shape, red --w 32 --h 32 --s 2 --d 5 --l 4",
                                                     "blue --n red, green --w 32 --h 32 --s 2 --d 6",
-                                                    "no guidance --w 32 --h 32 --s 2 --d 7 --l 1")]
+                                                    "no guidance --w 32 --h 32 --s 2 --d 7 --l 1",
+                                                    "a (red:1.3) shape --w 32 --h 32 --s 2 --d 8")]
     clip_skip = None  # clip_skip > 1 fails in diffusers' SD pipeline with transformers v5 (no .text_model), with or without this
     live = generate_samples(base, prompts, str(tmp_path / "live"), "s", clip_skip=clip_skip)
     conditioning = encode_sample_prompts(base, prompts, clip_skip=clip_skip)
@@ -59,7 +60,7 @@ def test_prompts_encoded_up_front_give_the_same_sample_images(family, tiny_ckpt,
 
     free(base.text_encoders)
     cached = generate_samples(base, prompts, str(tmp_path / "cached"), "s", clip_skip=clip_skip, conditioning=conditioning)
-    assert len(live) == 3
+    assert len(live) == 4
     for x, y in zip(live, cached):
         assert open(x, "rb").read() == open(y, "rb").read()
 
