@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from library.options import namespace_from, parse_args
+from library.options import namespace_from
 from library.train import speed
 from library.train.entry import train
 from library.train.loop import Interrupted
