@@ -27,6 +27,7 @@ import numpy as np
 from library.data.folders import IMAGE_EXTENSIONS, count_images, is_image_name, normalize_extension
 from library.data.images import load_image
 from library import atomic
+from library.devices import check_device
 from library.errors import UserError
 
 # model_type in config.json -> the transformers class that captions with it
@@ -241,19 +242,7 @@ def check_model_folder(folder: str) -> str:
 
 def pick_device(name: Optional[str]) -> str:
     """``--device`` or cuda when available, else cpu; UserError when the named device is absent."""
-    import torch
-
-    if not name:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name} is not a device name; use cpu, cuda or cuda:1") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
-    return name
+    return check_device(name, default="auto")
 
 
 def pick_dtype(name: Optional[str], device: str):

@@ -19,7 +19,7 @@ import torch
 
 from library.errors import UserError
 from networks import lora_blocks, lora_file
-from networks.compvis_names import UNetLayout, to_compvis
+from library.models.unet_layout import UNetLayout, to_compvis
 from networks.lora_math import delta_weight, effective_alpha, max_norm_ratio, rank_dropout_mask
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,18 @@ TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 PREFIX_UNET, PREFIX_TE, PREFIX_TE1, PREFIX_TE2 = "lora_unet", "lora_te", "lora_te1", "lora_te2"
 
 
+def add_up_projection(out: torch.Tensor, lx: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``out + up(lx)`` with ``up`` already scaled: the small weight is scaled, not the full-size
+    output, and the GEMM does the add (no extra full-size elementwise passes forward or backward)."""
+    if up.dim() == 2:
+        return torch.addmm(out.flatten(0, -2), lx.flatten(0, -2), up.t()).view_as(out)
+    return out + torch.nn.functional.conv2d(lx, up)
+
+
 class LoRAModule(torch.nn.Module):
     """One low-rank adapter around a Linear or Conv2d: ``y = base(x) + up(down(x)) * scale * multiplier``."""
+
+    NETWORK_MODULE = "networks.lora"  # the --network_module that trains this kind of module
 
     def __init__(self, lora_name, org_module, multiplier=1.0, lora_dim=4, alpha=1, dropout=None, rank_dropout=None, module_dropout=None):
         super().__init__()
@@ -89,17 +99,23 @@ class LoRAModule(torch.nn.Module):
         if self.rank_dropout is not None and self.training:
             lx = lx * rank_dropout_mask(lx.size(0), self.lora_dim, self.rank_dropout, lx.dim(), lx.device)
             scale = scale / (1.0 - self.rank_dropout)
-        # Scale the small up weight, not the full-size output, and let the GEMM do the add:
-        # no extra full-size elementwise passes forward or backward.
-        up = self.lora_up.weight * (self.multiplier * scale)
-        if isinstance(self.lora_up, torch.nn.Linear):
-            return torch.addmm(out.flatten(0, -2), lx.flatten(0, -2), up.t()).view_as(out)
-        return out + torch.nn.functional.conv2d(lx, up)
+        return add_up_projection(out, lx, self.lora_up.weight * (self.multiplier * scale))
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down, up) as saved in the file: [r, in(, kh, kw)] and [out, r(, 1, 1)]."""
+        return self.lora_down.weight, self.lora_up.weight
 
     def get_weight(self, multiplier=None) -> torch.Tensor:
         """The delta this module adds to the base weight (float32)."""
         m = self.multiplier if multiplier is None else multiplier
-        return delta_weight(self.lora_down.weight, self.lora_up.weight, self.scale * m)
+        down, up = self.weights()
+        return delta_weight(down, up, self.scale * m)
+
+    @torch.no_grad()
+    def rescale_(self, ratio: torch.Tensor) -> None:
+        """Multiply the delta by ``ratio`` (max-norm): both factors by its square root."""
+        for w in self.weights():
+            w.mul_(ratio.sqrt().to(w.dtype))
 
     @torch.no_grad()
     def merge(self, sign: float = 1.0) -> None:
@@ -338,13 +354,11 @@ class LoRANetwork(torch.nn.Module):
         """Scale modules whose delta norm exceeds ``max_norm_value`` -> (keys_scaled, mean_norm, max_norm)."""
         norms, scaled = [], 0
         for lora in self.all_loras:
-            down, up = lora.lora_down.weight, lora.lora_up.weight
-            norm = delta_weight(down, up, lora.scale).norm()
+            norm = lora.get_weight(1.0).norm()
             ratio = max_norm_ratio(norm, max_norm_value)
             if ratio != 1:
                 scaled += 1
-                down.mul_(ratio.sqrt().to(down.dtype))
-                up.mul_(ratio.sqrt().to(up.dtype))
+                lora.rescale_(ratio)
             norms.append((norm * ratio).item())
         if not norms:
             return 0, 0.0, 0.0
@@ -355,8 +369,9 @@ class LoRANetwork(torch.nn.Module):
         """The kohya file layout: ``<name>.lora_down.weight``, ``<name>.lora_up.weight``, ``<name>.alpha``."""
         sd = {}
         for lora in self.all_loras:
-            sd[f"{lora.lora_name}.lora_down.weight"] = lora.lora_down.weight
-            sd[f"{lora.lora_name}.lora_up.weight"] = lora.lora_up.weight
+            down, up = lora.weights()
+            sd[f"{lora.lora_name}.lora_down.weight"] = down
+            sd[f"{lora.lora_name}.lora_up.weight"] = up
             sd[f"{lora.lora_name}.alpha"] = lora.alpha
         return sd
 
@@ -369,10 +384,7 @@ class LoRANetwork(torch.nn.Module):
         tensors = lora_file.read_lora_file(path)[0] if path != "<state dict>" else file_or_sd
         check_fits(self, tensors, path, strict=strict)
         own = self.lora_state_dict()
-        with torch.no_grad():
-            for key, value in tensors.items():
-                if key in own:
-                    own[key].copy_(value.to(own[key].dtype))
+        self.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=False)
         for lora in self.all_loras:  # alpha may have changed: recompute the scale
             lora.scale = effective_alpha(lora.alpha, lora.lora_dim) / lora.lora_dim
         return {"loaded": sum(k in own for k in tensors), "missing": [k for k in own if k not in tensors]}
@@ -411,6 +423,11 @@ def _float_or_none(v):
 
 def create_network(multiplier, network_dim, network_alpha, vae, text_encoder, unet, neuron_dropout=None, **kwargs):
     """kohya's factory: ``--network_dim/--network_alpha/--network_dropout`` plus ``--network_args`` as kwargs."""
+    return build_network(multiplier, network_dim, network_alpha, text_encoder, unet, neuron_dropout, kwargs)
+
+
+def build_network(multiplier, network_dim, network_alpha, text_encoder, unet, neuron_dropout, kwargs, module_class=LoRAModule):
+    """``create_network`` with the per-module class as a parameter (networks.lora_fa, networks.dylora)."""
     network_dim = 4 if network_dim is None else int(network_dim)
     network_alpha = 1.0 if network_alpha is None else float(network_alpha)
     if network_dim <= 0:
@@ -446,6 +463,7 @@ def create_network(multiplier, network_dim, network_alpha, vae, text_encoder, un
         conv_lora_dim=conv_dim,
         conv_alpha=conv_alpha,
         is_sdxl=is_sdxl,
+        module_class=module_class,
         **block,
     )
     ratios = [_float_or_none(kwargs.get(k)) for k in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")]
@@ -463,11 +481,18 @@ def create_network_from_weights(multiplier, file, vae, text_encoder, unet, weigh
     Returns ``(network, weights_sd)``; the weights are not loaded yet (call ``load_weights``
     or ``merge_to``), as in kohya.
     """
+    return build_network_from_weights(multiplier, file, text_encoder, unet, weights_sd, kwargs)
+
+
+def build_network_from_weights(multiplier, file, text_encoder, unet, weights_sd, kwargs, module_class=LoRAModule):
+    """``create_network_from_weights`` with the per-module class as a parameter."""
     if weights_sd is None:
         weights_sd = lora_file.read_lora_file(file)[0]
     path = str(file) if file is not None else "<weights>"
+    lora_file.require_plain_lora(weights_sd, path, module_class.NETWORK_MODULE)
     dims, alphas = lora_file.module_dims_and_alphas(weights_sd, path)
-    network = LoRANetwork(text_encoder, unet, multiplier=multiplier, modules_dim=dims, modules_alpha=alphas)
+    network = LoRANetwork(text_encoder, unet, multiplier=multiplier, modules_dim=dims, modules_alpha=alphas,
+                          module_class=module_class)
     check_fits(network, weights_sd, path)
     block_lr_weight = lora_blocks.block_lr_weights(network.is_sdxl, kwargs)
     if block_lr_weight is not None:

@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 
 from networks import lora_names as names
-from networks.compvis_names import UNetLayout
-from networks.lora_file import LoRAFileError, read_lora_file
+from library.models.unet_layout import UNetLayout
+from networks.lora_file import LoRAFileError, read_lora_file, require_plain_lora
 
 FORMATS = ("kohya", "diffusers", "peft", "attn_procs")
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # diffusers' safetensors metadata entry
@@ -98,6 +98,7 @@ def read_any(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str
     if p.suffix != ".safetensors":
         raise LoRAFileError(f"{p}: unknown LoRA file type '{p.suffix}'; expected .safetensors (or a diffusers .bin)")
     tensors, metadata = read_lora_file(str(p))
+    require_plain_lora(tensors, p, "convert_lora.py")
     return tensors, metadata, config
 
 

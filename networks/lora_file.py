@@ -134,3 +134,64 @@ def module_dims_and_alphas(tensors: dict[str, torch.Tensor], path: str = "<weigh
         if not alphas.get(name):
             alphas[name] = float(dim)
     return dims, alphas
+
+
+# What a module's tensors say about the network type that wrote them (the names ComfyUI's
+# weight adapters and LyCORIS use). A plain LoRA is ``lora_down``/``lora_up`` without extras.
+_KIND_BY_SUFFIX = (
+    (".lora_mid.weight", "LoCon with CP/Tucker decomposition (lora_mid)"),
+    (".dora_scale", "DoRA (dora_scale)"),
+    (".hada_w1_a", "LoHa (hada_w1_a/hada_w2_a)"),
+    (".lokr_w1", "LoKr (lokr_w1/lokr_w2)"),
+    (".lokr_w1_a", "LoKr (lokr_w1/lokr_w2)"),
+    (".lokr_w2", "LoKr (lokr_w1/lokr_w2)"),
+    (".lokr_w2_a", "LoKr (lokr_w1/lokr_w2)"),
+    (".oft_blocks", "OFT (oft_blocks)"),
+    (".oft_R", "OFT (oft_R)"),
+    (".on_input", "IA3 (on_input)"),
+    (".a1.weight", "GLoRA (a1/a2/b1/b2)"),
+    (".diff", "full weight difference (diff)"),
+    (".w_norm", "norm layer weights (w_norm)"),
+)
+PLAIN_LORA = "LoRA"
+
+
+def file_kinds(tensors) -> dict[str, str]:
+    """{kind: an example key} for every network type found in a file's keys (``LoRA`` for plain lora_down/up)."""
+    kinds: dict[str, str] = {}
+    for key in tensors:
+        for suffix, kind in _KIND_BY_SUFFIX:
+            if key.endswith(suffix):
+                kinds.setdefault(kind, key)
+                break
+        else:
+            if key.endswith(".lora_down.weight"):
+                kinds.setdefault(PLAIN_LORA, key)
+    return kinds
+
+
+def require_plain_lora(tensors, path, what: str) -> None:
+    """Refuse a LyCORIS/OFT/... file where only plain LoRA (lora_down/lora_up/alpha) is understood.
+
+    ``what`` names the reader (a tool or a network module) in the message.
+    """
+    other = {k: v for k, v in file_kinds(tensors).items() if k != PLAIN_LORA}
+    if other:
+        kinds = ", ".join(sorted(other))
+        example = next(iter(other.values()))
+        raise LoRAFileError(
+            f"{path}: this is a {kinds} file (e.g. key {example}); {what} handles only plain LoRA/LoCon files "
+            "(lora_down/lora_up/alpha). Use it in ComfyUI or A1111 as it is, or with the network module that wrote it "
+            "(see ss_network_module in its metadata)"
+        )
+
+
+def lora_file_keys(path) -> list[str]:
+    """The tensor names of a LoRA file, read from its header only (a fast check before a model loads)."""
+    path = os.fspath(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoRAFileError(f"{path}: not a readable safetensors file ({reason}); it may be truncated, re-download or re-save it") from None

@@ -52,3 +52,13 @@ def rank_dropout_mask(batch: int, rank: int, p: float, ndim: int, device, genera
     elif ndim == 4:  # conv: [B, r, H, W]
         mask = mask.unsqueeze(-1).unsqueeze(-1)
     return mask
+
+
+def lora_fa_down_std(in_dim: int, rank: int) -> float:
+    """LoRA-FA's init of the frozen down projection (arXiv 2308.03303, as kohya's lora_fa): N(0, 2/(in+r))."""
+    return (2.0 / (in_dim + rank)) ** 0.5
+
+
+def dylora_scale(alpha: float, rank: int) -> float:
+    """DyLoRA's scale at a truncated rank: alpha / rank, so a file cut to that rank keeps its alpha."""
+    return float(alpha) / rank

@@ -5,7 +5,7 @@ A kohya name is a prefix plus the module path with every ``.`` replaced by ``_``
 vocabulary of module names that occur in SD1/SD2/SDXL UNets (diffusers and original
 layout) and HF CLIP text encoders; a name with any other word is refused rather than
 guessed. SDXL UNet names are in the original layout and are translated with
-networks/compvis_names; SD1/SD2 UNet names are diffusers paths already.
+library/models/unet_layout; SD1/SD2 UNet names are diffusers paths already.
 
 Paths here are diffusers module paths; text-encoder paths are given without the
 ``text_model.`` level (transformers v5 has none), kohya names always include it.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from networks.compvis_names import UNetLayout, UnknownModulePath, from_compvis, to_compvis
+from library.models.unet_layout import UNetLayout, UnknownModulePath, from_compvis, to_compvis
 
 UNET, TE, TE2 = "unet", "text_encoder", "text_encoder_2"
 COMPONENTS = (UNET, TE, TE2)

@@ -7,7 +7,10 @@ keep (a fixed rank, or kohya's dynamic rules), and split ``U S Vh`` back into ``
 
 Conventions (kohya's): ``up = U[:, :k] * S[:k]``, ``down = Vh[:k]``, so the scale of the
 result lives in ``alpha`` and the saved factors are unbalanced (all magnitude in ``up``).
-Conv kernels are flattened to ``[out, in*kh*kw]``; ``up`` is then a 1x1 conv.
+Conv kernels are flattened to ``[out, in*kh*kw]``; ``up`` is then a 1x1 conv. An SVD fixes each
+singular pair only up to sign, and the signed-value quantile clamp depends on that sign, so
+``split_factors`` makes it canonical: every tool that goes through here (merge, resize,
+extract) writes the same factors for the same delta, whichever decomposition path it took.
 """
 
 from __future__ import annotations
@@ -113,27 +116,44 @@ def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
 
 
 def clamp_to_quantile(up: torch.Tensor, down: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """kohya's outlier clamp: both factors to ``[-h, h]``, h = the q-quantile of their joint values.
+    """kohya's outlier clamp (``--clamp_quantile``): both factors to ``[-h, h]``, h = the q-quantile of their joint values.
 
-    The quantile is of the signed values, as kohya computes it; ``q >= 1`` leaves them as they are.
+    As kohya's extract_lora_from_models / svd_merge_lora: the quantile (linear interpolation,
+    ``torch.quantile``'s) is of the signed values of ``up = U S`` and ``down = Vh`` together,
+    computed in the factors' own dtype; ``q >= 1`` leaves them as they are.
     """
     if q >= 1:
         return up, down
-    hi = quantile(torch.cat([up.flatten(), down.flatten()]).float(), q).to(up.dtype)
+    hi = quantile(torch.cat([up.flatten(), down.flatten()]), q)
     return up.clamp(-hi, hi), down.clamp(-hi, hi)
 
 
 def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int, down_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(down, up) of rank ``rank`` in LoRA layout: ``up = U S`` ([out, k] or [out, k, 1, 1]), ``down = Vh``.
 
-    ``down_shape`` is the base layer's weight shape ([out, in] or [out, in, kh, kw]).
+    ``down_shape`` is the base layer's weight shape ([out, in] or [out, in, kh, kw]). Signs are
+    canonical: each kept row of ``down`` has its largest-magnitude value positive.
     """
-    up = u[:, :rank] * s[:rank]
-    down = vh[:rank]
+    u, vh = canonical_signs(u[:, :rank], vh[:rank])
+    up = u * s[:rank]
+    down = vh
     if len(down_shape) == 4:
         up = up.reshape(up.shape[0], rank, 1, 1)
         down = down.reshape(rank, *down_shape[1:])
     return down.contiguous(), up.contiguous()
+
+
+def canonical_signs(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, vh) with each singular pair's sign chosen so the largest-magnitude value of its ``vh`` row is positive.
+
+    ``u[:, i] vh[i]`` is unchanged; only the arbitrary sign LAPACK (or the QR path) picked goes.
+    """
+    if vh.numel() == 0:
+        return u, vh
+    idx = vh.abs().argmax(dim=1, keepdim=True)
+    sign = torch.sign(vh.gather(1, idx)).squeeze(1)
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return u * sign, vh * sign[:, None]
 
 
 def is_conv_kxk(weight: torch.Tensor) -> bool:

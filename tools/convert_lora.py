@@ -40,7 +40,7 @@ class ModelInfo:
 
     def __init__(self, path: str, family: str | None):
         from library.models import load_base_model
-        from networks.compvis_names import UNetLayout
+        from library.models.unet_layout import UNetLayout
         from networks.lora import LoRANetwork
 
         model = load_base_model(path, family=family, dtype=torch.float16)

@@ -20,23 +20,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
-from networks import lora_svd  # noqa: E402
+from library.merge.tool_args import PRECISIONS, check_device  # noqa: E402
+from library.merge.lora_extract import extract_tensors, lora_networks, module_diffs  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
-from tools.resize_lora import PRECISIONS, check_device  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
-
-
-def _networks(org, tuned, dim: int, conv_dim: int | None):
-    from networks.lora import create_network
-
-    kw = {"conv_dim": conv_dim, "conv_alpha": conv_dim} if conv_dim else {}
-    net_o = create_network(1.0, dim, dim, None, org.text_encoders, org.unet, **kw)
-    net_t = create_network(1.0, dim, dim, None, tuned.text_encoders, tuned.unet, **kw)
-    return net_o, net_t
 
 
 def _check_models(org, tuned, args) -> None:
@@ -53,63 +42,13 @@ def _check_models(org, tuned, args) -> None:
             )
 
 
-@torch.no_grad()
-def module_diffs(net_o, net_t, min_diff: float) -> tuple[list[tuple[str, torch.Tensor]], bool, float]:
-    """[(lora name, tuned - org weight in float32)], whether the text encoders differ, and their max |diff|.
-
-    As kohya: the text encoders count as different when any targeted weight differs by more
-    than ``min_diff``; otherwise only the UNet is extracted.
-    """
-    names_o = [lora.lora_name for lora in net_o.all_loras]
-    if names_o != [lora.lora_name for lora in net_t.all_loras]:
-        raise UserError("the two models do not have the same LoRA modules; pass models of the same family and shape")
-    te_max = 0.0
-    te = []
-    for lo, lt in zip(net_o.text_encoder_loras, net_t.text_encoder_loras):
-        diff = lt.org_module.weight.float() - lo.org_module.weight.float()
-        te_max = max(te_max, float(diff.abs().max()))
-        te.append((lo.lora_name, diff))
-    te_different = te_max > min_diff
-    unet = [(lo.lora_name, lt.org_module.weight.float() - lo.org_module.weight.float())
-            for lo, lt in zip(net_o.unet_loras, net_t.unet_loras)]
-    return (te if te_different else []) + unet, te_different, te_max
-
-
-def extract_tensors(diffs, dim: int, conv_dim: int | None, clamp_quantile: float, device="cpu", lowrank_niter: int = 2):
-    """kohya LoRA tensors (alpha = rank, so scale 1) and per-module Frobenius fraction retained."""
-    out: dict[str, torch.Tensor] = {}
-    retained: dict[str, float] = {}
-    with torch.no_grad():
-        for name, diff in diffs:
-            conv = lora_svd.is_conv_kxk(diff)
-            rank = conv_dim if conv and conv_dim else dim
-            flat = diff.flatten(1)
-            rank = min(rank, *flat.shape)
-            u, s, vh = lora_svd.dense_svd(diff, rank, device, lowrank_niter)
-            rank = min(rank, s.numel())
-            down, up = lora_svd.split_factors(u, s, vh, rank, tuple(diff.shape))
-            up, down = lora_svd.clamp_to_quantile(up, down, clamp_quantile)
-            total = float(flat.double().norm())
-            retained[name] = 1.0 if total == 0 else min(1.0, float(s[:rank].double().norm()) / total)
-            out[f"{name}.lora_up.weight"] = up.float().cpu()
-            out[f"{name}.lora_down.weight"] = down.float().cpu()
-            out[f"{name}.alpha"] = torch.tensor(float(rank))
-    return out, retained
-
-
 def extracted_metadata(org, args, save_to: str) -> dict[str, str]:
-    from library.train.metadata import modelspec
+    from library.train.metadata import minimum_network_metadata, modelspec
 
     net_args = {"conv_dim": str(args.conv_dim), "conv_alpha": str(float(args.conv_dim))} if args.conv_dim else {}
-    meta = {
-        "ss_v2": str(org.family == "sd2"),
-        "ss_base_model_version": org.model_version,
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(args.dim),
-        "ss_network_alpha": str(float(args.dim)),
-        "ss_network_args": json.dumps(net_args),
-        "ss_training_comment": f"extracted by lorasmith from {Path(args.model_tuned).name} - {Path(args.model_org).name}",
-    }
+    meta = minimum_network_metadata(org.family, org.model_version, "networks.lora", args.dim, float(args.dim), net_args)
+    meta["ss_training_comment"] = (f"extracted by lorasmith from {Path(args.model_tuned).name} - "
+                                   f"{Path(args.model_org).name}")
     if not args.no_metadata:
         size = 1024 if org.is_sdxl else (768 if org.v_parameterization else 512)
         meta.update(modelspec(org.family, org.v_parameterization, Path(save_to).stem, size))
@@ -142,7 +81,7 @@ def extract(args) -> str:
     org = load_base_model(args.model_org, family=family, dtype=None)
     tuned = load_base_model(args.model_tuned, family=family, dtype=None)
     _check_models(org, tuned, args)
-    net_o, net_t = _networks(org, tuned, args.dim, args.conv_dim)
+    net_o, net_t = lora_networks(org, tuned, args.dim, args.conv_dim)
     diffs, te_different, te_max = module_diffs(net_o, net_t, args.min_diff)
     if all(not bool(d.any()) for _, d in diffs):
         raise UserError(

@@ -19,6 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from library.devices import check_device  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from library.train.sampling import SAMPLERS, parse_prompt_line, read_prompt_file  # noqa: E402
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="base model: .safetensors/.ckpt single file or diffusers folder")
     p.add_argument("--outdir", required=True, help="folder for the PNGs (created if missing)")
     p.add_argument("--prompt", help="one prompt, with optional --n/--w/--h/--d/--s/--l/--ss options and <lora:name:w> tags")
-    p.add_argument("--from_file", help="a text file with one prompt per line ('#' comments), same syntax as --prompt")
+    p.add_argument("--from_file", help="a prompt file in kohya's formats: .txt (one prompt per line, '#' comments, same "
+                   "syntax as --prompt), .toml ([prompt] + [[prompt.subset]]) or .json (a list of prompt objects)")
     p.add_argument("--negative_prompt", default="", help="default negative prompt (a prompt's --n overrides it)")
     p.add_argument("--W", "--width", dest="width", type=int, default=None, help="image width (default 512, SDXL 1024)")
     p.add_argument("--H", "--height", dest="height", type=int, default=None, help="image height (default 512, SDXL 1024)")
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of the first image; later images take seed+1, ... (random if unset)")
     p.add_argument("--sampler", default="ddim", type=str.lower, choices=list(SAMPLERS), help="scheduler (kohya names)")
     p.add_argument("--images_per_prompt", type=int, default=1)
-    p.add_argument("--network_module", nargs="*", default=None, help="accepted for kohya commands; only networks.lora is supported")
+    p.add_argument("--network_module", nargs="*", default=None, help="accepted for kohya commands; networks.lora, networks.dylora and networks.lora_fa (plain LoRA files)")
     p.add_argument("--network_weights", nargs="*", default=[], help="LoRA files applied to every prompt")
     p.add_argument("--network_mul", nargs="*", type=finite_float, default=[], help="one weight per --network_weights file (default 1.0)")
     p.add_argument("--network_merge", action="store_true", help="merge --network_weights into the model once instead of hooking")
@@ -73,13 +75,18 @@ def read_prompts(args) -> list:
     return prompts
 
 
+# network modules whose files are plain kohya LoRA (lora_down/lora_up/alpha)
+PLAIN_LORA_MODULES = ("networks.lora", "networks.dylora", "networks.lora_fa")
+
+
 def global_loras(args) -> list:
     """--network_weights with their --network_mul weights (missing weights are 1.0, as in kohya)."""
     from library.inference.generate import LoraUse
 
-    modules = [m for m in (args.network_module or []) if m != "networks.lora"]
+    modules = [m for m in (args.network_module or []) if m not in PLAIN_LORA_MODULES]
     if modules:
-        raise UserError(f"--network_module {modules[0]}: only networks.lora (LoRA/LoCon files) is supported")
+        raise UserError(f"--network_module {modules[0]}: only plain LoRA/LoCon files are supported "
+                        f"({', '.join(PLAIN_LORA_MODULES)} write them)")
     if len(args.network_mul) > len(args.network_weights):
         raise UserError(
             f"--network_mul has {len(args.network_mul)} values for {len(args.network_weights)} --network_weights files; "
@@ -99,16 +106,19 @@ def run(args) -> list[Path]:
 
     from library.inference.generate import LoraStack, check_size, generate, plan_jobs
     from library.models import load_base_model
+    from networks.lora_file import lora_file_keys, require_plain_lora
 
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 both given; pick one")
+    device = check_device(args.device, default="auto")
     check_tool_output(args.outdir, [args.ckpt, args.from_file, *args.network_weights], "folder", option="--outdir")
     prompts = read_prompts(args)
     loras = global_loras(args)
     seed = args.seed if args.seed is not None else random.randint(0, 2**31 - 1)
     jobs = plan_jobs(prompts, images_per_prompt=args.images_per_prompt, seed=seed,
                      default_sampler=args.sampler, lora_dir=args.lora_dir)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    for path in dict.fromkeys([u.path for u in loras] + [u.path for job in jobs for u in job.loras]):
+        require_plain_lora(lora_file_keys(path), path, "gen_img.py")  # LoHa/OFT/...: refused before the model loads
     dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
     model = load_base_model(args.ckpt, v_parameterization=args.v_parameterization, dtype=dtype, device=device)
     size = DEFAULT_SIZE[model.family]

@@ -83,7 +83,9 @@ def merge_into_checkpoint(args) -> str:
 
 def merge_loras(args) -> str:
     from library.merge.lora_merge import merge_loras_to_file
+    from library.merge.tool_args import check_device
 
+    check_device(args.device)
     tensors = merge_loras_to_file(
         args.models, args.ratios, args.save_to, new_rank=args.new_rank, new_conv_rank=args.new_conv_rank,
         clamp_quantile=args.clamp_quantile, save_dtype=_dtype(args.save_precision), device=args.device,

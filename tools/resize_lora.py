@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -23,27 +22,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
+from library.merge.tool_args import PRECISIONS, check_device  # noqa: E402
+from library.merge.lora_resize import ModuleResize, resize_modules  # noqa: E402
 from networks import lora_svd  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
-from networks.lora_file import LoRAFileError, read_lora_file, save_lora_file  # noqa: E402
+from networks.lora_file import LoRAFileError, read_lora_file, require_plain_lora, save_lora_file  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
-
-PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class ModuleResize:
-    """What happened to one module (the --verbose line and the summary are built from these)."""
-
-    name: str
-    conv: bool
-    old_rank: int
-    new_rank: int
-    old_alpha: float
-    new_alpha: float
-    fro_retained: float
-    sum_retained: float
-    max_ratio: float
 
 
 def _pairs(tensors: dict[str, torch.Tensor], path: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor, float | None]], list[str]]:
@@ -84,39 +68,10 @@ def resize_lora_tensors(
     device="cpu",
     path: str = "<weights>",
 ) -> tuple[dict[str, torch.Tensor], list[ModuleResize]]:
-    """Resized kohya tensors (float32) and one ModuleResize per module.
-
-    ``new_rank`` is the rank of Linear and 1x1-conv modules (the cap with a dynamic method),
-    ``new_conv_rank`` that of 3x3 convs (default ``new_rank``). A module is never given a
-    higher rank than it has: the extra singular values would all be zero.
-    """
-    conv_rank = new_rank if new_conv_rank is None else new_conv_rank
+    """Resized kohya tensors (float32; keys that are not LoRA factors kept as they are) and one ModuleResize per module."""
     modules, other = _pairs(tensors, path)
-    out: dict[str, torch.Tensor] = {k: tensors[k] for k in other}
-    rows = []
-    with torch.no_grad():
-        for name in sorted(modules):
-            down, up, alpha = modules[name]
-            old_rank = int(down.shape[0])
-            old_alpha = float(old_rank) if not alpha else alpha  # kohya: missing/0 alpha = rank
-            scale = old_alpha / old_rank
-            conv = lora_svd.is_conv_kxk(down)
-            u, s, vh = lora_svd.product_svd(up.float(), down.float(), device)
-            cap = min(conv_rank if conv else new_rank, old_rank)
-            k = lora_svd.select_rank(s, cap, dynamic_method, dynamic_param)
-            shape = (up.shape[0], *down.shape[1:])
-            new_down, new_up = lora_svd.split_factors(u, s, vh, k, shape)
-            out[f"{name}.lora_down.weight"] = new_down.float().cpu()
-            out[f"{name}.lora_up.weight"] = new_up.float().cpu()
-            out[f"{name}.alpha"] = torch.tensor(scale * k, dtype=torch.float32)
-            s_abs = s.abs().double()
-            rows.append(ModuleResize(
-                name, conv, old_rank, k, old_alpha, scale * k,
-                lora_svd.frobenius_retained(s, k),
-                float(s_abs[:k].sum() / s_abs.sum()) if float(s_abs.sum()) > 0 else 1.0,
-                float(s[0] / s[k - 1]) if float(s[k - 1]) > 0 else float("inf"),
-            ))
-    return out, rows
+    out, rows = resize_modules(modules, new_rank, new_conv_rank, dynamic_method, dynamic_param, device)
+    return {**{k: tensors[k] for k in other}, **out}, rows
 
 
 def _uniform(values, fmt=str) -> str | None:
@@ -174,18 +129,6 @@ def summary(rows: list[ModuleResize], save_to: str) -> str:
             f"wrote {save_to} ({size:.2f} MB)")
 
 
-def check_device(device: str | None) -> str:
-    """The device to compute on, refused with a clear message when it does not exist here."""
-    device = device or "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: not a torch device; use cpu or cuda (cuda:0, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available in this Python; use --device cpu")
-    return device
-
-
 def _check_args(args) -> None:
     check_device(args.device)
     if not args.save_to.endswith(".safetensors"):
@@ -206,6 +149,7 @@ def _check_args(args) -> None:
 def resize(args) -> str:
     _check_args(args)
     tensors, metadata = read_lora_file(args.model)
+    require_plain_lora(tensors, args.model, "resize_lora.py")
     resized, rows = resize_lora_tensors(
         tensors, args.new_rank, args.new_conv_rank, args.dynamic_method, args.dynamic_param, args.device or "cpu", args.model
     )

@@ -92,7 +92,38 @@ class PreparedDataset:
                 for s in self.subsets
             },
             "dataset_dirs": {s.subset.name: {"n_repeats": s.subset.num_repeats, "img_count": s.images} for s in self.subsets},
+            # the rest feeds kohya's ss_datasets / ss_reg_dataset_dirs (library/train/metadata.py)
+            "is_dreambooth": not any(s.subset.metadata_file for s in self.subsets),
+            "batch_size_per_device": self.params.batch_size,
+            "num_train_images": self.num_train_images,
+            "num_reg_images": self.num_reg_images,
+            "resolution": self.params.resolution,
+            "enable_bucket": self.params.enable_bucket,
+            "min_bucket_reso": self.params.min_bucket_reso,
+            "max_bucket_reso": self.params.max_bucket_reso,
+            "bucket_no_upscale": self.params.bucket_no_upscale,
+            "subsets": [_subset_metadata(s) for s in self.subsets],
         }
+
+
+def _subset_metadata(summary: SubsetSummary) -> dict:
+    """One subset as kohya's ss_datasets describes it (folder names only, never full paths)."""
+    sub = summary.subset
+    out = {
+        "img_count": summary.images, "num_repeats": sub.num_repeats, "color_aug": bool(sub.color_aug),
+        "flip_aug": bool(sub.flip_aug), "random_crop": bool(sub.random_crop), "shuffle_caption": bool(sub.shuffle_caption),
+        "keep_tokens": sub.keep_tokens, "keep_tokens_separator": sub.keep_tokens_separator,
+        "secondary_separator": sub.secondary_separator, "enable_wildcard": bool(sub.enable_wildcard),
+        "caption_prefix": sub.caption_prefix, "caption_suffix": sub.caption_suffix,
+        "resize_interpolation": sub.resize_interpolation, "is_reg": bool(sub.is_reg), "name": sub.name,
+    }
+    if sub.image_dir:
+        out["image_dir"] = os.path.basename(os.path.normpath(sub.image_dir))
+    if sub.metadata_file:
+        out["metadata_file"] = os.path.basename(sub.metadata_file)
+    else:
+        out["class_tokens"] = sub.class_tokens
+    return out
 
 
 def read_sizes(records: Sequence[ImageRecord], workers: int = 0) -> List[Optional[Exception]]:

@@ -11,8 +11,8 @@ sum of low-rank products. Two ways to write that sum as one LoRA:
   we avoid both.)
 * SVD (``new_rank``): the best rank-k approximation of the summed delta, as kohya's
   svd_merge_lora: up = U*S, down = Vh, alpha = rank, values clamped to the 99th
-  percentile (``clamp_quantile``; 1 disables it). Computed through QR of the stacked
-  factors, so the SVD is of a (sum r_i)-square matrix, never of the full weight; the rank
+  percentile (``clamp_quantile``; 1 disables it), all by networks/lora_svd.py, the maths
+  resize and extract use too. Computed through QR of the stacked factors, so the SVD is of a (sum r_i)-square matrix, never of the full weight; the rank
   is never more than the summed rank needs.
 """
 
@@ -30,9 +30,10 @@ import torch
 
 from library.errors import UserError
 from library.train.metadata import modelspec
+from networks import lora_svd
 from networks.lora import create_network_from_weights, guess_lora_family
 from library.output_paths import check_tool_output
-from networks.lora_file import read_lora_file, save_lora_file
+from networks.lora_file import read_lora_file, require_plain_lora, save_lora_file
 from networks.lora_math import effective_alpha
 
 KEY_RE = re.compile(r"^lora_(unet|te|te1|te2)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
@@ -71,6 +72,7 @@ def read_inputs(paths: list, ratios: list[float] | None) -> list[LoRAInput]:
     inputs = []
     for path, ratio in zip(paths, ratios):
         tensors, meta = read_lora_file(path)
+        require_plain_lora(tensors, path, "merge_lora.py")
         bad = [k for k in tensors if not KEY_RE.match(k)]
         if bad:
             raise LoRAMergeError(
@@ -123,7 +125,7 @@ def _check_fit(name: str, first: Factor, f: Factor) -> None:
     want_in, want_out = tuple(first.down.shape[1:]), first.up.shape[0]
     same = tuple(f.down.shape[1:]) == want_in and f.up.shape[0] == want_out and f.up.dim() == first.up.dim()
     if (not same and f.up.shape[0] == want_out and f.down[0].numel() == first.down[0].numel()
-            and not _is_conv_kxk(f.down) and not _is_conv_kxk(first.down)):
+            and not lora_svd.is_conv_kxk(f.down) and not lora_svd.is_conv_kxk(first.down)):
         f.down = f.down.reshape(f.down.shape[0], *want_in)
         f.up = f.up.reshape(want_out, f.up.shape[1], *first.up.shape[2:])
         same = True
@@ -145,42 +147,21 @@ def concat_module(factors: list[Factor]) -> tuple[torch.Tensor, torch.Tensor, fl
     return down, up, float(down.shape[0])
 
 
-def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
-    if values.numel() <= 16_000_000:  # torch.quantile's input limit
-        return torch.quantile(values, q)
-    k = max(1, min(values.numel(), math.ceil(q * values.numel())))
-    return values.kthvalue(k).values
-
-
 def svd_module(factors: list[Factor], rank: int, clamp_quantile: float = 0.99, device="cpu") -> tuple[torch.Tensor, torch.Tensor, float]:
     """(down, up, alpha) of the best rank-``rank`` approximation of the summed delta.
 
-    With stacked factors delta = A @ B (A [out, R] = scaled ups, B [R, in] = downs):
-    A = Qa Ra, B.T = Qb Rb, so delta = Qa (Ra Rb.T) Qb.T and only the small core is decomposed.
+    The stacked factors (scaled ups [out, R], downs [R, in]) are one product, so
+    ``lora_svd.product_svd`` decomposes it without forming the weight; truncation, the
+    factor split and the clamp are the ones resize and extract use (networks/lora_svd.py).
     """
     first = factors[0]
-    out_dim, in_shape = first.up.shape[0], first.down.shape[1:]
-    dt = torch.float64 if torch.device(device).type in ("cpu", "cuda") else torch.float32
-    a = torch.cat([f.up.flatten(1) * f.scale for f in factors], 1).to(device, dt)
-    b = torch.cat([f.down.flatten(1) for f in factors], 0).to(device, dt)
-    qa, ra = torch.linalg.qr(a)
-    qb, rb = torch.linalg.qr(b.T)
-    u, s, vh = torch.linalg.svd(ra @ rb.T, full_matrices=False)
+    up_all = torch.cat([f.up.flatten(1) * f.scale for f in factors], 1)
+    down_all = torch.cat([f.down.flatten(1) for f in factors], 0)
+    u, s, vh = lora_svd.product_svd(up_all, down_all, device)
     k = max(1, min(rank, s.numel()))
-    up = (qa @ u[:, :k]) * s[:k]
-    down = vh[:k] @ qb.T
-    if clamp_quantile < 1:
-        hi = _quantile(torch.cat([up.flatten(), down.flatten()]), clamp_quantile)
-        up, down = up.clamp(-hi, hi), down.clamp(-hi, hi)
-    up = up.float().cpu()
-    down = down.float().cpu().reshape(k, *in_shape)
-    if first.up.dim() == 4:
-        up = up.reshape(out_dim, k, 1, 1)
-    return down.contiguous(), up.contiguous(), float(k)
-
-
-def _is_conv_kxk(down: torch.Tensor) -> bool:
-    return down.dim() == 4 and tuple(down.shape[2:]) != (1, 1)
+    down, up = lora_svd.split_factors(u, s, vh, k, (first.up.shape[0], *first.down.shape[1:]))
+    up, down = lora_svd.clamp_to_quantile(up, down, clamp_quantile)
+    return down.float().cpu().contiguous(), up.float().cpu().contiguous(), float(k)
 
 
 def merge_lora_tensors(
@@ -205,7 +186,7 @@ def merge_lora_tensors(
             down, up, alpha = concat_module(factors)
         else:
             conv_rank = new_conv_rank if new_conv_rank is not None else new_rank
-            rank = conv_rank if _is_conv_kxk(factors[0].down) else new_rank
+            rank = conv_rank if lora_svd.is_conv_kxk(factors[0].down) else new_rank
             down, up, alpha = svd_module(factors, rank, clamp_quantile, device)
         out[f"{name}.lora_down.weight"] = down
         out[f"{name}.lora_up.weight"] = up
@@ -241,8 +222,8 @@ def merged_metadata(inputs: list[LoRAInput], tensors: dict[str, torch.Tensor], s
     """kohya's minimum network metadata, modelspec, and the merge recipe; model hashes kept only if all inputs agree."""
     family, v = _family(inputs, tensors)
     downs = {k[: -len(".lora_down.weight")]: t for k, t in tensors.items() if k.endswith(".lora_down.weight")}
-    linear = [t.shape[0] for t in downs.values() if not _is_conv_kxk(t)]
-    conv = [t.shape[0] for t in downs.values() if _is_conv_kxk(t)]
+    linear = [t.shape[0] for t in downs.values() if not lora_svd.is_conv_kxk(t)]
+    conv = [t.shape[0] for t in downs.values() if lora_svd.is_conv_kxk(t)]
     title = Path(save_to).stem
     meta = {
         "ss_session_id": str(uuid.uuid4().int % 2**31),

@@ -4,7 +4,7 @@ A checkpoint is one flat dict; every part (UNet, VAE, each text encoder) owns a 
 prefix and a key converter with the same four methods: ``classify(key)`` (map / extra /
 ignore), ``from_original(key, tensor)`` -> [(model key, tensor)], ``to_original(sd)``
 and ``original_key(model_key)`` (for error messages).
-The UNet part reuses networks/compvis_names, the single diffusers<->original UNet map.
+The UNet part reuses library/models/unet_layout, the single diffusers<->original UNet map.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from library.models.errors import UnmappedKey
 from library.models.keys_clip import IGNORE, MAP, HFClipKeys, OpenClipKeys
 from library.models.keys_vae import vae_from_original, vae_key_to_original, vae_to_original
-from networks.compvis_names import UNetLayout, UnknownModulePath, from_compvis, to_compvis
+from library.models.unet_layout import UNetLayout, UnknownModulePath, from_compvis, to_compvis
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

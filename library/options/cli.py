@@ -192,9 +192,10 @@ def _derive(v: Dict[str, Any], sources: Dict[str, str]) -> Dict[str, Any]:
         v["cache_text_encoder_outputs"] = True
     if v["max_token_length"] == 75:
         v["max_token_length"] = None  # 75 is the unset length (GUIs write it out)
-    for name in ("save_every_n_epochs", "save_every_n_steps", "sample_every_n_epochs", "sample_every_n_steps"):
+    for name in ("save_every_n_epochs", "save_every_n_steps", "sample_every_n_epochs", "sample_every_n_steps",
+                 "min_snr_gamma", "multires_noise_iterations", "scale_weight_norms"):
         if v[name] == 0:
-            v[name] = None  # kohya GUIs write 0 for "off"
+            v[name] = None  # kohya GUIs write 0 for "off", and kohya tests these for truth
     for option in OPTIONS:
         if option.nargs and v.get(option.name) == []:
             v[option.name] = None

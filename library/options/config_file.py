@@ -2,21 +2,25 @@
 
 Why: kohya users keep their settings in a TOML with any sections (``[model_arguments]``,
 ``[training_arguments]`` ...) whose keys are the option names; kohya flattens the sections and lets the
-command line win. We do the same, but a key we do not know is an error with a "did you mean"
-(kohya silently ignores typos), a value of the wrong type names the key, file and section, and a key
-set in two sections is an error instead of "last one wins".
+command line win. We do the same. A key we do not know is ignored with a warning, as kohya ignores it,
+unless it is one edit away from an option (a typo that would silently change the run: an error with
+"did you mean"); kohya_ss GUI habits are read as the GUI means them (gui_config.py). A value of the
+wrong type names the key, file and section, and a key set in two sections is an error instead of
+"last one wins".
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .. import atomic
 from ..errors import UserError
 from .definitions import BY_NAME, OPTIONS
+from .gui_config import GUI_ONLY_KEYS, apply_gui_keys, coerce_gui_value, unknown_key_warning
 from .schema import GROUPS, ConversionError, Option
 
 try:
@@ -25,6 +29,8 @@ except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 COMMAND_LINE = "the command line"
+logger = logging.getLogger("lorasmith.options")
+NEVER_WRITTEN = ("wandb_api_key",)  # a secret: kohya's --output_config leaves it out too
 
 
 def resolve_config_path(path: str) -> str:
@@ -55,9 +61,11 @@ def read_config_file(path: str, script: str) -> Tuple[Dict[str, Any], Dict[str, 
                         f"brackets: write [{key}]")
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
+    gui: Dict[str, Any] = {}
+    gui_sources: Dict[str, str] = {}
     for key, value in data.items():
         if not isinstance(value, dict):
-            _take(key, value, path, None, script, values, sources)
+            _take(key, value, path, None, script, values, sources, gui, gui_sources)
             continue
         for sub_key, sub_value in value.items():
             if isinstance(sub_value, dict) or (isinstance(sub_value, list) and sub_value
@@ -66,7 +74,9 @@ def read_config_file(path: str, script: str) -> Tuple[Dict[str, Any], Dict[str, 
                     f"{path}: table [{key}.{sub_key}] is nested too deep; a config file has one level of "
                     f"[sections] holding option = value lines"
                 )
-            _take(sub_key, sub_value, path, key, script, values, sources)
+            _take(sub_key, sub_value, path, key, script, values, sources, gui, gui_sources)
+    for message in apply_gui_keys(gui, gui_sources, values, sources, path):
+        logger.warning(message)
     return values, sources
 
 
@@ -86,15 +96,20 @@ def _load_toml(path: str) -> dict:
         ) from None
 
 
-def _take(key: str, value: Any, path: str, section: Optional[str], script: str, values: dict, sources: dict) -> None:
+def _take(key: str, value: Any, path: str, section: Optional[str], script: str, values: dict, sources: dict,
+          gui: dict, gui_sources: dict) -> None:
     where = f"{path} [{section}]" if section is not None else f"{path} (top level)"
     option = BY_NAME.get(key)
+    if option is None and key in GUI_ONLY_KEYS:
+        gui[key], gui_sources[key] = value, where
+        return
     if option is None:
-        raise UserError(f"unknown key {key!r} in {where}; {suggest(key, script)}")
+        logger.warning(unknown_key_warning(key, where, script))
+        return
     if option.cli_only:
         raise UserError(f"{key!r} in {where} only works on the command line; remove it from the file")
     try:
-        converted = option.from_value(value)
+        converted = option.from_value(coerce_gui_value(option, value))
     except ConversionError as e:
         raise UserError(f"{key} in {where} {e}") from None
     if not option.for_script(script):
@@ -130,7 +145,7 @@ def config_text(values: Mapping[str, Any], header: str = "") -> str:
     """TOML text of the options in ``values`` that differ from their defaults, one section per group."""
     by_group: Dict[str, list] = {}
     for option in OPTIONS:
-        if option.name not in values or option.cli_only or option.alias_of:
+        if option.name not in values or option.cli_only or option.alias_of or option.name in NEVER_WRITTEN:
             continue
         value = values[option.name]
         if value is None or value == option.default:

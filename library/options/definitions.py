@@ -19,6 +19,13 @@ NETWORK_ARG_KEYS = (
     "down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold",
     "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio",
 )
+# network_args keys of each of our network modules; other modules (lycoris.kohya ...) get theirs unchecked
+OWN_NETWORK_ARG_KEYS = MappingProxyType({
+    "networks.lora": NETWORK_ARG_KEYS,
+    "networks.lora_fa": NETWORK_ARG_KEYS,
+    "networks.dylora": NETWORK_ARG_KEYS + ("unit",),
+    "networks.oft": ("enable_all_linear", "enable_conv"),
+})
 LR_SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr",
     "polynomial", "inverse_sqrt", "warmup_stable_decay", "piecewise_constant", "adafactor",
@@ -137,6 +144,9 @@ OPTIONS = (
            "without alpha counts whole). A dataset_config subset may set its own.", _D),
     Option("debug_dataset", "bool", False, "kohya's dataset viewer; use tools/check_dataset.py instead.", _D,
            status="ignored"),
+    Option("dataset_class", "str", None,
+           "kohya's custom dataset class (package.module.Class); use dataset_config or data_layout instead.", _D,
+           status="unsupported"),
     Option("weighted_captions", "bool", False,
            "Read (word:1.2), (word) = x1.1, [word] = /1.1 in captions as token weights (\\( for a literal "
            "parenthesis); SD1/SD2 and SDXL (both text encoders). Sample prompts always understand this syntax.", _D),
@@ -160,8 +170,9 @@ OPTIONS = (
            _D, ours=True),
     # ---------------------------------------------------------------- network
     Option("network_module", "str", "networks.lora",
-           "Network to train; networks.lora covers LoRA and LoCon (conv_dim in network_args).", _N,
-           choices=("networks.lora",)),
+           "Network to train, a Python module following kohya's network-module contract: networks.lora (LoRA, "
+           "LoCon with conv_dim), networks.dylora, networks.lora_fa, networks.oft, or e.g. lycoris.kohya "
+           "(pip install lycoris-lora). See docs/networks.md.", _N),
     Option("network_dim", "int", None, "LoRA rank. Unset: 4.", _N, min=1),
     Option("network_alpha", "float", 1.0,
            "LoRA scale: updates are multiplied by alpha/dim (alpha = dim means no scaling; 0 means alpha = dim).",
@@ -171,7 +182,9 @@ OPTIONS = (
     Option("network_args", "str", None,
            "More network settings as key=value: conv_dim, conv_alpha, rank_dropout, module_dropout, block_dims, "
            "block_alphas, conv_block_dims, conv_block_alphas, down/mid/up_lr_weight, block_lr_zero_threshold, "
-           "loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio.", _N, nargs="*",
+           "loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio; networks.dylora adds unit, "
+           "networks.oft takes enable_all_linear and enable_conv; other modules' keys (e.g. LyCORIS' algo=loha) are "
+           "passed to them unchecked.", _N, nargs="*",
            metavar="KEY=VALUE"),
     Option("network_weights", "path", None, "Start from this LoRA file instead of a fresh network.", _N,
            metavar="FILE"),
@@ -179,8 +192,8 @@ OPTIONS = (
     Option("network_train_unet_only", "bool", False, "Train only the UNet's LoRA (no text encoder).", _N),
     Option("network_train_text_encoder_only", "bool", False, "Train only the text encoder's LoRA.", _N),
     Option("scale_weight_norms", "float", None,
-           "Max-norm regularisation: scale down any LoRA module whose weight norm exceeds this (1-5 is typical).",
-           _N, gt=0),
+           "Max-norm regularisation: scale down any LoRA module whose weight norm exceeds this (1-5 is typical; "
+           "0 or unset: off).", _N, min=0),
     Option("base_weights", "path", None, "LoRA files merged into the base model before training.", _N, nargs="*",
            metavar="FILE"),
     Option("base_weights_multiplier", "float", None, "Strength of each base_weights file (default 1).", _N,
@@ -230,6 +243,9 @@ OPTIONS = (
     Option("lr_scheduler_args", "str", None, "Scheduler keyword arguments as key=value (T_max=100).", _O, nargs="*",
            metavar="KEY=VALUE"),
     Option("use_8bit_adam", "bool", False, "Old kohya spelling of optimizer_type AdamW8bit.", _O),
+    Option("fused_backward_pass", "bool", False,
+           "kohya's fused Adafactor step for full fine-tuning; train_network.py does not use it (kohya neither), "
+           "and a LoRA's optimizer state is small.", _O, status="ignored"),
     Option("use_lion_optimizer", "bool", False, "Old kohya spelling of optimizer_type Lion.", _O),
     # ---------------------------------------------------------------- training
     Option("max_train_steps", "int", 1600, "Total optimizer steps (max_train_epochs wins when set).", _T, min=1),
@@ -277,12 +293,19 @@ OPTIONS = (
     Option("fp8_base", "bool", False,
            "Store the frozen base model in fp8 to save VRAM (needs mixed_precision fp16/bf16).",
            _P),
+    Option("fp8_base_unet", "bool", False,
+           "Store only the UNet in fp8, text encoders in the compute dtype (what fp8_base does here; needs "
+           "mixed_precision fp16/bf16).", _P),
+    Option("cpu_offload_checkpointing", "bool", False,
+           "kohya's CPU offload of checkpointed activations for its own UNet; the diffusers UNet used here has "
+           "no such mode, so gradient_checkpointing alone is used.", _P, status="ignored"),
     Option("no_half_vae", "bool", False, "Keep the VAE in fp32 under mixed precision (avoids NaNs with the SDXL VAE).",
            _P),
     Option("xformers", "bool", False, "Use xformers attention.", _P),
     Option("sdpa", "bool", False, "Use PyTorch scaled-dot-product attention.", _P),
     Option("mem_eff_attn", "bool", False,
-           "Use memory-saving attention (kohya's mem_eff_attn); sdpa is usually the better choice.", _P),
+           "kohya's memory-efficient attention; here it means PyTorch SDPA (memory-efficient kernels), the "
+           "default attention.", _P),
     Option("lowram", "bool", False,
            "Little RAM, more VRAM: load the checkpoint tensor by tensor straight onto the GPU, keep the VAE on the "
            "GPU after latent caching (freed if no samples need it; also on CPU).", _P),
@@ -304,6 +327,9 @@ OPTIONS = (
            choices=("float", "fp16", "bf16")),
     Option("save_every_n_epochs", "int", None, "Save a LoRA every N epochs (0 or unset: only at the end).", _S, min=1),
     Option("save_every_n_steps", "int", None, "Save a LoRA every N steps (0 or unset: off).", _S, min=1),
+    Option("save_n_epoch_ratio", "int", None,
+           "Save about this many epoch files in all: save_every_n_epochs becomes floor(epochs / N), at least 1 "
+           "(wins over save_every_n_epochs, as in kohya).", _S, min=1),
     Option("save_last_n_epochs", "int", None, "Keep only the last N epoch files, deleting older ones.", _S, min=1),
     Option("save_last_n_steps", "int", None,
            "Delete step files older than N steps (a step count as in kohya, not a file count).", _S, min=1),
@@ -328,23 +354,30 @@ OPTIONS = (
     Option("async_upload", "bool", False, _IGNORED_HF, _S, status="ignored"),
     # ---------------------------------------------------------------- sample images
     Option("sample_prompts", "path", None,
-           "Prompt file for sample images: one prompt a line, options after --: --n negative, --w/--h size, "
-           "--d seed, --s steps, --l CFG scale, --ss sampler.", _SA, metavar="FILE"),
+           "Prompt file for sample images, in kohya's formats: .txt (one prompt a line, options after --: --n "
+           "negative, --w/--h size, --d seed, --s steps, --l CFG scale, --ss sampler), .toml ([prompt] defaults "
+           "and [[prompt.subset]] prompts) or .json (a list of prompt objects).", _SA, metavar="FILE"),
     Option("sample_every_n_steps", "int", None, "Make sample images every N steps (0 or unset: off).", _SA, min=1),
     Option("sample_every_n_epochs", "int", None, "Make sample images every N epochs (wins over steps).", _SA, min=1),
     Option("sample_at_first", "bool", False, "Also make sample images before the first step.", _SA),
     Option("sample_sampler", "str", "ddim", "Default sampler for sample images.", _SA, choices=SAMPLERS),
+    Option("sample_at_end", "bool", False,
+           "Also make sample images for the final LoRA when the interval does not hit the last step/epoch "
+           "(kohya does not) (ours).", _SA, ours=True),
     # ---------------------------------------------------------------- logging and metadata
     Option("logging_dir", "path", None, "Write TensorBoard logs here (turns logging on).", _L, metavar="DIR"),
     Option("log_with", "str", None, "Logger: tensorboard, wandb or all (tensorboard needs logging_dir).", _L,
            choices=("tensorboard", "wandb", "all")),
-    Option("log_prefix", "str", None, "Prefix of the log folder name.", _L),
+    Option("log_prefix", "str", None,
+           "Prefix of the log folder: logs go to logging_dir/<prefix><YYYYmmddHHMMSS> (kohya's layout).", _L),
     Option("log_tracker_name", "str", None, "Project name for the tracker (default: the script name).", _L),
     Option("wandb_run_name", "str", None, "Name of the W&B run.", _L),
     Option("wandb_api_key", "str", None, "W&B API key to log in with (better kept in a config file).", _L),
-    Option("log_tracker_config", "path", None, "kohya's tracker config file; not used.", _L, status="ignored"),
-    Option("log_config", "bool", False, "kohya: log all options to the tracker; not implemented.", _L,
-           status="ignored"),
+    Option("log_tracker_config", "path", None,
+           "TOML file of tracker init arguments ([wandb] name = ..., as accelerate's init_kwargs).", _L,
+           metavar="FILE"),
+    Option("log_config", "bool", False,
+           "Log the options to the tracker (keys and tokens and absolute paths left out).", _L),
     Option("console_log_level", "str", None, "kohya's console log level; not used (lorasmith logs at INFO).", _L,
            status="ignored"),
     Option("console_log_file", "path", None, "kohya's console log file; not used.", _L, status="ignored"),
@@ -355,7 +388,17 @@ OPTIONS = (
     Option("metadata_description", "str", None, "Description in the LoRA metadata.", _L),
     Option("metadata_license", "str", None, "License in the LoRA metadata.", _L),
     Option("metadata_tags", "str", None, "Comma-separated tags in the LoRA metadata.", _L),
-    Option("no_metadata", "bool", False, "Write no training metadata into the LoRA file.", _L),
+    Option("metadata_usage_hint", "str", None, "Usage hint in the LoRA metadata (modelspec.usage_hint).", _L),
+    Option("metadata_thumbnail", "str", None,
+           "Thumbnail in the LoRA metadata: an image file (stored as a data URL) or a data: URL.", _L),
+    Option("metadata_merged_from", "str", None, "Source models in the LoRA metadata (modelspec.merged_from).", _L),
+    Option("metadata_trigger_phrase", "str", None, "Trigger phrase in the LoRA metadata (modelspec.trigger_phrase).",
+           _L),
+    Option("metadata_preprocessor", "str", None, "Preprocessor in the LoRA metadata (modelspec.preprocessor).", _L),
+    Option("metadata_is_negative_embedding", "str", None,
+           "modelspec.is_negative_embedding in the LoRA metadata (kohya takes it as text).", _L),
+    Option("no_metadata", "bool", False,
+           "Write only kohya's minimum metadata (ss_network_*, ss_v2, ss_base_model_version) and modelspec.", _L),
     # ---------------------------------------------------------------- sdxl
     Option("cache_text_encoder_outputs", "bool", False,
            "Encode every caption (and the sample prompts) once before training and free the text encoders on any "
@@ -373,8 +416,8 @@ OPTIONS = (
     Option("adaptive_noise_scale", "float", None,
            "Add this times |mean latent| to the noise offset (needs noise_offset; may be negative).", _NL,
            unbounded=True),
-    Option("multires_noise_iterations", "int", None, "Pyramid (multi-resolution) noise levels, about 6-10.", _NL,
-           min=1),
+    Option("multires_noise_iterations", "int", None,
+           "Pyramid (multi-resolution) noise levels, about 6-10 (0 or unset: off).", _NL, min=0),
     Option("multires_noise_discount", "float", 0.3, "Strength decay per pyramid-noise level.", _NL, min=0, max=1),
     Option("ip_noise_gamma", "float", None, "Input-perturbation noise strength, about 0.1.", _NL, min=0),
     Option("ip_noise_gamma_random_strength", "bool", False, "Use a random strength between 0 and ip_noise_gamma.",
@@ -382,8 +425,8 @@ OPTIONS = (
     Option("min_timestep", "int", None, "Lowest timestep trained (0-999, default 0).", _NL, min=0, max=999),
     Option("max_timestep", "int", None, "Highest timestep trained, exclusive (1-1000, default 1000).", _NL, min=1,
            max=1000),
-    Option("min_snr_gamma", "float", None, "Min-SNR loss weighting with this gamma (5 is the paper's value).", _NL,
-           gt=0),
+    Option("min_snr_gamma", "float", None,
+           "Min-SNR loss weighting with this gamma (5 is the paper's value; 0 or unset: off).", _NL, min=0),
     Option("scale_v_pred_loss_like_noise_pred", "bool", False,
            "Scale the v-prediction loss to match noise-prediction loss (needs v_parameterization).", _NL),
     Option("v_pred_like_loss", "float", None, "Add a v-prediction-like loss with this weight (epsilon models).", _NL,
@@ -394,7 +437,9 @@ OPTIONS = (
            choices=("l2", "l1", "huber", "smooth_l1")),
     Option("huber_schedule", "str", "snr", "How huber_c changes over timesteps: constant, exponential or snr.", _NL,
            choices=("constant", "exponential", "snr")),
-    Option("huber_c", "float", 0.1, "Huber loss threshold (huber and smooth_l1).", _NL, gt=0),
+    Option("huber_c", "float", 0.1,
+           "Huber loss threshold; used only with loss_type huber or smooth_l1 (then it must be above 0).", _NL,
+           min=0),
     Option("huber_scale", "float", 1.0, "Huber loss scale (huber and smooth_l1).", _NL, gt=0),
     Option("masked_loss", "bool", False,
            "Weight the loss by a mask per image (white/opaque = learn, black/transparent = ignore), from "
@@ -404,9 +449,29 @@ OPTIONS = (
            "the red channel is the weight. A dataset_config subset may set its own.", _NL, metavar="DIR"),
     # ---------------------------------------------------------------- distributed and misc
     Option("ddp_timeout", "int", None, "Multi-GPU timeout in minutes (default: accelerate's).", _MI, min=1),
-    Option("ddp_gradient_as_bucket_view", "bool", False, "DDP gradient_as_bucket_view (multi-GPU memory saving).",
-           _MI),
-    Option("ddp_static_graph", "bool", False, "DDP static_graph (multi-GPU speed-up).", _MI),
+    Option("ddp_gradient_as_bucket_view", "bool", False,
+           "DDP gradient_as_bucket_view, passed to accelerate; lorasmith averages the LoRA gradients with one "
+           "all-reduce instead of a DDP wrapper, so it changes nothing (a notice says so).", _MI),
+    Option("ddp_static_graph", "bool", False,
+           "DDP static_graph, passed to accelerate; no effect on lorasmith's all-reduce (a notice says so).", _MI),
+    Option("deepspeed", "bool", False,
+           "kohya's DeepSpeed switch; lorasmith trains multi-GPU with accelerate launch (DDP), which suits the small "
+           "LoRA weights (docs/multi-gpu.md).", _MI, status="unsupported"),
+    Option("zero_stage", "int", 2, "DeepSpeed ZeRO stage; unused without deepspeed.", _MI, status="ignored"),
+    Option("offload_optimizer_device", "str", None, "DeepSpeed optimizer offload; unused without deepspeed.", _MI,
+           status="ignored"),
+    Option("offload_optimizer_nvme_path", "str", None, "DeepSpeed NVMe path; unused without deepspeed.", _MI,
+           status="ignored"),
+    Option("offload_param_device", "str", None, "DeepSpeed parameter offload; unused without deepspeed.", _MI,
+           status="ignored"),
+    Option("offload_param_nvme_path", "str", None, "DeepSpeed NVMe path; unused without deepspeed.", _MI,
+           status="ignored"),
+    Option("zero3_init_flag", "bool", False, "DeepSpeed ZeRO-3 init; unused without deepspeed.", _MI,
+           status="ignored"),
+    Option("zero3_save_16bit_model", "bool", False, "DeepSpeed ZeRO-3 saving; unused without deepspeed.", _MI,
+           status="ignored"),
+    Option("fp16_master_weights_and_gradients", "bool", False, "DeepSpeed fp16 master weights; unused without "
+           "deepspeed.", _MI, status="ignored"),
     Option("debug", "bool", False, "Show the Python traceback with error messages (ours).", _MI, ours=True),
     Option("config_file", "path", None,
            "Read options from this TOML file (kohya format: any sections); the command line wins over it.", _MI,

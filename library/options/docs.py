@@ -30,8 +30,12 @@ network_args = ["conv_dim=4", "conv_alpha=1"]
 - Precedence: defaults < config file < command line. Only options you actually type on the command line
   override the file. A flag set to `true` in the file cannot be turned off from the command line; use
   another file.
-- A misspelt key is an error that suggests the nearest name (kohya silently ignores it); a value of the
-  wrong type names the key, file and section.
+- A key one edit away from an option (`learning_rat`) is an error that suggests the name; any other
+  unknown key is ignored with a warning, as kohya ignores it. A value of the wrong type names the key,
+  file and section.
+- Files written by the kohya_ss GUI load unchanged: its GUI-only keys (`epoch`, `noise_offset_type`, ...)
+  are read as the GUI means them (one notice lists them), `1`/`0` for flags, `""` for "not set" and `[]`
+  for an empty list. docs/kohya.md lists every kohya option and how lorasmith treats it.
 - `--config_file NEW.toml --output_config` writes the command-line options to a new file and exits.
 - Presets in `presets/` are such files: `python train_network.py --config_file presets/sd15_lora.toml
   --pretrained_model_name_or_path MODEL --train_data_dir DATA`.

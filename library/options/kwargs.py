@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.util
 import math
 import re
 from typing import Any, Dict, Iterable, Optional
 
 from ..errors import UserError
-from .definitions import NETWORK_ARG_KEYS
+from .definitions import OWN_NETWORK_ARG_KEYS
 from .schema import FINITE, is_finite
 
 LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
@@ -27,7 +28,9 @@ _NETWORK_NUMBERS = {  # key -> (type, min, max) checked when present
     "rank_dropout": (float, 0, 1),
     "module_dropout": (float, 0, 1),
     "block_lr_zero_threshold": (float, None, None),
+    "unit": (int, 1, None),
 }
+_NETWORK_FLAGS = ("enable_all_linear", "enable_conv")
 _ENTRY_START = re.compile(r"(?:^|(?<=\s))([A-Za-z_]\w*)\s*=")
 
 
@@ -84,15 +87,21 @@ def network_kwargs(args) -> Dict[str, str]:
     with different values is an error.
     """
     kwargs = split_key_values(args.network_args, "network_args")
+    module = getattr(args, "network_module", None) or "networks.lora"
+    known = OWN_NETWORK_ARG_KEYS.get(module)
     for key, value in kwargs.items():
-        if key not in NETWORK_ARG_KEYS:
-            near = difflib.get_close_matches(key, NETWORK_ARG_KEYS, 1, 0.6)
-            hint = f"did you mean {near[0]!r}?" if near else "known keys: " + ", ".join(NETWORK_ARG_KEYS)
-            raise UserError(f"network_args has unknown key {key!r} ({key}={value}); {hint}")
+        if known is None:
+            continue  # another module's network_args: it reads (and checks) them itself, as in kohya
+        if key not in known:
+            near = difflib.get_close_matches(key, known, 1, 0.6)
+            hint = f"did you mean {near[0]!r}?" if near else "known keys: " + ", ".join(known)
+            raise UserError(f"network_args has unknown key {key!r} ({key}={value}) for {module}; {hint}")
         if value in ("", "None"):
             continue
         if key in _NETWORK_NUMBERS:
             _check_number(key, value)
+        elif key in _NETWORK_FLAGS and value.strip().lower() not in ("true", "false", "1", "0"):
+            raise UserError(f"network_args {key}={value}: use True or False")
         elif key in LORAPLUS_KEYS and _number(key, value, float) <= 0:
             raise UserError(f"network_args {key}={value}: the value must be greater than 0")
     for key in LORAPLUS_KEYS:
@@ -101,8 +110,29 @@ def network_kwargs(args) -> Dict[str, str]:
             continue
         if kwargs.get(key) not in (None, "", "None") and float(kwargs[key]) != float(top):
             raise UserError(f"{key} is {top} but network_args says {key}={kwargs[key]}; set it in one place only")
+        if known is not None and key not in known:
+            raise UserError(f"{key}: {module} has no LoRA+ (it has no up/down weights); leave {key} out")
         kwargs[key] = str(top)
     return kwargs
+
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_INSTALL_HINTS = {"lycoris": "pip install lycoris-lora (LyCORIS: algo=locon/loha/lokr/ia3/dylora/glora/full/diag-oft/boft)"}
+
+
+def check_network_module(name: str) -> None:
+    """UserError unless ``network_module`` is a dotted module name that is installed (nothing is imported
+    but its parent packages), so a typo costs seconds, not a model load."""
+    own = ", ".join(OWN_NETWORK_ARG_KEYS)
+    if not name or not _DOTTED.match(name):
+        raise UserError(f"network_module {name!r} is not a Python module name; use one of {own}, or e.g. lycoris.kohya")
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        hint = _INSTALL_HINTS.get(name.split(".")[0], f"use one of {own}, or install the package that provides it")
+        raise UserError(f"network_module {name}: no such module is installed; {hint}")
 
 
 def _number(key: str, text: str, kind):

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 from ..errors import UserError
 from ..output_paths import check_output_name
 from .definitions import LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
-from .kwargs import literal_value, network_kwargs, split_key_values
+from .kwargs import check_network_module, literal_value, network_kwargs, split_key_values
 from .schema import format_value
 
 _CAPTION_CHANGERS = (  # options that make a caption differ between steps (no text-encoder cache then)
@@ -68,6 +68,14 @@ def notices(args: Namespace, script: str = "train_network") -> List[str]:
     if args.sample_prompts and not samples_wanted:
         out.append("sample_prompts is set but none of sample_every_n_steps/_epochs or sample_at_first, "
                    "so no samples are made")
+    if args.mem_eff_attn:
+        out.append("mem_eff_attn: PyTorch SDPA attention is used (memory-efficient kernels), lorasmith's default")
+    ddp = [n for n in ("ddp_gradient_as_bucket_view", "ddp_static_graph") if getattr(args, n)]
+    if ddp:
+        out.append(f"{' and '.join(ddp)} are passed to accelerate, but lorasmith averages the LoRA gradients with "
+                   "one all-reduce instead of a DDP wrapper, so they change nothing")
+    if args.save_n_epoch_ratio and args.save_every_n_epochs:
+        out.append("save_n_epoch_ratio wins over save_every_n_epochs (as in kohya)")
     mask_sources = [n for n in ("alpha_mask", "conditioning_data_dir") if getattr(args, n)]
     if mask_sources and not args.masked_loss:
         out.append(f"{' and '.join(mask_sources)} only matter with --masked_loss, which is not set: the whole image counts")
@@ -106,8 +114,11 @@ def check_paths(args: Namespace, sources: Optional[Dict[str, str]] = None) -> No
         )
     for name, kind in (("train_data_dir", "dir"), ("reg_data_dir", "dir"), ("dataset_config", "file"),
                        ("in_json", "file"), ("vae", "any"), ("network_weights", "file"),
-                       ("sample_prompts", "file"), ("resume", "dir")):
+                       ("sample_prompts", "file"), ("resume", "dir"), ("log_tracker_config", "file")):
         _check_path(name, getattr(args, name), kind, sources)
+    thumbnail = args.metadata_thumbnail
+    if thumbnail and not thumbnail.startswith("data:"):
+        _check_path("metadata_thumbnail", thumbnail, "file", sources)
     for path in args.base_weights or ():
         _check_path("base_weights", path, "file", sources)
     _check_output_dir(args.output_dir, sources)
@@ -206,6 +217,7 @@ def _check_network(args: Namespace, sources: Dict[str, str]) -> None:
     if args.base_weights_multiplier and len(args.base_weights_multiplier) > len(args.base_weights or ()):
         raise UserError(f"base_weights_multiplier has {len(args.base_weights_multiplier)} values but base_weights "
                         f"lists {len(args.base_weights or ())} files; give one multiplier per file")
+    check_network_module(args.network_module)
     network_kwargs(args)  # raises on malformed or unknown network_args
 
 
@@ -257,9 +269,10 @@ def _check_precision(args: Namespace) -> None:
         if getattr(args, flag) and args.mixed_precision != dtype:
             raise UserError(f"{flag} needs mixed_precision {dtype} (it is {args.mixed_precision}); set "
                             f"--mixed_precision {dtype} or drop {flag}")
-    if args.fp8_base and args.mixed_precision == "no":
-        raise UserError("fp8_base needs mixed_precision fp16 or bf16 to compute in; set --mixed_precision bf16 "
-                        "(or fp16 on older GPUs)")
+    for flag in ("fp8_base", "fp8_base_unet"):
+        if getattr(args, flag) and args.mixed_precision == "no":
+            raise UserError(f"{flag} needs mixed_precision fp16 or bf16 to compute in; set --mixed_precision bf16 "
+                            "(or fp16 on older GPUs)")
 
 
 def _check_saving(args: Namespace, sources: Dict[str, str]) -> None:
@@ -282,6 +295,9 @@ def _check_loss(args: Namespace) -> None:
         raise UserError("scale_v_pred_loss_like_noise_pred only applies with --v_parameterization; drop it")
     if args.v_pred_like_loss and args.v_parameterization:
         raise UserError("v_pred_like_loss is for epsilon models and cannot be used with --v_parameterization; drop it")
+    if args.loss_type in ("huber", "smooth_l1") and not args.huber_c > 0:
+        raise UserError(f"huber_c must be greater than 0 with loss_type {args.loss_type} (got {args.huber_c}); "
+                        "0.1 is kohya's default")
     low, high = args.min_timestep, args.max_timestep
     if low is not None and high is not None and low >= high:
         raise UserError(f"min_timestep {low} must be below max_timestep {high}: timesteps are drawn from "

@@ -42,12 +42,16 @@ def make_accelerator(args):
     import torch
     from accelerate import Accelerator
 
+    from library.train.tracking import accelerator_kwargs, check_device_precision, wandb_login
+
+    check_device_precision(args)
     log_with = args.log_with
     if log_with in ("wandb", "all"):
         try:
             import wandb  # noqa: F401
         except ImportError:
             raise UserError(f"--log_with {log_with} needs wandb: pip install wandb (or use --log_with tensorboard)") from None
+        wandb_login(args)
     # accelerate forms a CPU (gloo) process group only when asked for the CPU: without a GPU, processes
     # started by ``accelerate launch --multi_gpu`` would otherwise each train alone.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -60,8 +64,7 @@ def make_accelerator(args):
     GradientState._reset_state()
     try:
         return Accelerator(
-            mixed_precision=args.mixed_precision, log_with=log_with,
-            project_dir=args.logging_dir if log_with else None, cpu=multi_cpu,
+            mixed_precision=args.mixed_precision, log_with=log_with, cpu=multi_cpu, **accelerator_kwargs(args),
         )
     except ValueError as e:
         raise UserError(f"--mixed_precision {args.mixed_precision}: {str(e).splitlines()[0]}") from None
@@ -128,7 +131,8 @@ def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResul
         if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
             summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
                        "num_validation_images": len(held_out.records()) if held_out is not None else 0,
-                       "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps}
+                       "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps,
+                       "num_processes": world}
             first = summary["datasets"][0] if summary["datasets"] else {}
             summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
             md = training_metadata(args, model.base, summary, model.network_args, opt_info.description,

@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from library.errors import UserError
 from library.train import checkpoints as ck
+from library.train.intervals import epochs_between_saves, samples_due_after_step, samples_due_at_end
+from library.train.tracking import init_trackers
 from library.train import stopping
 from library.train.ownership import new_run_id
 from library.train.run_settings import check_resume_settings, run_settings
@@ -65,9 +67,8 @@ class Trainer:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.accum = max(1, args.gradient_accumulation_steps)
         self.plan = plan_steps(len(dataset), self.world, self.accum, args.max_train_epochs, args.max_train_steps)
-        net = model.network
         te_lr = args.text_encoder_lr if model.train_text_encoder else None
-        groups, descriptions = net.prepare_optimizer_params(te_lr, args.unet_lr if model.train_unet else None, args.learning_rate)
+        groups, descriptions = model.contract.optimizer_params(te_lr, args.unet_lr if model.train_unet else None, args.learning_rate)
         if not groups:
             raise UserError("no parameters to train: every learning rate is 0 (check --unet_lr / --text_encoder_lr)")
         self.opt_info = build_optimizer(args.optimizer_type, groups, args.learning_rate, args.optimizer_args,
@@ -106,7 +107,7 @@ class Trainer:
         changed = check_resume_settings(path, state.get("fingerprint", {}), self.fp, self.args.resume_with_changes)
         if changed:
             logger.warning("resuming with changed settings (--resume_with_changes): %s", ", ".join(changed))
-        ck.load_state(path, self.model.network, self.opt_info.optimizer, self.scheduler)
+        ck.load_state(path, self.model.contract, self.opt_info.optimizer, self.scheduler)
         self.run_id = self.outputs.run_id = state.get("run_id") or self.run_id  # the resumed run's files stay its own
         self.global_step, self.epoch, self.position = state["global_step"], state["epoch"], state["position"]
         self.losses = list(state.get("losses", []))
@@ -146,7 +147,7 @@ class Trainer:
     # --- the run ------------------------------------------------------------------------------
     def run(self) -> str:
         args, plan = self.args, self.plan
-        self.acc.init_trackers(args.log_tracker_name or "network_train", config=None) if args.log_with else None
+        init_trackers(self.acc, args)
         bar = tqdm(total=plan.max_train_steps, initial=self.global_step, desc="steps", smoothing=0.1,
                    disable=not self.acc.is_local_main_process, dynamic_ncols=True)
         if args.sample_at_first and self.global_step == 0:
@@ -163,18 +164,17 @@ class Trainer:
             bar.close()
             self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
             self.run_folder.update(force=True)  # the throttled status gets the last step
-        wants_samples = args.sample_every_n_steps or args.sample_every_n_epochs
-        if wants_samples and self._last_sampled != self.global_step:
-            self._samples(f"{self.name}_{self.global_step:06d}")  # the final LoRA gets samples too
+        if samples_due_at_end(args, self.epoch, self.global_step) and self._last_sampled != self.global_step:
+            self._samples(f"{self.name}_{self.global_step:06d}")  # kohya's rule (library/train/intervals.py)
         final = self._save(self.name, None, bool(args.save_state_on_train_end or args.save_state), final=True)
         self.acc.end_training()
         return final
 
     def _run_epoch(self, bar) -> None:
         args, plan = self.args, self.plan
-        ds, net = self.dataset, self.model.network
+        ds = self.dataset
         ds.set_epoch(self.epoch)
-        net.on_epoch_start(self.model.text_encoders, self.model.base.unet)
+        self.model.contract.on_epoch_start(self.model.text_encoders, self.model.base.unet)
         if self.loader is None:
             workers = min(args.max_data_loader_n_workers or 0, os.cpu_count() or 1)
             self.loader = make_dataloader(ds, workers, bool(args.persistent_data_loader_workers), rank=self.rank, world=self.world)
@@ -187,6 +187,7 @@ class Trainer:
             pos = self.position
             torch.manual_seed(step_seed(self.seed, self.epoch, pos, self.rank))
             gen = torch.Generator("cpu").manual_seed(step_seed(self.seed, self.epoch, pos, self.rank) ^ 1)
+            self.model.contract.on_step_start(self.model.text_encoders, self.model.base.unet)
             loss = batch_loss(self.model, batch, self.cfg, gen)
             bad = not bool(torch.isfinite(loss))
             if self.world > 1:
@@ -233,7 +234,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         logs = {}
         if args.scale_weight_norms:
-            scaled, mean_norm, max_norm = self.model.network.apply_max_norm_regularization(args.scale_weight_norms, self.acc.device)
+            scaled, mean_norm, max_norm = self.model.contract.max_norm(args.scale_weight_norms, self.acc.device)
             logs.update({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm})
         if self.world > 1:
             loss_value = float(self.acc.reduce(torch.tensor(loss_value, device=self.acc.device), "mean"))
@@ -284,7 +285,7 @@ class Trainer:
         """Saves, samples and Ctrl-C handling at an optimizer-step boundary."""
         args, step = self.args, self.global_step
         stem = ck.step_name(args.output_name, step)
-        if args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
+        if samples_due_after_step(args, step):
             self._samples(f"{self.name}_{step:06d}")
         self._save_on_step_interval()
         self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
@@ -312,7 +313,8 @@ class Trainer:
             return  # the final save follows
         if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
             self._samples(f"{self.name}_e{epoch:06d}")
-        if args.save_every_n_epochs and epoch % args.save_every_n_epochs == 0:
+        every = epochs_between_saves(args, self.plan.num_epochs)
+        if every and epoch % every == 0:
             self.position = self.plan.micro_per_rank  # the state resumes at the next epoch
             self._save(ck.epoch_name(args.output_name, epoch), "epoch", bool(args.save_state))
 

@@ -75,7 +75,7 @@ class LossOptions:
         if self.huber_schedule not in HUBER_SCHEDULES:
             raise UserError(f"--huber_schedule must be one of {', '.join(HUBER_SCHEDULES)} "
                             f"(got {self.huber_schedule!r})")
-        if not self.huber_c > 0:
+        if self.uses_huber_c and not self.huber_c > 0:  # kohya reads huber_c only for these losses
             raise UserError(f"--huber_c must be > 0 (got {self.huber_c}); the default is 0.1")
         if not self.huber_scale > 0:
             raise UserError(f"--huber_scale must be > 0 (got {self.huber_scale}); the default is 1.0")

@@ -29,24 +29,62 @@ def _s(value) -> str:
     return str(value)
 
 
+IMPLEMENTATION_VERSION = "lorasmith/0.1.0"
+# modelspec fields taken from --metadata_* options as they are (thumbnail is turned into a data URL)
+_SPEC_TEXT_FIELDS = ("author", "description", "license", "tags", "usage_hint", "merged_from", "trigger_phrase",
+                     "preprocessor", "is_negative_embedding")
+
+
 def modelspec(family: str, v_parameterization: bool, title: str, resolution, args=None) -> dict[str, str]:
-    """Stability AI's model-spec fields for a LoRA adapter."""
+    """Stability AI's model-spec 1.0.1 fields for a LoRA adapter (kohya's sai_model_spec.build_metadata).
+
+    With training options (``args``): ``--metadata_title`` wins over ``title``; the other ``--metadata_*``
+    options, ``timestep_range`` (from --min/--max_timestep) and ``encoder_layer`` (--clip_skip) are added.
+    """
     arch = ARCHITECTURES["sd2_v" if family == "sd2" and v_parameterization else family]
     w, h = resolution if isinstance(resolution, (tuple, list)) else (resolution, resolution)
+    opt = (lambda name: getattr(args, name, None)) if args is not None else (lambda name: None)
     spec = {
-        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.sai_model_spec": "1.0.1",
         "modelspec.architecture": f"{arch}/lora",
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if family == "sdxl" else "diffusers",
-        "modelspec.title": title,
+        "modelspec.implementation_version": IMPLEMENTATION_VERSION,
+        "modelspec.title": opt("metadata_title") or title,
         "modelspec.resolution": f"{w}x{h}",
         "modelspec.prediction_type": "v" if v_parameterization else "epsilon",
         "modelspec.date": datetime.datetime.now().replace(microsecond=0).isoformat(),
     }
-    for key in ("author", "description", "license", "tags"):
-        value = getattr(args, f"metadata_{key}", None) if args is not None else None
+    for key in _SPEC_TEXT_FIELDS:
+        value = opt(f"metadata_{key}")
         if value:
             spec[f"modelspec.{key}"] = str(value)
+    if opt("metadata_thumbnail"):
+        spec["modelspec.thumbnail"] = thumbnail_data_url(opt("metadata_thumbnail"))
+    if opt("min_timestep") is not None or opt("max_timestep") is not None:
+        low = opt("min_timestep") if opt("min_timestep") is not None else 0
+        high = opt("max_timestep") if opt("max_timestep") is not None else 1000
+        spec["modelspec.timestep_range"] = f"{low},{high}"
+    if opt("clip_skip") is not None:
+        spec["modelspec.encoder_layer"] = str(opt("clip_skip"))
     return spec
+
+
+def thumbnail_data_url(value: str) -> str:
+    """``--metadata_thumbnail``: a data: URL as it is, an image file as a base64 data URL (kohya's rule)."""
+    if value.startswith("data:"):
+        return value
+    import base64
+    import mimetypes
+
+    from library.errors import UserError
+
+    try:
+        with open(value, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"--metadata_thumbnail {value}: cannot read it ({e.strerror}); give an image file or a data: URL") from None
+    mime = mimetypes.guess_type(value)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def model_file_hashes(source: str, sha256: str | None = None) -> tuple[str, str]:
@@ -63,9 +101,26 @@ def model_file_hashes(source: str, sha256: str | None = None) -> tuple[str, str]
     return a1111_legacy_hash(source), sha256 or sha256_file_cached(source)
 
 
+# what kohya keeps under --no_metadata (train_util.SS_METADATA_MINIMUM_KEYS), so tools can still filter
+MINIMUM_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
+                "ss_network_args")
+
+
+def minimum_network_metadata(family: str, model_version: str, network_module: str, dim, alpha,
+                             network_args: dict | None) -> dict[str, str]:
+    """kohya's ``build_minimum_network_metadata``: the keys every LoRA file carries (tools write it too)."""
+    md = {"ss_v2": family == "sd2", "ss_base_model_version": model_version, "ss_network_module": network_module,
+          "ss_network_dim": dim, "ss_network_alpha": alpha}
+    if network_args is not None:
+        md["ss_network_args"] = network_args
+    return {k: _s(v) for k, v in md.items()}
+
+
 def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str,
                       base_sha256: str | None = None) -> dict[str, str]:
-    """The fixed part of the metadata, computed once when training starts."""
+    """The fixed part of the metadata, computed once when training starts: every ``ss_*`` key kohya's
+    train_network.py writes (ss_validation_* aside), folder runs and ``--dataset_config`` runs alike.
+    ``base_sha256``: the base file's sha256 when already known (see model_file_hashes)."""
     res = data_summary.get("resolution") or (512, 512)
     legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""), base_sha256)
     md = {
@@ -73,12 +128,14 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
         "ss_training_started_at": str(time.time()),
         "ss_output_name": args.output_name,
         "ss_learning_rate": args.learning_rate,
-        "ss_text_encoder_lr": args.text_encoder_lr,
+        "ss_text_encoder_lr": _first_lr(args.text_encoder_lr),
         "ss_unet_lr": args.unet_lr,
         "ss_num_train_images": data_summary.get("num_train_images", 0),
         "ss_num_reg_images": data_summary.get("num_reg_images", 0),
         "ss_num_batches_per_epoch": data_summary.get("num_batches_per_epoch", 0),
         "ss_num_epochs": data_summary.get("num_epochs", 0),
+        "ss_gradient_checkpointing": bool(args.gradient_checkpointing),
+        "ss_gradient_accumulation_steps": args.gradient_accumulation_steps,
         "ss_max_train_steps": data_summary.get("max_train_steps", 0),
         "ss_lr_warmup_steps": args.lr_warmup_steps,
         "ss_lr_scheduler": args.lr_scheduler,
@@ -86,63 +143,141 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
         "ss_network_dim": args.network_dim,
         "ss_network_alpha": args.network_alpha,
         "ss_network_dropout": args.network_dropout,
-        "ss_network_args": network_args or None,
         "ss_mixed_precision": args.mixed_precision,
         "ss_full_fp16": bool(getattr(args, "full_fp16", False)),
         "ss_v2": model.family == "sd2",
         "ss_base_model_version": model.model_version,
         "ss_clip_skip": args.clip_skip,
         "ss_max_token_length": args.max_token_length,
+        "ss_cache_latents": bool(args.cache_latents),
         "ss_seed": args.seed,
+        "ss_lowram": bool(args.lowram),
         "ss_noise_offset": args.noise_offset,
         "ss_multires_noise_iterations": args.multires_noise_iterations,
         "ss_multires_noise_discount": args.multires_noise_discount,
         "ss_adaptive_noise_scale": args.adaptive_noise_scale,
         "ss_zero_terminal_snr": bool(args.zero_terminal_snr),
+        "ss_training_comment": args.training_comment,
+        "ss_sd_scripts_commit_hash": IMPLEMENTATION_VERSION,  # kohya writes its git commit; we name our build
         "ss_optimizer": optimizer_description,
-        "ss_gradient_checkpointing": bool(args.gradient_checkpointing),
-        "ss_gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "ss_max_grad_norm": args.max_grad_norm,
         "ss_caption_dropout_rate": args.caption_dropout_rate,
         "ss_caption_dropout_every_n_epochs": args.caption_dropout_every_n_epochs,
         "ss_caption_tag_dropout_rate": args.caption_tag_dropout_rate,
+        "ss_face_crop_aug_range": args.face_crop_aug_range,
         "ss_prior_loss_weight": args.prior_loss_weight,
         "ss_min_snr_gamma": args.min_snr_gamma,
         "ss_scale_weight_norms": args.scale_weight_norms,
         "ss_ip_noise_gamma": args.ip_noise_gamma,
         "ss_debiased_estimation": bool(args.debiased_estimation_loss),
+        "ss_noise_offset_random_strength": bool(args.noise_offset_random_strength),
+        "ss_ip_noise_gamma_random_strength": bool(args.ip_noise_gamma_random_strength),
         "ss_loss_type": args.loss_type,
-        "ss_training_comment": getattr(args, "training_comment", None),
-        "ss_sd_model_name": os.path.basename(str(args.pretrained_model_name_or_path)),
-        "ss_sd_model_hash": legacy_hash,
-        "ss_new_sd_model_hash": new_hash,
-        "ss_resolution": f"({res[0]}, {res[1]})",
-        "ss_enable_bucket": data_summary.get("enable_bucket", False),
-        "ss_bucket_info": data_summary.get("bucket_info"),
-        "ss_tag_frequency": data_summary.get("tag_frequency"),
-        "ss_dataset_dirs": data_summary.get("dataset_dirs"),
-        "ss_cache_latents": bool(args.cache_latents),
-        "ss_flip_aug": bool(args.flip_aug),
-        "ss_color_aug": bool(args.color_aug),
-        "ss_keep_tokens": args.keep_tokens,
-        "ss_shuffle_caption": bool(args.shuffle_caption),
+        "ss_huber_schedule": args.huber_schedule,
+        "ss_huber_scale": args.huber_scale,
+        "ss_huber_c": args.huber_c,
+        "ss_fp8_base": bool(args.fp8_base),
+        "ss_fp8_base_unet": bool(args.fp8_base_unet),
         "ss_validation_seed": args.validation_seed,
         "ss_validation_split": args.validation_split,
         "ss_max_validation_steps": args.max_validation_steps,
         "ss_validate_every_n_steps": args.validate_every_n_steps,
         "ss_validate_every_n_epochs": args.validate_every_n_epochs,
         "ss_num_validation_images": data_summary.get("num_validation_images", 0),
+        "ss_resize_interpolation": args.resize_interpolation,
     }
+    datasets = data_summary.get("datasets") or []
+    if args.dataset_config:
+        md.update(_dataset_config_keys(datasets))
+    else:
+        md.update(_folder_run_keys(args, datasets[0] if datasets else {}, data_summary, res))
+    if network_args:
+        md["ss_network_args"] = network_args
+    md["ss_sd_model_name"] = os.path.basename(str(args.pretrained_model_name_or_path))
+    md["ss_sd_model_hash"], md["ss_new_sd_model_hash"] = legacy_hash, new_hash
+    if args.vae:
+        md["ss_vae_name"] = os.path.basename(os.path.normpath(str(args.vae)))
+        md["ss_vae_hash"], md["ss_new_vae_hash"] = model_file_hashes(args.vae)
     md = {k: _s(v) for k, v in md.items()}
     md.update(modelspec(model.family, model.v_parameterization, args.output_name, res, args))
     return md
 
 
-def checkpoint_metadata(base: dict[str, str], epoch: int, step: int, title: str, final: bool = False) -> dict[str, str]:
-    """The metadata for one saved file: the fixed part plus progress at this point."""
+def _first_lr(value):
+    """kohya stores the text-encoder learning rate as one number (the first of the list)."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if len(value) == 1 else (list(value) or None)
+    return value
+
+
+def _dirs(subsets, reg: bool) -> dict:
+    return {s["name"]: {"n_repeats": s["num_repeats"], "img_count": s["img_count"]}
+            for s in subsets if s.get("is_reg", False) == reg}
+
+
+def _folder_run_keys(args, dataset: dict, summary: dict, res) -> dict:
+    """kohya's keys for a --train_data_dir/--reg_data_dir run (one dataset)."""
+    subsets = dataset.get("subsets", [])
+    return {
+        "ss_batch_size_per_device": args.train_batch_size,
+        "ss_total_batch_size": args.train_batch_size * summary.get("num_processes", 1) * args.gradient_accumulation_steps,
+        "ss_resolution": f"({res[0]}, {res[1]})",
+        "ss_color_aug": bool(args.color_aug),
+        "ss_flip_aug": bool(args.flip_aug),
+        "ss_random_crop": bool(args.random_crop),
+        "ss_shuffle_caption": bool(args.shuffle_caption),
+        "ss_enable_bucket": bool(dataset.get("enable_bucket", args.enable_bucket)),
+        "ss_bucket_no_upscale": bool(dataset.get("bucket_no_upscale", args.bucket_no_upscale)),
+        "ss_min_bucket_reso": dataset.get("min_bucket_reso", args.min_bucket_reso),
+        "ss_max_bucket_reso": dataset.get("max_bucket_reso", args.max_bucket_reso),
+        "ss_keep_tokens": args.keep_tokens,
+        "ss_dataset_dirs": _dirs(subsets, reg=False),
+        "ss_reg_dataset_dirs": _dirs(subsets, reg=True),
+        "ss_tag_frequency": dataset.get("tag_frequency", {}),
+        "ss_bucket_info": dataset.get("bucket_info"),
+    }
+
+
+_DATASET_FIELDS = ("is_dreambooth", "batch_size_per_device", "num_train_images", "num_reg_images", "resolution",
+                   "enable_bucket", "min_bucket_reso", "max_bucket_reso", "tag_frequency", "bucket_info")
+_SUBSET_DROP = ("name",)
+
+
+def _dataset_config_keys(datasets: list) -> dict:
+    """kohya's ss_datasets (one JSON entry per [[datasets]]) with merged tag frequency and (non-reg) dirs."""
+    entries, tags, dirs = [], {}, {}
+    for ds in datasets:
+        entry = {k: ds.get(k) for k in _DATASET_FIELDS}
+        entry["resolution"] = list(ds["resolution"]) if ds.get("resolution") else None
+        entry["resize_interpolation"] = None
+        subsets = []
+        for sub in ds.get("subsets", []):
+            item = {k: v for k, v in sub.items() if k not in _SUBSET_DROP}
+            if not ds.get("is_dreambooth", True):
+                item.pop("is_reg", None)
+            subsets.append(item)
+            if not sub.get("is_reg"):
+                name, n = sub["name"], 2
+                while name in dirs:  # the same folder in two datasets: "dir (2)", as kohya
+                    name, n = f"{sub['name']} ({n})", n + 1
+                dirs[name] = {"n_repeats": sub["num_repeats"], "img_count": sub["img_count"]}
+        entry["subsets"] = subsets
+        entries.append(entry)
+        for folder, freq in (ds.get("tag_frequency") or {}).items():
+            tags.setdefault(folder, freq)  # a folder used by several datasets counts once
+    return {"ss_datasets": entries, "ss_tag_frequency": tags, "ss_dataset_dirs": dirs}
+
+
+def checkpoint_metadata(base: dict[str, str], epoch: int, step: int, title: str,
+                        no_metadata: bool = False) -> dict[str, str]:
+    """The metadata for one saved file: the fixed part plus progress at this point (kohya stamps
+    ``ss_training_finished_at`` on every save). ``title``: ``--metadata_title``, else the file's stem.
+    ``no_metadata``: only kohya's minimum keys and the modelspec."""
     md = dict(base)
     md["ss_epoch"] = str(epoch)
     md["ss_steps"] = str(step)
+    md["ss_training_finished_at"] = str(time.time())
     md["modelspec.title"] = title
-    if final:
-        md["ss_training_finished_at"] = str(time.time())
+    if no_metadata:
+        md = {k: v for k, v in md.items() if k in MINIMUM_KEYS or k.startswith("modelspec.")}
     return md

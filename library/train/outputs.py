@@ -41,13 +41,12 @@ class RunOutputs:
     def save_lora(self, stem: str, epoch: int, step: int, final: bool = False) -> str:
         os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, f"{stem}.safetensors")
-        md = checkpoint_metadata(self.base_metadata, epoch, step, stem, final=final)
-        if self.args.no_metadata:
-            md = {k: v for k, v in md.items() if k.startswith("modelspec.")}
+        md = checkpoint_metadata(self.base_metadata, epoch, step, self.args.metadata_title or stem,
+                                 no_metadata=self.args.no_metadata)
         md[RUN_ID_KEY] = self.run_id  # pruning deletes only files that carry this run's id
         self.optimizer_info.eval()
         try:
-            self.model.network.save_weights(path, self.save_dtype, md)
+            self.model.contract.save_weights(path, self.save_dtype, md)
         finally:
             self.optimizer_info.train()
         self.checkpoints = [c for c in self.checkpoints if c["file"] != path]

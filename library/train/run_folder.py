@@ -197,15 +197,37 @@ def _failure(exc: BaseException) -> tuple[str, str | None]:
 
 @contextmanager
 def run_status(args, argv=None):
-    """status.json around a whole run: 'starting', then 'done' / 'interrupted' / 'failed' with the error."""
+    """status.json around a whole run: 'starting', then 'done' / 'interrupted' / 'failed' with the error.
+
+    Input refused before training starts (a UserError while still 'starting') leaves the folder as it was
+    found: no status.json and no new folder, as every refusal promises (docs/reliability.md). Watchers
+    such as the GUI then take the process's one ``error:`` line instead."""
     folder = getattr(args, "output_dir", None)
     is_main = int(os.environ.get("RANK", "0")) == 0
+    existed = bool(folder) and os.path.isdir(folder)
+    had_status = existed and os.path.exists(os.path.join(folder, STATUS_FILE))
     rf = RunFolder(folder, enabled=bool(folder) and is_main)
     rf.starting(argv)
     try:
         yield rf
     except BaseException as e:
-        phase, error = _failure(e)
-        rf.finish(phase, error)
+        from library.errors import UserError
+
+        if rf.enabled and isinstance(e, UserError) and read_status(folder).get("phase") == "starting":
+            _leave_as_found(folder, existed, had_status)
+        else:
+            phase, error = _failure(e)
+            rf.finish(phase, error)
         raise
     rf.finish("done")
+
+
+def _leave_as_found(folder: str, existed: bool, had_status: bool) -> None:
+    """Undo what ``run_status`` wrote for a run refused before it started (never anything else)."""
+    try:
+        if not had_status:
+            os.unlink(os.path.join(folder, STATUS_FILE))
+        if not existed:
+            os.rmdir(folder)  # only if still empty: a file the run wrote meanwhile keeps the folder
+    except OSError:
+        pass

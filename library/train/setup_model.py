@@ -7,7 +7,6 @@ of the loop) lets the loop stay about steps, and lets tests build a trainable mo
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from library.errors import UserError
 from library.models import load_base_model
 from library.models.base_model import BaseModel
 from library.options import network_kwargs
+from library.train import network_module
 from library.train.memory import load_device
 from library.train.network_ranks import check_ranks
 from library.train.noise import apply_zero_terminal_snr
@@ -40,6 +40,7 @@ class TrainModel:
     train_unet: bool
     train_text_encoder: bool
     network_args: dict = field(default_factory=dict)
+    contract: object = None  # library.train.network_module.NetworkContract: how the trainer calls the network
     sample_conditioning: dict | None = None  # sample prompts encoded before the text encoders were freed
 
     @property
@@ -70,26 +71,6 @@ def _load_base(args, script: str, device: torch.device | str = "cpu") -> BaseMod
     return base
 
 
-def _import_network_module(name: str):
-    try:
-        module = importlib.import_module(name)
-    except ImportError as e:
-        raise UserError(f"--network_module {name}: cannot import it ({e}); the built-in one is networks.lora") from None
-    if not hasattr(module, "create_network"):
-        raise UserError(f"--network_module {name}: the module has no create_network(); use networks.lora")
-    return module
-
-
-def _merge_base_weights(args, base: BaseModel, module) -> None:
-    """``--base_weights``: bake other LoRAs into the frozen base before training (kohya)."""
-    multipliers = list(args.base_weights_multiplier or [])
-    for i, path in enumerate(args.base_weights or []):
-        mult = float(multipliers[i]) if i < len(multipliers) else 1.0
-        net, sd = module.create_network_from_weights(mult, path, base.vae, base.text_encoders, base.unet)
-        net.merge_to(base.text_encoders, base.unet, sd)
-        logger.info("merged %s into the base model (multiplier %s)", path, mult)
-
-
 def _set_attention(args, base: BaseModel, device: torch.device) -> None:
     if args.xformers:
         if device.type != "cuda":
@@ -104,21 +85,15 @@ def _set_attention(args, base: BaseModel, device: torch.device) -> None:
 
 def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: bool):
     kwargs = network_kwargs(args)
-    tes = base.text_encoders if len(base.text_encoders) > 1 else base.text_encoders[0]
-    if args.dim_from_weights:
-        if not args.network_weights:
-            raise UserError("--dim_from_weights needs --network_weights FILE to read the ranks from")
-        network, _ = module.create_network_from_weights(1.0, args.network_weights, base.vae, tes, base.unet, **kwargs)
-    else:
-        network = module.create_network(
-            1.0, args.network_dim, args.network_alpha, base.vae, tes, base.unet, neuron_dropout=args.network_dropout, **kwargs
-        )
-    network.apply_to(tes, base.unet, train_te, train_unet)
+    contract = network_module.create(args, module, base.text_encoders, base.unet, base.vae, kwargs)
+    contract.prepare(args)
+    tes = network_module.text_encoders_for_module(base.text_encoders)
+    contract.apply_to(tes, base.unet, train_te, train_unet)
     if not args.dim_from_weights:  # a file's own ranks are what they are
-        check_ranks(network)
+        check_ranks(contract.network)
     if args.network_weights:
-        info = network.load_weights(args.network_weights, strict=False)
-        if isinstance(info, dict) and not info.get("loaded"):  # strict=False (kohya) must still fit somewhere
+        info = contract.load_weights(args.network_weights)
+        if contract.own and isinstance(info, dict) and not info.get("loaded"):  # strict=False (kohya) must still fit somewhere
             from networks.lora import guess_lora_family
             from networks.lora_file import read_lora_file
 
@@ -127,7 +102,7 @@ def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: boo
                             f"{'SDXL' if base.is_sdxl else base.family.upper()} model (it looks like a LoRA for {family}); "
                             "continue from a LoRA trained on the same model family, or leave --network_weights out")
         logger.info("continuing from %s: %s tensors loaded", args.network_weights, info.get("loaded") if isinstance(info, dict) else "all")
-    return network, kwargs
+    return contract, kwargs
 
 
 def enable_te_checkpointing(te) -> None:
@@ -154,15 +129,17 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     """Base model frozen in the compute dtype, LoRA network hooked in and trainable (fp32 unless full_bf16/fp16)."""
     device = torch.device(device)
     check_levers(args, device)
+    module = network_module.import_network_module(args.network_module)  # before the model loads: errors are fast
     base = _load_base(args, script, load_device(args, device))
-    module = _import_network_module(args.network_module)
     if args.base_weights:
-        _merge_base_weights(args, base, module)
+        network_module.merge_base_weights(module, args.base_weights, list(args.base_weights_multiplier or []),
+                                          base.text_encoders, base.unet, base.vae, torch.float32, load_device(args, device))
     train_unet = not args.network_train_text_encoder_only
     train_te = not args.network_train_unet_only
     if not train_unet and not train_te:
         raise UserError("--network_train_unet_only and --network_train_text_encoder_only together train nothing; keep one")
-    network, kwargs = _make_network(args, base, module, train_unet, train_te)
+    contract, kwargs = _make_network(args, base, module, train_unet, train_te)
+    network = contract.network
     if not list(network.parameters()):
         raise UserError("the network has no modules to train (check --network_args block_dims / block_lr_zero_threshold)")
 
@@ -173,7 +150,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     if args.fp8_base and args.mixed_precision == "no":
         raise UserError("--fp8_base stores the UNet in fp8 and computes in fp16/bf16: add --mixed_precision bf16 (or fp16)")
     _move(base.unet, device, weight_dtype)
-    if args.fp8_base:
+    if args.fp8_base or args.fp8_base_unet:  # text encoders stay in the compute dtype either way
         _to_fp8(base.unet)
     for te in base.text_encoders:
         _move(te, device, weight_dtype)
@@ -184,6 +161,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
         if train_te:
             for te in base.text_encoders:
                 enable_te_checkpointing(te)
+        contract.enable_gradient_checkpointing()
     base.unet.train()
     for te in base.text_encoders:
         te.train(train_te)
@@ -191,9 +169,9 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
 
     net_dtype = torch.bfloat16 if args.full_bf16 else torch.float16 if args.full_fp16 else torch.float32
     network.to(device, dtype=net_dtype)
-    network.prepare_grad_etc(base.text_encoders, base.unet)
+    contract.prepare_grad_etc(network_module.text_encoders_for_module(base.text_encoders), base.unet)
     network.train()
-    model = TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs)
+    model = TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs, contract)
     apply_levers(args, model)  # channels_last, torch.compile: library/train/speed.py
     return model
 

@@ -290,7 +290,7 @@ def test_names_map_both_ways():
 
 def test_sd1_file_with_original_layout_names_needs_and_uses_family(models, tmp_path, capsys):
     """Old SD1 tools wrote input_blocks_* names; with --family sd1 they map through SD1's block layout."""
-    from networks.compvis_names import to_compvis
+    from library.models.unet_layout import to_compvis
 
     src = make_lora(models["sd1"], tmp_path / "k.safetensors", seed=9, conv_dim=2)
     unet_only = {k: v for k, v in read_lora_file(src)[0].items() if k.startswith("lora_unet_")}

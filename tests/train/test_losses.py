@@ -289,7 +289,7 @@ def test_total_loss_backpropagates():
 @pytest.mark.parametrize("kw, option", [
     (dict(loss_type="mse"), "--loss_type"),
     (dict(huber_schedule="linear"), "--huber_schedule"),
-    (dict(huber_c=0.0), "--huber_c"),
+    (dict(huber_c=0.0, loss_type="huber"), "--huber_c"),  # l2 does not read huber_c (kohya neither)
     (dict(huber_scale=-1.0), "--huber_scale"),
     (dict(min_snr_gamma=-5.0), "--min_snr_gamma"),
     (dict(v_pred_like_loss=-0.1), "--v_pred_like_loss"),

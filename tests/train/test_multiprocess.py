@@ -23,7 +23,8 @@ def _launch(tmp_path, ckpt, data, processes, extra=()):
                     "--pretrained_model_name_or_path", ckpt, "--train_data_dir", str(data / "img"),
                     "--resolution", "64", "--caption_extension", ".txt", "--network_dim", "4", "--train_batch_size", "2",
                     "--max_train_epochs", "1", "--learning_rate", "1e-3", "--seed", "3", "--max_data_loader_n_workers", "0",
-                    "--output_dir", str(out), "--output_name", "mp", "--network_dropout", "0.1"] + list(extra)
+                    "--output_dir", str(out), "--output_name", "mp", "--network_dropout", "0.1",
+                    "--ddp_timeout", "5"] + list(extra)  # ddp_timeout: kohya's process-group timeout, via accelerate
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

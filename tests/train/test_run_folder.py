@@ -61,14 +61,31 @@ def test_stop_file_is_the_ctrl_c_path_and_resume_finishes(tiny_ckpt, demo_data, 
     assert [m["step"] for m in _lines(out / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
-def test_a_user_error_is_the_status_error(tiny_ckpt, tmp_path):
+def test_input_refused_before_training_leaves_the_folder_as_found(tiny_ckpt, tmp_path, capsys):
     empty = tmp_path / "data"
     (empty / "img" / "5_x").mkdir(parents=True)
     out = tmp_path / "out"
     assert main(_argv(tiny_ckpt("sd1"), empty, out)) == EXIT_USER
+    assert not out.exists()  # no folder, no status.json: the one error line is the report
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(_argv(tiny_ckpt("sd1"), empty, out)) == EXIT_USER
+    assert os.listdir(out) == ["keep.txt"]
+
+
+def test_a_failure_during_training_is_the_status_error(tiny_ckpt, demo_data, tmp_path, monkeypatch):
+    from library.errors import UserError
+    from library.train import loop
+
+    def broken(*a, **k):
+        raise UserError("disk went away (test)")
+
+    monkeypatch.setattr(loop.Trainer, "_after_step", broken)
+    out = tmp_path / "out"
+    assert main(_argv(tiny_ckpt("sd1"), demo_data, out)) == EXIT_USER
     status = read_status(str(out))
-    assert status["phase"] == "failed" and status["error"] and "\n" not in status["error"]
-    assert os.listdir(out) == ["status.json"]
+    assert status["phase"] == "failed" and status["error"] == "disk went away (test)"
 
 
 def test_a_failing_run_folder_write_never_stops_the_run(tmp_path, caplog):
@@ -112,7 +129,7 @@ def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_pat
            "--dynamo_backend", "no", "--main_process_port", str(29700 + os.getpid() % 1000), "--multi_gpu",
            "--num_processes", "2", str(REPO / "train_network.py"), *_argv(tiny_ckpt("sd1"), demo_data, out, steps=6)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "interrupted: saved" in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode != 0 and "interrupted (stop file): saved" in proc.stderr, proc.stderr[-3000:]
     status = read_status(str(out))
     assert status["phase"] == "interrupted" and status["step"] == 1
     assert (out / "t-step00000001-state").is_dir() and not (out / "stop").exists()

@@ -144,7 +144,7 @@ def test_tensorboard_scalars_samples_and_report(tiny_ckpt, demo_data, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# kohya syntax\nsks shape, red --w 32 --h 32 --s 2 --d 5 --l 4\n", encoding="utf-8")
     values = base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "out", max_train_steps=3, logging_dir=str(tmp_path / "logs"),
-                         sample_prompts=str(prompts), sample_every_n_steps=2, save_every_n_steps=2)
+                         sample_prompts=str(prompts), sample_every_n_steps=2, save_every_n_steps=2, sample_at_end=True)
     train(namespace_from(values))
     runs = [os.path.join(root) for root, _, files in os.walk(tmp_path / "logs") if any(f.startswith("events") for f in files)]
     acc = EventAccumulator(runs[0])
@@ -153,7 +153,7 @@ def test_tensorboard_scalars_samples_and_report(tiny_ckpt, demo_data, tmp_path):
     assert {"loss/current", "loss/average", "loss/epoch", "lr/textencoder", "lr/unet"} <= tags, tags
     assert [e.step for e in acc.Scalars("loss/current")] == [1, 2, 3]
     samples = sorted(os.listdir(tmp_path / "out" / "sample"))
-    assert samples == ["t_000002_00_5.png", "t_000003_00_5.png"]  # every 2 steps, and for the final LoRA
+    assert samples == ["t_000002_00_5.png", "t_000003_00_5.png"]  # every 2 steps, and (sample_at_end) the final LoRA
     info = Image.open(tmp_path / "out" / "sample" / samples[0]).text
     assert "sks shape, red" in info["parameters"] and "Seed: 5" in info["parameters"]
     report = (tmp_path / "out" / "t_report.html").read_text(encoding="utf-8")

@@ -1,0 +1,52 @@
+"""Write docs/kohya.md (every kohya option and what lorasmith does with it) from the option schema.
+
+    python tools/gen_kohya_doc.py           # rewrite docs/kohya.md
+    python tools/gen_kohya_doc.py --check   # exit 1 if docs/kohya.md is out of date
+
+kohya's option list is tests/options/data/kohya_options.txt (collected from sd-scripts' argparse setup);
+tests/options/test_kohya_doc.py fails when the committed page differs from what this writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from library.options.kohya_doc import read_kohya_options, render_kohya_markdown  # noqa: E402
+
+DOC_PATH = os.path.join(ROOT, "docs", "kohya.md")
+KOHYA_LIST = os.path.join(ROOT, "tests", "options", "data", "kohya_options.txt")
+
+
+def render() -> str:
+    with open(KOHYA_LIST, encoding="utf-8") as f:
+        return render_kohya_markdown(read_kohya_options(f))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check that docs/kohya.md is up to date")
+    parser.add_argument("--output", default=DOC_PATH, help="where to write (default: docs/kohya.md)")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = open(args.output, encoding="utf-8").read() if os.path.exists(args.output) else ""
+        if current != text:
+            print(f"{args.output} is out of date; run: python tools/gen_kohya_doc.py", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    tmp = args.output + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
