@@ -12,12 +12,13 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 
 
 @pytest.fixture(autouse=True, scope="session")
-def private_hash_cache(tmp_path_factory):
-    """Remembered file hashes go to a per-run folder, never the user's ~/.cache (subprocesses inherit it)."""
+def private_cache_dir():
+    """lorasmith's cache (remembered hashes, the built shapes model) goes to output/test-cache in this
+    checkout, never the user's ~/.cache; it persists between runs (subprocesses inherit it)."""
     import os
 
     old = os.environ.get("LORASMITH_CACHE_DIR")
-    os.environ["LORASMITH_CACHE_DIR"] = str(tmp_path_factory.mktemp("lorasmith_cache"))
+    os.environ["LORASMITH_CACHE_DIR"] = str(Path(__file__).resolve().parents[1] / "output" / "test-cache")
     yield
     if old is None:
         os.environ.pop("LORASMITH_CACHE_DIR", None)

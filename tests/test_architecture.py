@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = [
     ("errors", ("library.errors",)),
-    ("leaves", ("library.vocabulary", "library.atomic", "library.output_paths", "library.devices")),
+    ("leaves", ("library.vocabulary", "library.atomic", "library.output_paths", "library.devices", "library.cache_dir")),
     ("options", ("library.options",)),
     ("data/models", ("library.data", "library.models")),
     ("networks", ("networks",)),
     ("inference/merge", ("library.inference", "library.merge", "library.captioning")),
     ("train", ("library.train",)),
+    ("eval", ("library.eval",)),
     ("tools", ("tools", "train_network", "sdxl_train_network")),
     ("gui", ("webui",)),
 ]
@@ -39,6 +40,8 @@ LAYERS = [
 ALLOWED = {
     ("library.inference.generate", "library.train.sampling"):
         "pipelines and PNG info move from train/sampling.py to library/inference after the parity merge",
+    ("library.inference.class_images", "library.train.sampling"):
+        "SamplePrompt comes with the pipelines when train/sampling.py moves to library/inference",
     ("library.merge.lora_merge", "library.train.metadata"):
         "modelspec moves from train/metadata.py to the LoRA file-format owner after the parity merge",
 }

@@ -25,6 +25,8 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from library.cache_dir import cache_dir as lorasmith_cache_dir
+
 from library.atomic import atomic_write
 
 _CHUNK = 1 << 20
@@ -99,12 +101,6 @@ def content_key(path: str | os.PathLike) -> str:
 SHA256_CACHE_FILE = "sha256.json"
 
 
-def hash_cache_dir() -> Path:
-    """Where remembered hashes live: ``$LORASMITH_CACHE_DIR``, else ``~/.cache/lorasmith``."""
-    env = os.environ.get("LORASMITH_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "lorasmith"
-
-
 def _stat_key(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
@@ -124,7 +120,7 @@ def sha256_file_cached(path: str | os.PathLike, cache_dir: str | os.PathLike | N
     A cache that cannot be read or written only costs the time of hashing again.
     """
     path = Path(path)
-    file = Path(cache_dir) if cache_dir is not None else hash_cache_dir()
+    file = Path(cache_dir) if cache_dir is not None else lorasmith_cache_dir()
     file = file / SHA256_CACHE_FILE
     key = _stat_key(path)
     known = _read_cache(file).get(key)

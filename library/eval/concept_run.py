@@ -1,0 +1,85 @@
+"""The LoRA concept experiment, shared by the quality tests and bench/learning.py.
+
+``sks`` = a purple five-pointed star with a white outline: a colour and an outline the shapes
+base never saw. :func:`prepare_concept_data` lays it out as kohya folders (``img/10_sks star``
+and a ``reg/1_star`` filled by library.inference.class_images from the base model, as tools/make_class_images.py does);
+:func:`train_concept_lora` trains with train_network.py's own entry point; :func:`concept_rates`
+generates through library.inference and scores with the pixel scorer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from library.eval.sample_score import sample_readings
+from library.eval.shapes_data import COLOURS, concept_specs, render
+from library.eval.shapes_score import is_concept, rate
+from library.inference.generate import LoraUse
+
+CONCEPT_PROMPT = "sks star"
+CLASS_PROMPT = "a star"
+GEN = dict(steps=20, scale=5.0)
+# A short, plain LoRA run: rank 8, AdamW, cached latents; the concept test's defaults.
+TRAIN_DEFAULTS = {
+    "caption_extension": ".txt", "resolution": "64", "network_module": "networks.lora",
+    "network_dim": "8", "network_alpha": "8", "learning_rate": "2e-3", "max_train_steps": "150",
+    "train_batch_size": "4", "seed": "3", "optimizer_type": "AdamW", "cache_latents": None,
+    "max_data_loader_n_workers": "0", "save_model_as": "safetensors",
+}
+
+
+def prepare_concept_data(base: str, root: Path, concept_images: int = 12, class_images: int = 12) -> Path:
+    """``root/img/10_sks star`` (rendered concept) and ``root/reg/1_star`` (class images from the base)."""
+    from library.inference.class_images import make_class_images
+    from library.models import load_base_model
+
+    concept = root / "img" / "10_sks star"
+    concept.mkdir(parents=True, exist_ok=True)
+    for i, spec in enumerate(concept_specs(concept_images, seed=11)):
+        render(spec).save(concept / f"sks_{i:03d}.png")
+    make_class_images(load_base_model(base), root / "reg" / "1_star", CLASS_PROMPT, class_images, seed=0,
+                      width=64, height=64, steps=GEN["steps"], scale=GEN["scale"], sampler="ddim")
+    return root
+
+
+def train_argv(base: str, root: Path, out: Path, name: str = "sks", **options) -> list[str]:
+    """train_network.py arguments for the concept run; ``None`` values are flags, lists repeat."""
+    args = {"pretrained_model_name_or_path": base, "train_data_dir": str(root / "img"),
+            "reg_data_dir": str(root / "reg"), "output_dir": str(out), "output_name": name,
+            **TRAIN_DEFAULTS, **options}
+    argv = []
+    for k, v in args.items():
+        if v is False:
+            continue
+        if isinstance(v, (list, tuple)):
+            argv += [f"--{k}", *map(str, v)]
+        else:
+            argv += [f"--{k}"] + ([] if v is None or v is True else [str(v)])
+    return argv
+
+
+def train_concept_lora(base: str, root: Path, out: Path, name: str = "sks", script: str = "train_network",
+                       **options) -> Path:
+    """Train the concept LoRA with our CLI entry point; returns the final .safetensors."""
+    from library.train.entry import main as train_main
+
+    rc = train_main(train_argv(base, root, out, name, **options), script)
+    if rc not in (0, None):
+        raise RuntimeError(f"{script} exited with {rc}")
+    lora = out / f"{name}.safetensors"
+    if not lora.is_file():
+        raise RuntimeError(f"training wrote no {lora}")
+    return lora
+
+
+def concept_rates(model, lora: Path | None, n: int, outdir: Path, multiplier: float = 1.0) -> dict:
+    """Concept and prior-preservation rates of ``n`` images per prompt, with ``lora`` (or the base)."""
+    uses = [LoraUse(Path(lora), multiplier, multiplier)] if lora is not None else []
+    sks = sample_readings(model, CONCEPT_PROMPT, n, outdir / "sks", loras=uses, **GEN)
+    cls = sample_readings(model, CLASS_PROMPT, n, outdir / "class", loras=uses, **GEN)
+    return {
+        "concept": rate(sks, is_concept),
+        "class_base_colour": rate(cls, lambda r: r.shape == "star" and r.colour in COLOURS),
+        "seen_sks": [(r.shape, r.colour) for r in sks],
+        "seen_class": [(r.shape, r.colour) for r in cls],
+    }

@@ -1,0 +1,238 @@
+"""Build a small but *trained* SD1-layout base model of the shapes world, on CPU, from a seed.
+
+Why: a LoRA trained on random weights proves only that the loss moves. A base that really
+draws "a red circle, top left" lets a test ask the question users ask: does the LoRA make
+the model draw the concept (see tests/quality/ and docs/quality.md).
+
+The recipe, each part as cheap as the question allows:
+
+* data: ``shapes_data.base_dataset`` (4 shapes x 4 colours x 5 positions, jittered), 64 px;
+  the VAE also sees ``shapes_data.vae_specs`` (any colour, white outlines), never captioned;
+* VAE: the SD1 AutoencoderKL layout at tiny widths, trained as an autoencoder (MSE + a
+  small KL), then its latent channels normalised *inside the weights* (quant_conv /
+  post_quant_conv) so the stock SD1 factor 0.18215 gives unit-variance latents, as in SD;
+* text encoder: a small CLIP on the shipped BPE tokenizer, random and frozen (cheap, and
+  enough: the UNet's cross-attention learns to read it);
+* UNet: the SD1 block layout at tiny widths, trained for epsilon (or v) prediction on
+  SD1.5's DDPM schedule, captions sometimes shortened ("a star", "a red star") or dropped
+  (classifier-free guidance needs the empty prompt).
+
+The result is one original-layout ``.safetensors`` (library.models.save_base_model) that
+train_network.py and library.inference load like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from library.eval import shapes_data
+from library.models import assemble, build_models, save_base_model, tiny_configs
+from library.models.configs import with_prediction_type
+from library.train.text_encoding import encode, tokenize
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training each part gets; the defaults fit a few CPU minutes on 2 cores."""
+
+    images: int = 1000
+    vae_steps: int = 800
+    vae_batch: int = 8
+    vae_lr: float = 3e-3
+    unet_steps: int = 1000
+    unet_batch: int = 32
+    unet_lr: float = 2e-3
+    drop_caption: float = 0.1  # empty prompt, for classifier-free guidance
+    drop_colour: float = 0.2
+    drop_position: float = 0.25
+
+
+# A few steps of everything: for tests of the machinery (determinism, layout), not of quality.
+SMOKE = Budget(images=16, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
+BUDGETS = {"default": Budget(), "smoke": SMOKE}
+
+
+def shapes_configs(prediction_type: str = "epsilon") -> dict:
+    """SD1 layout (4 UNet levels, cross-attention in the first three; 4-level VAE, 8x downscale)."""
+    cfg = copy.deepcopy(tiny_configs("sd1"))
+    hidden = 64
+    cfg["text_encoders"][0]["config"].update(
+        hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=4,
+        projection_dim=hidden,
+    )
+    cfg["unet"].update(block_out_channels=[32, 48, 64, 64], attention_head_dim=2, cross_attention_dim=hidden)
+    cfg["vae"].update(block_out_channels=[8, 16, 32, 32])
+    return with_prediction_type(cfg, prediction_type)
+
+
+def source_hash() -> str:
+    """Hash of the code that decides the model: this module and the shapes world."""
+    h = hashlib.sha256()
+    for mod in (__file__, shapes_data.__file__):
+        h.update(Path(mod).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _pixels(specs) -> torch.Tensor:
+    arr = np.stack([np.asarray(shapes_data.render(s), dtype=np.float32) for s in specs])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def train_vae(vae, pixels: torch.Tensor, budget: Budget, gen: torch.Generator, log) -> None:
+    """Autoencoder training: MSE on pixels (sampled latents) + a small KL toward N(0, 1).
+
+    The shape covers ~15 % of an image, so its pixels weigh 10x: otherwise the background
+    dominates the loss and the decoder learns blurred blobs in washed-out colours."""
+    bg = torch.tensor(shapes_data.BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1.0
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=budget.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, budget.vae_lr, total_steps=budget.vae_steps, pct_start=0.1)
+    for step in range(budget.vae_steps):
+        idx = torch.randint(0, len(pixels), (budget.vae_batch,), generator=gen)
+        x = pixels[idx]
+        dist = vae.encode(x).latent_dist
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        weight = 1.0 + 9.0 * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        loss = (weight * (rec - x) ** 2).mean() + 1e-6 * dist.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == budget.vae_steps - 1:
+            log(f"vae step {step}: mse {F.mse_loss(rec, x).item():.4f}")
+    vae.eval()
+
+
+@torch.no_grad()
+def normalise_latents(vae, pixels: torch.Tensor, scale: float) -> None:
+    """Fold a per-channel affine map into quant_conv/post_quant_conv so ``mean * scale`` has
+    zero mean and unit variance per channel; the decoded image is unchanged."""
+    means = torch.cat([vae.encode(pixels[i : i + 256]).latent_dist.mean for i in range(0, len(pixels), 256)])
+    m = means.mean(dim=(0, 2, 3))
+    k = 1.0 / (means.std(dim=(0, 2, 3)) * scale)  # z' = k (z - m)
+    c = len(m)
+    q, p = vae.quant_conv, vae.post_quant_conv
+    q.weight[:c] *= k.view(-1, 1, 1, 1)
+    q.bias[:c] = (q.bias[:c] - m) * k
+    q.bias[c:] += 2 * torch.log(k)  # logvar of k*z
+    # post(z) = W z + b with z = z'/k + m  ->  (W/k) z' + (W m + b)
+    p.bias += (p.weight[:, :, 0, 0] @ m)
+    p.weight /= k.view(1, -1, 1, 1)
+
+
+def caption_table(specs, budget: Budget):
+    """All caption variants of each image: index lists into one table of unique strings."""
+    table, variants = [""], []
+    index = {"": 0}
+    for s in specs:
+        opts = []
+        for col in (True, False):
+            for pos in (True, False):
+                text = s.caption(with_colour=col, with_position=pos)
+                if text not in index:
+                    index[text] = len(table)
+                    table.append(text)
+                opts.append(index[text])
+        variants.append(opts)  # [full, no position, no colour, neither]
+    return table, torch.tensor(variants)
+
+
+def _pick_captions(variants: torch.Tensor, idx: torch.Tensor, budget: Budget, gen: torch.Generator) -> torch.Tensor:
+    n = len(idx)
+    no_col = (torch.rand(n, generator=gen) < budget.drop_colour).long()
+    no_pos = (torch.rand(n, generator=gen) < budget.drop_position).long()
+    chosen = variants[idx].gather(1, (no_col * 2 + no_pos).view(-1, 1)).squeeze(1)
+    drop = torch.rand(n, generator=gen) < budget.drop_caption
+    return torch.where(drop, torch.zeros_like(chosen), chosen)
+
+
+def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen: torch.Generator, log) -> None:
+    """Diffusion training on cached latents and text embeddings, min-SNR(5) weighted."""
+    unet.train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=budget.unet_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, budget.unet_lr, total_steps=budget.unet_steps, pct_start=0.05)
+    alphas = scheduler.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    v_pred = scheduler.config.prediction_type == "v_prediction"
+    weight = torch.clamp(snr, max=5.0) / (snr + 1 if v_pred else snr)
+    avg = None
+    for step in range(budget.unet_steps):
+        idx = torch.randint(0, len(latents), (budget.unet_batch,), generator=gen)
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
+        xt = scheduler.add_noise(x0, noise, t)
+        target = scheduler.get_velocity(x0, noise, t) if v_pred else noise
+        ctx = contexts[_pick_captions(variants, idx, budget, gen)]
+        pred = unet(xt, t, ctx).sample
+        loss = ((pred - target) ** 2).mean(dim=(1, 2, 3)) * weight[t]
+        loss = loss.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 100 == 0 or step == budget.unet_steps - 1:
+            log(f"unet step {step}: loss {avg:.4f}")
+    unet.eval()
+
+
+def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = Budget(),
+                       prediction_type: str = "epsilon", log=print) -> Path:
+    """Train the shapes base model from ``seed`` and save it to ``out``; returns the path."""
+    t0 = time.time()
+    configs = shapes_configs(prediction_type)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = assemble(configs, build_models(configs, device="cpu", seed=seed))
+        specs = shapes_data.base_dataset(budget.images, seed=seed)
+        pixels = _pixels(specs)
+        vae_pixels = torch.cat([pixels, _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
+        log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
+
+        train_vae(model.vae, vae_pixels, budget, gen, log)
+        normalise_latents(model.vae, pixels, model.vae_scale_factor)
+        with torch.no_grad():
+            latents = torch.cat([model.vae.encode(pixels[i : i + 256]).latent_dist.mean
+                                 for i in range(0, len(pixels), 256)]) * model.vae_scale_factor
+        log(f"vae done, latent std {latents.std():.3f} ({time.time() - t0:.0f}s)")
+
+        table, variants = caption_table(specs, budget)
+        with torch.no_grad():
+            ids = tokenize(model.tokenizers[0], table)
+            contexts = encode(model.text_encoders, [ids], "sd1").context
+        train_unet(model.unet, latents, contexts, variants, model.noise_scheduler, budget, gen, log)
+        log(f"unet done ({time.time() - t0:.0f}s)")
+    meta = {"lorasmith.shapes": f"seed={seed} source={source_hash()} budget={asdict(budget)}"}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_base_model(model, out, metadata=meta)
+    return out
+
+
+def default_cache_dir() -> Path:
+    """The one lorasmith cache folder (library.cache_dir: ``$LORASMITH_CACHE_DIR`` or ``~/.cache/lorasmith``)."""
+    from library.cache_dir import cache_dir
+
+    return cache_dir()
+
+
+def cached_shapes_model(seed: int = 0, prediction_type: str = "epsilon", cache_dir=None, log=print) -> Path:
+    """The shapes model for ``seed``, built once per source hash and reused (atomic save)."""
+    folder = Path(cache_dir or default_cache_dir()) / f"shapes-{source_hash()}"
+    path = folder / f"shapes_{prediction_type}_seed{seed}.safetensors"
+    if not path.exists():
+        build_shapes_model(path, seed=seed, prediction_type=prediction_type, log=log)
+    return path
