@@ -13,6 +13,7 @@ gradient checkpointing exactly as a run sets them), builds the optimizer by its 
     fp8_base      --fp8_base
     adamw8bit     --optimizer_type AdamW8bit
     all_low_mem   grad_ckpt + cached_te + fp8_base + AdamW8bit
+    compiled      --torch_compile (inductor; the compile time falls in the warm-up steps)
 
     .venv/bin/python bench/gpu_table.py                      # SD1.5 512 px and SDXL 1024 px on CUDA
     .venv/bin/python bench/gpu_table.py --family sdxl --steps 10
@@ -45,9 +46,10 @@ ROWS = {
     "adamw8bit": ["--optimizer_type", "AdamW8bit"],
     "all_low_mem": ["--gradient_checkpointing", "--cache_text_encoder_outputs", "--network_train_unet_only",
                     "--fp8_base", "--optimizer_type", "AdamW8bit"],
+    "compiled": ["--torch_compile"],
 }
 CUDA_ONLY = {"fp16": "fp16 autocast", "xformers": "xformers kernels", "fp8_base": "fp8 weights with bf16 compute",
-             "all_low_mem": "fp8 weights with bf16 compute"}
+             "all_low_mem": "fp8 weights with bf16 compute", "compiled": "inductor compiles for minutes on a CPU"}
 SDXL_ONLY = {"cached_te", "all_low_mem"}  # --cache_text_encoder_outputs is an sdxl_train_network.py option
 RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024}
 SCRIPT = {"sd1": "train_network", "sd2": "train_network", "sdxl": "sdxl_train_network"}

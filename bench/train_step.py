@@ -15,6 +15,25 @@ steps above the loaded model (activations, gradients, optimizer state) is report
 
     .venv/bin/python bench/train_step.py [--resolution 256] [--rounds 3] [--rank 4] [--device cpu|cuda]
         [--dtype fp32|bf16|fp16] [--family sd1|sdxl]
+
+``--levers``: the step-speed levers of library/train/speed.py, each alone and together, on ONE model
+(full-size weights once: variants switch hooks, optimizer, attention processor, memory format and dtype
+between steps, untimed), interleaved round by round, as ratios to ``lora`` (our step before the levers):
+
+* ``base``       the frozen floor, as above (LoRA hooks removed)
+* ``lora``       our step with torch's default CPU optimizer step (a per-tensor loop)
+* ``fused``      the same with the fused AdamW kernel (what build_optimizer now picks)
+* ``chlast``     fused + UNet in channels_last
+* ``attn_math``  fused + diffusers' classic attention (baddbmm + softmax) instead of PyTorch SDPA
+* ``bf16``       fused + UNet/TE weights in bf16 under CPU autocast (``--mixed_precision bf16``)
+* ``compiled``   fused + torch.compile(UNet) (``--compile BACKEND``; its first call is reported apart
+                 as the compile time)
+
+    .venv/bin/python bench/train_step.py --levers [--compile inductor] [--rounds 3] [--resolution 256]
+
+``--te_memory``: resident memory of UNet-only training with the text encoder kept (``te_kept``) vs
+freed after its outputs are cached (``te_freed``, library/train/memory.py), each in a fresh process:
+the resident set during two steps (absolute, weights included).
 """
 
 from __future__ import annotations
@@ -146,6 +165,146 @@ def child_peak(variant: str, args) -> float:
     return json.loads(out)["peak_mib"]
 
 
+LEVERS = ("base", "lora", "fused", "chlast", "attn_math", "bf16")
+
+
+class _Levers:
+    """One full-size model; ``set(variant)`` switches it to a variant's settings (untimed)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.model = build(args.family, args.device, torch.float32, args.rank, True, False, True)
+        self.batch = make_batch(self.model, args.resolution, args.batch)
+        params = list(self.model.network.parameters())
+        self.opts = {"lora": torch.optim.AdamW(params, lr=1e-4, foreach=False),
+                     "fused": torch.optim.AdamW(params, lr=1e-4, fused=True)}
+        self.unet = self.model.base.unet
+        self.compiled = None
+        self.state = {"hooks": True, "chlast": False, "attn": "sdpa", "dtype": torch.float32}
+
+    def set(self, variant: str):
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        want = {"hooks": variant != "base", "chlast": variant == "chlast",
+                "attn": "math" if variant == "attn_math" else "sdpa",
+                "dtype": torch.bfloat16 if variant == "bf16" else torch.float32}
+        base, net = self.model.base, self.model.network
+        if want["hooks"] != self.state["hooks"]:
+            net.apply_to(base.text_encoders[0], self.unet) if want["hooks"] else net.restore()
+        if want["chlast"] != self.state["chlast"]:
+            self.unet.to(memory_format=torch.channels_last if want["chlast"] else torch.contiguous_format)
+        if want["attn"] != self.state["attn"]:
+            self.unet.set_attn_processor(AttnProcessor() if want["attn"] == "math" else AttnProcessor2_0())
+        if want["dtype"] != self.state["dtype"]:
+            for m in (self.unet, *base.text_encoders):
+                m.to(dtype=want["dtype"])
+        self.model.weight_dtype = want["dtype"]
+        base.unet = self.compiled if variant == "compiled" else self.unet
+        self.state = want
+
+    def step(self, variant: str):
+        self.set(variant)
+        if variant == "base":
+            return self._base_step()
+        dtype = self.model.weight_dtype
+        autocast = (lambda: torch.autocast(self.args.device, dtype=dtype)) if dtype != torch.float32 else StepConfig.autocast
+        cfg = StepConfig(NoiseOptions(), LossOptions(), autocast=autocast)
+        opt = self.opts["lora" if variant == "lora" else "fused"]
+        loss = batch_loss(self.model, self.batch, cfg, torch.Generator().manual_seed(0))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(self.args.device)
+
+    def _base_step(self):
+        base, args = self.model.base, self.args
+        ids = [tokenize(t, self.batch["captions"]).to(args.device) for t in base.tokenizers]
+        with torch.no_grad():
+            cond = encode(base.text_encoders, ids, base.family)
+        x = self.batch["latents"].to(args.device).requires_grad_(True)
+        t = torch.randint(0, 1000, (args.batch,), device=args.device)
+        added = {"text_embeds": cond.pooled, "time_ids": torch.zeros(args.batch, 6)} if base.is_sdxl else None
+        base.unet(x, t, cond.context, added_cond_kwargs=added).sample.pow(2).mean().backward()
+        sync(args.device)
+
+
+def te_memory_child(variant: str, args) -> dict:
+    """Two UNet-only LoRA steps with the text encoder kept, or freed after caching its outputs."""
+    import argparse as _ap
+
+    from library.train.memory import release_text_encoders
+
+    model = build(args.family, args.device, torch.float32, args.rank, True, False, False)
+    batch = make_batch(model, args.resolution, args.batch)
+    if variant == "te_freed":
+        base = model.base
+        with torch.no_grad():
+            ids = [tokenize(t, batch["captions"]) for t in base.tokenizers]
+            cond = encode(base.text_encoders, ids, base.family)
+        batch["text_encoder_outputs"] = {"context": cond.context}
+        if cond.pooled is not None:
+            batch["text_encoder_outputs"]["pooled"] = cond.pooled
+        release_text_encoders(_ap.Namespace(sample_prompts=None), model, main_process=True)
+    opt = torch.optim.AdamW(model.network.parameters(), lr=1e-4, fused=True)
+    cfg = StepConfig(NoiseOptions(), LossOptions())
+    with _PeakRSS() as peak:
+        for _ in range(2):
+            batch_loss(model, batch, cfg, torch.Generator().manual_seed(0)).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return {"peak_mib": peak.max, "after_mib": _rss_mib()}
+
+
+def te_memory_main(args):
+    out = {}
+    for v in ("te_kept", "te_freed"):
+        cmd = [sys.executable, __file__, "--child", v, "--resolution", str(args.resolution), "--rank", str(args.rank),
+               "--device", args.device, "--family", args.family, "--batch", str(args.batch)]
+        out[v] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    print(f"text-encoder memory: {args.family} {args.resolution}px, UNet-only LoRA rank {args.rank}, fp32, fresh process each")
+    for v, r in out.items():
+        print(f"  {v:9s} peak during 2 steps {r['peak_mib']:8.0f} MiB  after {r['after_mib']:8.0f} MiB")
+    print(f"  freed: {out['te_kept']['peak_mib'] - out['te_freed']['peak_mib']:.0f} MiB less at peak")
+
+
+def levers_main(args):
+    """Each lever alone and together against ``lora`` (the step before them), interleaved."""
+    bench = _Levers(args)
+    variants = list(LEVERS)
+    compile_s = None
+    if args.compile:
+        bench.compiled = torch.compile(bench.unet, backend=args.compile)
+        variants.append("compiled")
+    for v in variants:  # warm-up; the compiled variant's first call is its compile time
+        t = time.perf_counter()
+        bench.step(v)
+        if v == "compiled":
+            compile_s = time.perf_counter() - t
+    times = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for v in variants:
+            bench.set(v)
+            t = time.perf_counter()
+            bench.step(v)
+            times[v].append(time.perf_counter() - t)
+    ref = statistics.median(times["lora"])
+    print(f"levers: {args.family} {args.resolution}px batch {args.batch} rank {args.rank} {args.device}, median of "
+          f"{args.rounds} rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU bf16 unit: {_bf16_unit()}")
+    for v in variants:
+        med = statistics.median(times[v])
+        print(f"  {v:9s} {med:7.2f} s/step  x{med / ref:5.2f} of lora  (rounds: {', '.join(f'{x:.2f}' for x in times[v])})")
+    if compile_s is not None:
+        print(f"  compile ({args.compile}): first step {compile_s:.1f} s = about {compile_s - statistics.median(times['compiled']):.1f} s "
+              "of compiling")
+
+
+def _bf16_unit():
+    from library.train.speed import cpu_bf16_unit
+
+    return cpu_bf16_unit()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolution", type=int, default=256)
@@ -157,7 +316,19 @@ def main():
     ap.add_argument("--family", default="sd1", choices=("sd1", "sd2", "sdxl"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no_memory", action="store_true", help="skip the per-variant peak-RSS child runs (CPU)")
+    ap.add_argument("--levers", action="store_true", help="the step-speed levers, alone and together, on one model")
+    ap.add_argument("--te_memory", action="store_true", help="resident memory with the text encoder kept vs freed")
+    ap.add_argument("--compile", default=None, metavar="BACKEND", help="with --levers: add torch.compile(UNet)")
     args = ap.parse_args()
+    if args.levers:
+        levers_main(args)
+        return
+    if args.te_memory:
+        te_memory_main(args)
+        return
+    if args.child in ("te_kept", "te_freed"):
+        print(json.dumps(te_memory_child(args.child, args)))
+        return
     if args.child:
         step = runner(args.child, args)
         before = _rss_mib()

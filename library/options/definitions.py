@@ -307,13 +307,15 @@ OPTIONS = (
            "kohya's memory-efficient attention; here it means PyTorch SDPA (memory-efficient kernels), the "
            "default attention.", _P),
     Option("lowram", "bool", False,
-           "kohya: load the model straight to the GPU; lorasmith reads the checkpoint once on the CPU and moves "
-           "each part to the GPU, with no separate low-RAM path.", _P, status="ignored"),
+           "Little RAM, more VRAM: load the checkpoint tensor by tensor straight onto the GPU, keep the VAE on the "
+           "GPU after latent caching (freed if no samples need it; also on CPU).", _P),
     Option("highvram", "bool", False,
-           "kohya: do not free GPU caches between cached images; lorasmith never does, so this is always so.", _P,
-           status="ignored"),
-    Option("torch_compile", "bool", False, "kohya's torch.compile switch; not used.", _P, status="ignored"),
-    Option("dynamo_backend", "str", "inductor", "kohya's torch.compile backend; not used.", _P, status="ignored"),
+           "Plenty of VRAM: keep the VAE on the GPU after latent caching instead of parking it in CPU memory.", _P),
+    Option("torch_compile", "bool", False,
+           "Compile the UNet (and trained text encoders) with torch.compile, LoRA included; the first steps "
+           "pay the compile time.", _P),
+    Option("dynamo_backend", "str", "inductor", "torch.compile backend for --torch_compile (inductor, eager, "
+           "aot_eager, cudagraphs, ...).", _P),
     # ---------------------------------------------------------------- saving and resuming
     Option("output_dir", "path", "output", "Folder for the LoRA files and saved states (created if missing).", _S,
            metavar="DIR"),
@@ -399,8 +401,8 @@ OPTIONS = (
            "Write only kohya's minimum metadata (ss_network_*, ss_v2, ss_base_model_version) and modelspec.", _L),
     # ---------------------------------------------------------------- sdxl
     Option("cache_text_encoder_outputs", "bool", False,
-           "Encode every caption once before training and free the text encoders (needs network_train_unet_only "
-           "and fixed captions).", _X, scripts=SDXL_ONLY),
+           "Encode every caption (and the sample prompts) once before training and free the text encoders on any "
+           "device (needs network_train_unet_only and fixed captions).", _X, scripts=SDXL_ONLY),
     Option("cache_text_encoder_outputs_to_disk", "bool", False,
            "Cache text-encoder outputs in files next to the images (implies cache_text_encoder_outputs).", _X,
            scripts=SDXL_ONLY),

@@ -35,6 +35,11 @@ DIFFERENCES = {
     "resume": ("differs", "continues from a lorasmith state folder at its exact step and data position; given "
                           "the output folder, its newest complete state"),
     "mixed_precision": ("differs", "fp16 needs a CUDA GPU: on the CPU it is an error before anything loads"),
+    "lowram": ("differs", "also keeps the VAE on the GPU after latent caching, and frees it (on any device) when "
+                          "latents are cached and no samples are asked for"),
+    "highvram": ("differs", "keeps the VAE on the GPU after latent caching (lorasmith never frees GPU caches "
+                            "between cached images anyway)"),
+    "torch_compile": ("differs", "compiles the UNet in place (and the text encoders when trained), LoRA included"),
     "sample_prompts": ("differs", "a malformed prompt file is an error before training (kohya finds out at the "
                                   "first sample)"),
 }

@@ -35,6 +35,7 @@ import torch
 from library.errors import UserError
 from library.options.kwargs import value_is_finite
 from library.options.schema import FINITE, is_finite
+from library.train.speed import fast_step_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -544,6 +545,7 @@ def build_optimizer(
         raise OptimizerError(f"--learning_rate={pass_lr!r} is not a usable learning rate; give a number such as 1e-4")
 
     reported = dict(kwargs)
+    fixed.update(fast_step_kwargs(cls, groups, kwargs))  # speed only: fused/foreach step, not reported
     optimizer = _construct(cls, label, groups, pass_lr, {**fixed, **kwargs})
     if kind == _SCHEDULE_FREE:
         optimizer.train()  # kohya: start in train mode; eval() before sampling/saving, train() after

@@ -96,7 +96,9 @@ class RunOutputs:
         net.eval()
         self.optimizer_info.eval()
         base = self.model.base
-        parked = [m for m in (base.vae, *base.text_encoders) if next(m.parameters()).device != self.model.device]
+        conditioning = self.model.sample_conditioning  # set when the text encoders were freed (memory.py)
+        kept = (base.vae,) if conditioning is not None else (base.vae, *base.text_encoders)
+        parked = [m for m in kept if next(m.parameters()).device != self.model.device]
         for m in parked:  # the caches moved them to the CPU; the pipeline needs them on the device
             m.to(self.model.device)
         try:
@@ -104,6 +106,7 @@ class RunOutputs:
                 paths = generate_samples(
                     self.model.base, self.prompts, os.path.join(self.output_dir, "sample"), stem,
                     default_sampler=self.args.sample_sampler, clip_skip=self.args.clip_skip, seed=self.args.seed or 0,
+                    conditioning=conditioning,
                 )
         finally:
             for m in parked:

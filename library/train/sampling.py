@@ -53,19 +53,21 @@ def make_scheduler(sampler: str, train_scheduler_config: dict):
     return cls(**cfg)
 
 
-def make_pipeline(model, sampler: str):
-    """A diffusers text-to-image pipeline around the (LoRA-hooked) model components."""
+def make_pipeline(model, sampler: str, with_text_encoders: bool = True):
+    """A diffusers text-to-image pipeline around the (LoRA-hooked) model components; without text
+    encoders it takes prompt embeddings only (see ``encode_sample_prompts``)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     scheduler = make_scheduler(sampler, dict(model.noise_scheduler.config))
+    tes = list(model.text_encoders) if with_text_encoders else [None] * len(model.text_encoders)
     if model.is_sdxl:
         pipe = StableDiffusionXLPipeline(
-            vae=model.vae, text_encoder=model.text_encoders[0], text_encoder_2=model.text_encoders[1],
+            vae=model.vae, text_encoder=tes[0], text_encoder_2=tes[1],
             tokenizer=model.tokenizers[0], tokenizer_2=model.tokenizers[1], unet=model.unet, scheduler=scheduler,
         )
     else:
         pipe = StableDiffusionPipeline(
-            vae=model.vae, text_encoder=model.text_encoders[0], tokenizer=model.tokenizers[0], unet=model.unet,
+            vae=model.vae, text_encoder=tes[0], tokenizer=model.tokenizers[0], unet=model.unet,
             scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
     pipe.set_progress_bar_config(disable=True)
@@ -111,25 +113,62 @@ def prompt_kwargs(model, prompt: str, negative: str | None, clip_skip: int | Non
     return kwargs
 
 
+def _conditioning_key(sample: SamplePrompt, clip_skip) -> tuple:
+    return (sample.prompt, sample.negative_prompt, sample.scale > 1, clip_skip)
+
+
+
 @torch.no_grad()
-def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str, default_sampler: str = "ddim", clip_skip=None, seed=0) -> list[str]:
-    """Generate one image per prompt into ``out_dir``; returns the file paths."""
+def encode_sample_prompts(model, prompts: list[SamplePrompt], clip_skip=None) -> dict:
+    """Each prompt's embeddings, made by the pipeline's own prompt encoder (so the images are the same
+    as with the text encoders present): lets training free the text encoders when their outputs are cached."""
+    pipe = make_pipeline(model, "ddim")
+    device = next(model.unet.parameters()).device
+    out = {}
+    for sample in prompts:
+        key = _conditioning_key(sample, clip_skip)
+        if key in out:
+            continue
+        kwargs = prompt_kwargs(model, sample.prompt, sample.negative_prompt, clip_skip)
+        if "prompt" not in kwargs:  # weighted prompts: already embeddings
+            out[key] = kwargs
+            continue
+        cfg = sample.scale > 1
+        neg = sample.negative_prompt or None
+        skip = kwargs.get("clip_skip")
+        if model.is_sdxl:
+            pe, npe, ppe, nppe = pipe.encode_prompt(sample.prompt, device=device, do_classifier_free_guidance=cfg,
+                                                    negative_prompt=neg, clip_skip=skip)
+            out[key] = {"prompt_embeds": pe, "negative_prompt_embeds": npe, "pooled_prompt_embeds": ppe,
+                        "negative_pooled_prompt_embeds": nppe}
+        else:
+            pe, npe = pipe.encode_prompt(sample.prompt, device, 1, cfg, neg, clip_skip=skip)
+            out[key] = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
+    return out
+
+
+@torch.no_grad()
+def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str, default_sampler: str = "ddim", clip_skip=None, seed=0,
+                     conditioning: dict | None = None) -> list[str]:
+    """Generate one image per prompt into ``out_dir``; returns the file paths. ``conditioning`` (from
+    ``encode_sample_prompts``) replaces the text encoders, which may then be freed."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
-    was_training = [m.training for m in (model.unet, *model.text_encoders)]
-    for m in (model.unet, *model.text_encoders):
+    modules = (model.unet,) if conditioning is not None else (model.unet, *model.text_encoders)
+    was_training = [m.training for m in modules]
+    for m in modules:
         m.eval()
     try:
         with torch.random.fork_rng(devices=[]):
             for i, sample in enumerate(prompts):
                 sampler = sample.sampler or default_sampler
-                pipe = make_pipeline(model, sampler)
+                pipe = make_pipeline(model, sampler, with_text_encoders=conditioning is None)
                 sample_seed = sample.seed if sample.seed is not None else seed + i
                 gen = torch.Generator(device="cpu").manual_seed(sample_seed)
-                kwargs = dict(
-                    **prompt_kwargs(model, sample.prompt, sample.negative_prompt, clip_skip), width=sample.width,
-                    height=sample.height, num_inference_steps=sample.steps, guidance_scale=sample.scale, generator=gen,
-                )
+                text = (conditioning[_conditioning_key(sample, clip_skip)] if conditioning is not None
+                        else prompt_kwargs(model, sample.prompt, sample.negative_prompt, clip_skip))
+                kwargs = dict(**text, width=sample.width, height=sample.height, num_inference_steps=sample.steps,
+                              guidance_scale=sample.scale, generator=gen)
                 image = pipe(**kwargs).images[0]
                 sample.seed = sample_seed
                 path = os.path.join(out_dir, f"{stem}_{i:02d}_{sample_seed}.png")
@@ -137,6 +176,6 @@ def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str
                     image.save(tmp, format="PNG", pnginfo=png_info(sample, sampler))
                 paths.append(path)
     finally:
-        for m, t in zip((model.unet, *model.text_encoders), was_training):
+        for m, t in zip(modules, was_training):
             m.train(t)
     return paths

@@ -22,6 +22,7 @@ from library.data.params import DataOptions
 from library.data.prepare import prepare_datasets
 from library.data.preflight import build_report, check_caching, compute_steps
 from library.data.text_cache import TextEncoderOutputCache
+from library.train.memory import after_latent_cache, release_text_encoders
 from library.train.text_encoding import encode_captions
 
 logger = logging.getLogger("lorasmith.train")
@@ -87,14 +88,6 @@ def _te_encoder(model, max_token_length, weighted: bool = False):
     return run
 
 
-def _park_on_cpu(model, modules) -> None:
-    """Free GPU memory of frozen parts only the caches needed; sampling brings them back for a moment."""
-    if model.device.type == "cuda":
-        for m in modules:
-            m.to("cpu")
-        torch.cuda.empty_cache()
-
-
 def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool,
                   validation: TrainDataset | None = None) -> None:
     """Latent and text-encoder caches as the options ask; images that fail to encode are dropped.
@@ -116,7 +109,7 @@ def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, bar
                 d.exclude(cache.failed)
             d.latent_cache = cache
         logger.info("latents: %d encoded, %d reused from disk", stats.encoded, stats.reused)
-        _park_on_cpu(model, [base.vae])  # kohya's habit: the VAE is not needed on the GPU again
+        after_latent_cache(args, model)  # parked, kept or freed: library/train/memory.py
     if args.cache_text_encoder_outputs:  # validate() made sure the text encoders are not trained
         key = {"model": base.content_hash, "dtype": str(model.weight_dtype), "max_token_length": args.max_token_length,
                **({"weighted_captions": True} if args.weighted_captions else {})}
@@ -130,4 +123,4 @@ def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, bar
             cache.cache(records)
         for d in both:
             d.text_cache = cache
-        _park_on_cpu(model, base.text_encoders)
+        release_text_encoders(args, model, main_process=rank == 0)

@@ -17,8 +17,10 @@ from library.models import load_base_model
 from library.models.base_model import BaseModel
 from library.options import network_kwargs
 from library.train import network_module
+from library.train.memory import load_device
 from library.train.network_ranks import check_ranks
 from library.train.noise import apply_zero_terminal_snr
+from library.train.speed import apply_levers, check_levers
 
 logger = logging.getLogger("lorasmith.train")
 
@@ -39,6 +41,7 @@ class TrainModel:
     train_text_encoder: bool
     network_args: dict = field(default_factory=dict)
     contract: object = None  # library.train.network_module.NetworkContract: how the trainer calls the network
+    sample_conditioning: dict | None = None  # sample prompts encoded before the text encoders were freed
 
     @property
     def text_encoders(self) -> list:
@@ -48,11 +51,11 @@ class TrainModel:
         return [p for p in self.network.parameters() if p.requires_grad]
 
 
-def _load_base(args, script: str) -> BaseModel:
+def _load_base(args, script: str, device: torch.device | str = "cpu") -> BaseModel:
     family = "sd2" if args.v2 else None
     base = load_base_model(
         args.pretrained_model_name_or_path, family=family,
-        v_parameterization=True if args.v_parameterization else None, dtype=torch.float32,
+        v_parameterization=True if args.v_parameterization else None, dtype=torch.float32, device=device,
     )
     path = args.pretrained_model_name_or_path
     if script == "train_network" and base.is_sdxl:
@@ -125,11 +128,12 @@ def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
 def load_for_training(args, script: str, device: torch.device | str = "cpu") -> TrainModel:
     """Base model frozen in the compute dtype, LoRA network hooked in and trainable (fp32 unless full_bf16/fp16)."""
     device = torch.device(device)
+    check_levers(args, device)
     module = network_module.import_network_module(args.network_module)  # before the model loads: errors are fast
-    base = _load_base(args, script)
+    base = _load_base(args, script, load_device(args, device))
     if args.base_weights:
         network_module.merge_base_weights(module, args.base_weights, list(args.base_weights_multiplier or []),
-                                          base.text_encoders, base.unet, base.vae, torch.float32, "cpu")
+                                          base.text_encoders, base.unet, base.vae, torch.float32, load_device(args, device))
     train_unet = not args.network_train_text_encoder_only
     train_te = not args.network_train_unet_only
     if not train_unet and not train_te:
@@ -167,7 +171,9 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     network.to(device, dtype=net_dtype)
     contract.prepare_grad_etc(network_module.text_encoders_for_module(base.text_encoders), base.unet)
     network.train()
-    return TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs, contract)
+    model = TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs, contract)
+    apply_levers(args, model)  # channels_last, torch.compile: library/train/speed.py
+    return model
 
 
 def save_dtype_for(args) -> torch.dtype | None:
