@@ -19,6 +19,7 @@ import torch
 
 from library.errors import UserError
 from networks import lora_blocks, lora_file
+from networks import lora_names as names_mod
 from library.models.unet_layout import UNetLayout, to_compvis
 from networks.lora_math import delta_weight, effective_alpha, max_norm_ratio, rank_dropout_mask
 
@@ -390,14 +391,6 @@ class LoRANetwork(torch.nn.Module):
         return {"loaded": sum(k in own for k in tensors), "missing": [k for k in own if k not in tensors]}
 
 
-def guess_lora_family(names) -> str:
-    """Best guess of the base family a LoRA was trained on, from its module names."""
-    names = list(names)
-    if any(n.startswith(("lora_te1_", "lora_te2_")) or "input_blocks" in n or "output_blocks" in n for n in names):
-        return "SDXL"
-    return "SD1.x/SD2.x"
-
-
 def check_fits(network: LoRANetwork, tensors: dict[str, torch.Tensor], path: str, strict: bool = True) -> None:
     """Raise a one-line error when a LoRA's modules or shapes do not match this model."""
     own = network.lora_state_dict()
@@ -407,7 +400,7 @@ def check_fits(network: LoRANetwork, tensors: dict[str, torch.Tensor], path: str
         this = "SDXL" if network.is_sdxl else "SD1.x/SD2.x"
         raise lora_file.LoRAFileError(
             f"{path}: {len(names)} LoRA modules do not exist in this {this} model (e.g. {names[0]}); "
-            f"the file looks like a {guess_lora_family(tensors)} LoRA: use it with a matching base model"
+            f"the file looks like a {names_mod.guess_lora_family(tensors)} LoRA: use it with a matching base model"
         )
     for key, value in tensors.items():
         if key in own and own[key].shape != value.shape:

@@ -129,3 +129,11 @@ def family_evidence(unet_paths, components) -> tuple[bool, bool]:
     sdxl = TE2 in components or any(re.search(r"\.transformer_blocks\.[1-9]", p) for p in paths)
     sd = any(p.startswith(("down_blocks.0.attentions.", "down_blocks.3.", "up_blocks.3.")) for p in paths)
     return sdxl, sd
+
+
+def guess_lora_family(names) -> str:
+    """Best guess of the base family a LoRA was trained on, from its module names."""
+    names = list(names)
+    if any(n.startswith(("lora_te1_", "lora_te2_")) or "input_blocks" in n or "output_blocks" in n for n in names):
+        return "SDXL"
+    return "SD1.x/SD2.x"

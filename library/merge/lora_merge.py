@@ -31,7 +31,8 @@ import torch
 from library.errors import UserError
 from library.train.metadata import modelspec
 from networks import lora_svd
-from networks.lora import create_network_from_weights, guess_lora_family
+from networks.lora import create_network_from_weights
+from networks.lora_names import guess_lora_family
 from library.output_paths import check_tool_output
 from networks.lora_file import read_lora_file, require_plain_lora, save_lora_file
 from networks.lora_math import effective_alpha

@@ -67,6 +67,7 @@ class RunLock:
         self.path = lock_path(output_dir, name)
         self.name = name
         self.fd = None
+        self.made_folder = False  # the lock made output_dir: an empty one goes again on release
 
     def _holder(self) -> dict:
         try:
@@ -86,7 +87,9 @@ class RunLock:
             f"(if that process is gone, delete {self.path})")
 
     def acquire(self) -> "RunLock":
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        folder = os.path.dirname(self.path) or "."
+        self.made_folder = not os.path.isdir(folder)
+        os.makedirs(folder, exist_ok=True)
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
         if fcntl is not None:
@@ -121,6 +124,11 @@ class RunLock:
             pass
         os.close(self.fd)
         self.fd = None
+        if self.made_folder:  # a run refused before it wrote anything leaves no folder behind
+            try:
+                os.rmdir(os.path.dirname(self.path) or ".")
+            except OSError:
+                pass  # not empty: the run's files stay
 
 
 # --- the run id in files ----------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: boo
     if args.network_weights:
         info = contract.load_weights(args.network_weights)
         if contract.own and isinstance(info, dict) and not info.get("loaded"):  # strict=False (kohya) must still fit somewhere
-            from networks.lora import guess_lora_family
+            from networks.lora_names import guess_lora_family
             from networks.lora_file import read_lora_file
 
             family = guess_lora_family(read_lora_file(args.network_weights)[0])

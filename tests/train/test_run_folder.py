@@ -31,7 +31,7 @@ def test_status_metrics_samples_and_save_now_sample_now(tiny_ckpt, demo_data, tm
     (out / "save-now").touch()
     (out / "sample-now").touch()
     code = main(_argv(tiny_ckpt("sd1"), demo_data, out, sample_prompts=prompts, sample_sampler="euler",
-                       sample_every_n_steps=2))
+                       sample_every_n_steps=2, sample_at_end=True))
     assert code == EXIT_OK
     status = read_status(str(out))
     assert status["phase"] == "done" and status["step"] == 3 and status["total"] == 3 and status["error"] is None
@@ -40,7 +40,7 @@ def test_status_metrics_samples_and_save_now_sample_now(tiny_ckpt, demo_data, tm
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert all(isinstance(m["loss"], float) and m["lr/unet"] > 0 and "lr/textencoder" in m for m in metrics)
     samples = _lines(out / "samples.jsonl")
-    assert [s["step"] for s in samples] == [1, 2, 3]  # sample-now after step 1, every 2 steps, the final ones
+    assert [s["step"] for s in samples] == [1, 2, 3]  # sample-now after step 1, every 2 steps, --sample_at_end
     assert all(s["prompt"] == "a sks shape" and (out / s["file"]).is_file() for s in samples)
     assert (out / "t-step00000001-state").is_dir() and (out / "t-step00000001.safetensors").is_file()  # save-now
     assert not any((out / n).exists() for n in ("save-now", "sample-now", "stop"))  # acted on once, then removed

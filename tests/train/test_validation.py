@@ -145,7 +145,7 @@ def test_validation_changes_nothing_in_training_and_resume_stays_bit_identical(t
     values = _stress(base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "b", **split, validate_every_n_steps=2))
     with pytest.raises(Interrupted) as first:
         train(namespace_from(values), stop_flag=StopAfter(3))
-    with pytest.raises(UserError, match="another run.*validation"):  # another split trains other images
+    with pytest.raises(UserError, match="other settings.*validation: state"):  # another split trains other images
         train(namespace_from({**values, "validation_split": 0.5, "resume": first.value.state_dir}))
     result = train(namespace_from({**values, "resume": first.value.state_dir}))
     assert result.steps == 10
