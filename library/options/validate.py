@@ -302,13 +302,22 @@ def _check_loss(args: Namespace) -> None:
     if low is not None and high is not None and low >= high:
         raise UserError(f"min_timestep {low} must be below max_timestep {high}: timesteps are drawn from "
                         f"[min_timestep, max_timestep), max_timestep excluded")
-    if args.zero_terminal_snr:  # SNR reaches 0 at the last timestep: weights dividing by it become infinite
-        if args.debiased_estimation_loss and not args.v_parameterization:
-            raise UserError("debiased_estimation_loss weights by 1/sqrt(SNR), which zero_terminal_snr drives to "
-                            "infinity near the last timestep: add --v_parameterization or drop one of them")
-        if args.v_pred_like_loss:
-            raise UserError("v_pred_like_loss weights by (SNR+1)/SNR, which zero_terminal_snr drives to infinity "
-                            "near the last timestep: drop one of them")
+    check_snr_weighting(args.zero_terminal_snr, args.debiased_estimation_loss, args.v_pred_like_loss,
+                        args.v_parameterization)
+
+
+def check_snr_weighting(zero_terminal_snr, debiased_estimation_loss, v_pred_like_loss, v_parameterization) -> None:
+    """The one rule for loss weights that divide by SNR under --zero_terminal_snr (SNR reaches 0 at the last
+    timestep, so they become infinite). Checked on the options here, and again by the trainer once the
+    model's own prediction type is known (library.train.losses.check_options)."""
+    if not zero_terminal_snr:
+        return
+    if debiased_estimation_loss and not v_parameterization:
+        raise UserError("--debiased_estimation_loss weights by 1/sqrt(SNR), which --zero_terminal_snr drives to "
+                        "infinity near the last timestep: add --v_parameterization or drop one of them")
+    if v_pred_like_loss:
+        raise UserError("--v_pred_like_loss weights by (SNR+1)/SNR, which --zero_terminal_snr drives to "
+                        "infinity near the last timestep: drop one of them")
 
 
 def _check_text_encoder_cache(args: Namespace) -> None:

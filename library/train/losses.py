@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from library.errors import UserError
+from library.options.validate import check_snr_weighting
 from library.train.noise import NoiseOptions, snr_at
 
 __all__ = [
@@ -108,12 +109,7 @@ def check_options(noise: NoiseOptions, loss: LossOptions, num_train_timesteps: i
             warnings.append("--zero_terminal_snr without --v_parameterization: an epsilon model cannot "
                             "predict anything useful at zero SNR; results will be unexpected")
         # SNR falls to 2e-7 at t = 998 and 0 at t = 999 on the SD schedule: weights that divide by it explode
-        if loss.debiased_estimation_loss and not loss.v_parameterization:
-            raise UserError("--debiased_estimation_loss weights by 1/sqrt(SNR), which --zero_terminal_snr drives to "
-                            "infinity near the last timestep: add --v_parameterization or drop one of them")
-        if loss.v_pred_like_loss:
-            raise UserError("--v_pred_like_loss weights by (SNR+1)/SNR, which --zero_terminal_snr drives to "
-                            "infinity near the last timestep: drop one of them")
+        check_snr_weighting(True, loss.debiased_estimation_loss, loss.v_pred_like_loss, loss.v_parameterization)
     return warnings
 
 
