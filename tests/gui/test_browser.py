@@ -100,8 +100,9 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     # Configure: values handed over, fast settings, valid once the tiny model (a job) exists
     page.click("#to-configure")
     page.wait_for_selector("#opt-network_dim")
-    page.fill("#opt-max_train_steps", "12")
-    page.fill("#opt-sample_every_n_steps", "4")
+    # long enough that Stop lands mid-run even on a quiet machine (the tiny model runs ~6 steps/s)
+    page.fill("#opt-max_train_steps", "120")
+    page.fill("#opt-sample_every_n_steps", "40")
     page.fill("#opt-save_every_n_steps", "")
     page.fill("#opt-output_name", "demo_lora")
     for _ in range(240):  # the tiny model is being made by a queued job
@@ -110,14 +111,14 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
         if "valid" in page.inner_text("#verdict") and "✓" in page.inner_text("#verdict"):
             break
     assert "✓" in page.inner_text("#verdict"), page.inner_text("#verdict")
-    assert "--max_train_steps 12" in page.inner_text("#cli") and "max_train_steps = 12" in page.inner_text("#toml")
+    assert "--max_train_steps 120" in page.inner_text("#cli") and "max_train_steps = 120" in page.inner_text("#toml")
     page.fill("#opt-network_dim", "-1")
     page.wait_for_selector('.field.bad[data-name="network_dim"]')  # the CLI's own check, shown at the field
     page.fill("#opt-network_dim", "4")
     page.wait_for_selector(".verdict.ok")
     page.click("#plan-btn")
     page.wait_for_selector(".plan-table")
-    assert "12" in page.inner_text(".plan-table")
+    assert "120" in page.inner_text(".plan-table")
     _shot(page, "configure")
 
     # Runs: start, watch progress, loss chart and a sample image, stop
@@ -129,13 +130,13 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page.click("#stop")
     page.wait_for_function("document.querySelector('#job-status').textContent === 'interrupted'", timeout=240_000)
     stopped_at = int(page.inner_text("#step"))
-    assert 0 < stopped_at < 12
+    assert 0 < stopped_at < 120
     _shot(page, "run-stopped")
 
     # resume from the newest state and see it finish
     page.click("#resume")
     page.wait_for_function("document.querySelector('#job-status').textContent === 'done'", timeout=300_000)
-    assert page.inner_text("#step") == "12" and page.inner_text("#total") == "12"
+    assert page.inner_text("#step") == "120" and page.inner_text("#total") == "120"
     page.wait_for_function("document.querySelectorAll('#samples tbody tr').length >= 3")
     page.wait_for_function("Number(document.querySelector('#loss-chart').dataset.points || 0) >= 12")
     _shot(page, "run-done")
@@ -149,7 +150,7 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page.wait_for_selector("#opt-network_dim")
     page.fill("#lora-path", "output/demo_lora/demo_lora.safetensors")
     page.click("#from-lora")
-    page.wait_for_function("document.querySelector('#opt-max_train_steps').value === '12'")
+    page.wait_for_function("document.querySelector('#opt-max_train_steps').value === '120'")
     assert page.input_value("#opt-network_dim") == "4" and page.input_value("#opt-resolution") == "64"
 
     page.goto(gui + "/tools")
