@@ -87,20 +87,21 @@ def png_info(sample: SamplePrompt, sampler: str) -> PngImagePlugin.PngInfo:
 
 def prompt_kwargs(model, prompt: str, negative: str | None, clip_skip: int | None = None) -> dict:
     """The pipeline's text arguments for one prompt: the plain strings, or, when the prompt or the negative
-    uses weighting syntax (``(word:1.2)``, ``[word]``, ``\\(``), embeddings weighted as in training
-    (library/inference/prompt_weights.py), up to 225 tokens, as kohya's sample images do."""
+    uses weighting syntax (``(word:1.2)``, ``[word]``, ``\\(``) or clip skip is set (SD1/SD2), embeddings
+    made as in training (library/inference/prompt_weights.py), up to 225 tokens, as kohya's sample images do."""
     from library.inference.prompt_weights import has_weights, tokens_with_weights
     from library.train.text_encoding import CHUNK, encode_captions
 
-    if not (has_weights(prompt) or (negative and has_weights(negative))):
-        kwargs = {"prompt": prompt, "negative_prompt": negative or None}
-        if clip_skip and clip_skip > 1 and not model.is_sdxl:
-            kwargs["clip_skip"] = clip_skip - 1  # kohya counts the last layer as 1, diffusers as 0
-        return kwargs
+    weighted = has_weights(prompt) or bool(negative and has_weights(negative))
+    skip = clip_skip is not None and clip_skip > 1 and not model.is_sdxl
+    if not weighted and not skip:
+        return {"prompt": prompt, "negative_prompt": negative or None}
+    # Our own encoder, as in training: weights, and clip skip counted as kohya counts it. (diffusers' own
+    # clip_skip reaches for text_encoder.text_model, which transformers v5's CLIPTextModel no longer has.)
     texts = [prompt, negative or ""]
     longest = max(len(tokens_with_weights(model.tokenizers[0], t, 3 * CHUNK)[0]) for t in texts)
     length = CHUNK * min(3, max(1, -(-longest // CHUNK)))
-    cond = encode_captions(model, texts, length, None if model.is_sdxl else clip_skip, weighted=True,
+    cond = encode_captions(model, texts, length, None if model.is_sdxl else clip_skip, weighted=weighted,
                            device=model.unet.device)
     dtype = model.unet.dtype
     kwargs = {"prompt_embeds": cond.context[:1].to(dtype), "negative_prompt_embeds": cond.context[1:].to(dtype)}
@@ -130,19 +131,18 @@ def encode_sample_prompts(model, prompts: list[SamplePrompt], clip_skip=None) ->
         if key in out:
             continue
         kwargs = prompt_kwargs(model, sample.prompt, sample.negative_prompt, clip_skip)
-        if "prompt" not in kwargs:  # weighted prompts: already embeddings
+        if "prompt" not in kwargs:  # weighted or clip-skipped prompts: already embeddings
             out[key] = kwargs
             continue
         cfg = sample.scale > 1
         neg = sample.negative_prompt or None
-        skip = kwargs.get("clip_skip")
         if model.is_sdxl:
             pe, npe, ppe, nppe = pipe.encode_prompt(sample.prompt, device=device, do_classifier_free_guidance=cfg,
-                                                    negative_prompt=neg, clip_skip=skip)
+                                                    negative_prompt=neg)
             out[key] = {"prompt_embeds": pe, "negative_prompt_embeds": npe, "pooled_prompt_embeds": ppe,
                         "negative_pooled_prompt_embeds": nppe}
         else:
-            pe, npe = pipe.encode_prompt(sample.prompt, device, 1, cfg, neg, clip_skip=skip)
+            pe, npe = pipe.encode_prompt(sample.prompt, device, 1, cfg, neg)
             out[key] = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
     return out
 

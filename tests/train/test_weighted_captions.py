@@ -147,3 +147,17 @@ def test_zero_weighted_mean_is_left_alone():
     hidden = torch.tensor([[[1.0, -1.0], [2.0, -2.0]]])
     out = apply_token_weights(hidden, torch.tensor([[1.5, 1.0]]))
     assert torch.isfinite(out).all() and torch.equal(out, torch.tensor([[[1.5, -1.5], [2.0, -2.0]]]))
+
+
+def test_sample_images_with_clip_skip_use_the_trained_conditioning(models, tmp_path):
+    """clip_skip 2 (common for anime SD1.5 models) on sample images: encoded by our encoder exactly as in
+    training; diffusers' own clip_skip path fails on transformers v5's CLIP (no text_model attribute)."""
+    base = models("sd1")
+    kw = prompt_kwargs(base, "a red ball", "blurry", clip_skip=2)
+    with torch.no_grad():
+        expected = encode_captions(base, ["a red ball", "blurry"], 75, 2)
+    torch.testing.assert_close(kw["prompt_embeds"], expected.context[:1].to(kw["prompt_embeds"].dtype))
+    assert prompt_kwargs(base, "a red ball", None, clip_skip=1) == {"prompt": "a red ball", "negative_prompt": None}
+    paths = generate_samples(base, [SamplePrompt(prompt="a red ball", width=32, height=32, steps=2, seed=1)],
+                             str(tmp_path), "s", clip_skip=2)
+    assert len(paths) == 1
