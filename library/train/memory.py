@@ -31,6 +31,19 @@ def load_device(args, device: torch.device) -> torch.device:
     return device if args.lowram and device.type == "cuda" else torch.device("cpu")
 
 
+def device_notices(args, device: torch.device) -> list[str]:
+    """What --highvram / --lowram cannot do on this device (an option never does nothing silently)."""
+    if device.type == "cuda":
+        return []
+    notes = []
+    if args.highvram:
+        notes.append("--highvram keeps the VAE on the GPU after latent caching; training on the CPU, it changes nothing")
+    if args.lowram:
+        notes.append("--lowram: on the CPU the checkpoint is read as always; only freeing the VAE after latent "
+                     "caching (when no samples are asked for) applies")
+    return notes
+
+
 def is_freed(module: torch.nn.Module) -> bool:
     p = next(module.parameters(), None)
     return p is not None and p.device.type == "meta"

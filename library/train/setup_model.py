@@ -17,7 +17,7 @@ from library.models import load_base_model
 from library.models.base_model import BaseModel
 from library.options import network_kwargs
 from library.train import network_module
-from library.train.memory import load_device
+from library.train.memory import device_notices, load_device
 from library.train.network_ranks import check_ranks
 from library.train.noise import apply_zero_terminal_snr
 from library.train.speed import apply_levers, check_levers
@@ -130,6 +130,8 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     device = torch.device(device)
     check_levers(args, device)
     module = network_module.import_network_module(args.network_module)  # before the model loads: errors are fast
+    for note in device_notices(args, device):
+        logger.warning(note)
     base = _load_base(args, script, load_device(args, device))
     if args.base_weights:
         network_module.merge_base_weights(module, args.base_weights, list(args.base_weights_multiplier or []),

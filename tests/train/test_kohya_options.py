@@ -40,13 +40,24 @@ def test_every_ignored_option_prints_its_notice(option, tmp_path, caplog):
 @pytest.mark.parametrize("name,says", [
     ("mem_eff_attn", "PyTorch SDPA attention is used"),
     ("ddp_static_graph", "averages the LoRA gradients with one all-reduce"),
-    ("lowram", "no separate low-RAM path"),
-    ("highvram", "lorasmith never does"),
 ])
 def test_kohya_memory_and_ddp_switches_say_what_they_mean_here(name, says, paths_argv, caplog):
     caplog.set_level(logging.WARNING, "lorasmith.options")
     parse_args(paths_argv + [f"--{name}"], check_files=False)
     assert says in caplog.text
+
+
+@pytest.mark.parametrize("name,says", [("highvram", "changes nothing"), ("lowram", "only freeing the VAE")])
+def test_lowram_and_highvram_say_what_they_cannot_do_on_the_cpu(name, says):
+    import argparse
+
+    import torch
+
+    from library.train.memory import device_notices
+
+    args = argparse.Namespace(lowram=name == "lowram", highvram=name == "highvram")
+    assert any(says in note for note in device_notices(args, torch.device("cpu")))
+    assert device_notices(args, torch.device("cuda")) == []
 
 
 @pytest.fixture
