@@ -16,6 +16,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from library.options.docs import write_or_check  # noqa: E402
 from library.options.kohya_doc import read_kohya_options, render_kohya_markdown  # noqa: E402
 
 DOC_PATH = os.path.join(ROOT, "docs", "kohya.md")
@@ -32,20 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only check that docs/kohya.md is up to date")
     parser.add_argument("--output", default=DOC_PATH, help="where to write (default: docs/kohya.md)")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = open(args.output, encoding="utf-8").read() if os.path.exists(args.output) else ""
-        if current != text:
-            print(f"{args.output} is out of date; run: python tools/gen_kohya_doc.py", file=sys.stderr)
-            return 1
-        print(f"{args.output} is up to date")
-        return 0
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, args.output)
-    print(f"wrote {args.output}")
-    return 0
+    return write_or_check(args.output, render(), args.check, "python tools/gen_kohya_doc.py")
 
 
 if __name__ == "__main__":

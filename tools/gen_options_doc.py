@@ -15,8 +15,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from library import atomic  # noqa: E402
 from library.options import render_markdown  # noqa: E402
+from library.options.docs import write_or_check  # noqa: E402
 
 DOC_PATH = os.path.join(ROOT, "docs", "options.md")
 
@@ -26,17 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only check that docs/options.md is up to date")
     parser.add_argument("--output", default=DOC_PATH, help="where to write (default: docs/options.md)")
     args = parser.parse_args(argv)
-    text = render_markdown()
-    if args.check:
-        current = open(args.output, encoding="utf-8").read() if os.path.exists(args.output) else ""
-        if current != text:
-            print(f"{args.output} is out of date; run: python tools/gen_options_doc.py", file=sys.stderr)
-            return 1
-        print(f"{args.output} is up to date")
-        return 0
-    atomic.write_text(args.output, text, newline="\n")
-    print(f"wrote {args.output}")
-    return 0
+    return write_or_check(args.output, render_markdown(), args.check, "python tools/gen_options_doc.py")
 
 
 if __name__ == "__main__":

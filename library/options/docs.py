@@ -96,3 +96,23 @@ def _limits(option: Option) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_or_check(path: str, text: str, check: bool, command: str) -> int:
+    """A generated doc: with ``check``, 0 if ``path`` already holds ``text`` else 1 (saying to run ``command``);
+    without, write it through the atomic writer. The one body of tools/gen_options_doc.py and gen_kohya_doc.py."""
+    import os
+    import sys
+
+    from library import atomic
+
+    if check:
+        current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+        if current != text:
+            print(f"{path} is out of date; run: {command}", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    atomic.write_text(path, text, newline="\n")
+    print(f"wrote {path}")
+    return 0
