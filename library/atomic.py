@@ -36,13 +36,14 @@ def _fire(event: str, src: str, dst: str) -> None:
         _hook[0](event, src, dst)
 
 
-def temp_name(path: str, unique: bool = False) -> str:
+def temp_name(path: str, unique: bool = False, suffix: str = "") -> str:
     """The temporary name of ``path`` while it is written: same folder, so the rename is atomic.
 
     ``unique`` adds the process id, for files several processes may write at once (caches); the
     plain ``<name>.tmp`` is reused by the next attempt, so a killed run leaves no pile of leftovers.
+    ``suffix`` goes last, for writers that pick the format by extension (``.safetensors``).
     """
-    return os.fspath(path) + (f".{os.getpid()}.tmp" if unique else ".tmp")
+    return os.fspath(path) + (f".{os.getpid()}.tmp" if unique else ".tmp") + suffix
 
 
 def umask_mode() -> int:
@@ -104,12 +105,12 @@ def commit(tmp: str, path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, make_folder: bool = True, unique: bool = False) -> Iterator[str]:
+def atomic_path(path: str, make_folder: bool = True, unique: bool = False, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path next to ``path``; when the block ends without error it replaces ``path``."""
     path = os.fspath(path)
     if make_folder:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = temp_name(path, unique)
+    tmp = temp_name(path, unique, suffix)
     _remove_quietly(tmp)  # a leftover of a killed write, or a link planted there: never written through
     try:
         yield tmp

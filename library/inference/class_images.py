@@ -13,6 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
+from library import atomic
 from library.errors import UserError
 from library.inference.generate import generate, plan_jobs
 from library.train.sampling import SamplePrompt
@@ -47,11 +48,11 @@ def make_class_images(model, folder: str | os.PathLike, class_prompt: str, num_i
         shutil.rmtree(partial, ignore_errors=True)
         [made] = generate(model, plan_jobs([sample], default_sampler=sampler), partial, sequential_file_name=True)
         final = folder / f"class_{i:05d}.png"
-        os.replace(made, final)  # an image is there whole or not at all
+        atomic.commit(str(made), str(final))  # an image is there whole or not at all
     shutil.rmtree(partial, ignore_errors=True)
     paths = [folder / f"class_{i:05d}.png" for i in range(num_images)]
     for p in paths:
         cap = p.with_suffix(".txt")
         if not cap.exists():
-            cap.write_text(class_prompt + "\n", encoding="utf-8")
+            atomic.write_text(str(cap), class_prompt + "\n")
     return paths

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 
 import torch
 
+from library import atomic
 from library.errors import UserError
 from library.options.definitions import OWN_NETWORK_ARG_KEYS
 from library.options.kwargs import check_network_module
@@ -186,16 +186,8 @@ class NetworkContract:
         if self.own:
             self.network.save_weights(path, dtype, metadata)
             return
-        tmp = f"{path}.tmp.safetensors"  # the module picks the format by extension
-        try:
+        with atomic.atomic_path(path, make_folder=False, suffix=".safetensors") as tmp:  # format by extension
             self.network.save_weights(tmp, dtype, dict(metadata))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
 
 
 def create(args, module, text_encoders: list, unet, vae, kwargs: dict) -> NetworkContract:
