@@ -289,13 +289,14 @@ class Trainer:
             self._samples(f"{self.name}_{step:06d}")
         self._save_on_step_interval()
         self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
-        wanted = poll_controls(self.run_folder, self.acc)  # save-now / sample-now / stop files (docs/gui.md)
+        # save-now / sample-now / stop files (docs/gui.md) and any process's Ctrl-C/SIGTERM/Cancel, agreed by all
+        wanted = poll_controls(self.run_folder, self.acc, self._interrupt_requested())
         if "sample-now" in wanted and self._last_sampled != step:
             self._samples(f"{self.name}_{step:06d}")
         if "save-now" in wanted:
             self._save(stem, None, True)
         stop_file = "stop" in wanted
-        if self._interrupt_requested() or stop_file:
+        if "interrupt" in wanted or stop_file:
             with stopping.saving(self.stop_flag):  # a second signal now would only cut the save short
                 lora = self._save(stem, None, True)
             reason = ("cancelled" if self.stop_cause is not None else
@@ -319,10 +320,8 @@ class Trainer:
             self._save(ck.epoch_name(args.output_name, epoch), "epoch", bool(args.save_state))
 
     def _interrupt_requested(self) -> bool:
-        flag = self.stop_cause is not None or bool(self.stop_flag())
-        if self.world > 1:
-            flag = bool(self.acc.reduce(torch.tensor(float(flag), device=self.acc.device), "max") > 0)
-        return flag
+        """This process's own stop request; poll_controls makes it every process's."""
+        return self.stop_cause is not None or bool(self.stop_flag())
 
     def _samples(self, stem: str) -> None:
         self._last_sampled = self.global_step
