@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from library.train.checkpoints import latest_state
+from library.train.checkpoints import is_complete_state, latest_state
 from tests.faults.harness import check_no_partial_files, snapshot, wait_for
 
 # Kill points inside the saves (the child kills itself in the middle of the named write; see
@@ -28,12 +28,23 @@ def _saves(out):
     return {k: v for k, v in snapshot(out).items() if k not in WATCH_FILES and not k.endswith(".lock")}
 
 
+def _complete_states(out):
+    """Names of the complete state folders in ``out``, read only (``latest_state`` would finish an
+    interrupted swap, racing the live run's own rename)."""
+    if not out.exists():
+        return set()
+    return {n for n in os.listdir(out) if n.endswith("-state") and is_complete_state(str(out / n))}
+
+
 def _kill_soon_after_a_write(fork_server, argv, out, rng):
-    """Start a run; once a save changes ``out``, SIGKILL it as soon as a ``.tmp`` shows (a write in
-    progress, within 0.5 s) or after a random 0-0.4 s."""
-    before = _saves(out) if out.exists() else {}
+    """Start a run; once it has saved a state it did not start with (so every random kill moves the
+    drill on, however slow the machine), wait for its next save to change ``out`` and SIGKILL it as
+    soon as a ``.tmp`` shows (a write in progress, within 0.5 s) or after a random 0-0.4 s."""
+    had = _complete_states(out)
     pid, log = fork_server.start(argv)
-    wait_for(lambda: out.exists() and _saves(out) != before, timeout=120)
+    wait_for(lambda: bool(_complete_states(out) - had), timeout=120)
+    before = _saves(out)
+    wait_for(lambda: _saves(out) != before, timeout=120)
     if rng.random() < 0.5:
         wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(out)), timeout=0.5, interval=0.001)
     else:
