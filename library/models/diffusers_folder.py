@@ -93,8 +93,9 @@ def load_diffusers_folder(
     v_parameterization: bool | None = None,
     dtype: torch.dtype | None = torch.float32,
     device: str | torch.device = "cpu",
+    on_part=None,
 ) -> BaseModel:
-    """Load a diffusers folder; see library.models.load_base_model."""
+    """Load a diffusers folder; see library.models.load_base_model (``on_part``: the VAE first)."""
     path = Path(path)
     found = detect_folder_family(path)
     if family is not None and family != found:
@@ -107,8 +108,10 @@ def load_diffusers_folder(
         return _load_part(path, sub, lambda: cls.from_pretrained(
             str(path), subfolder=sub, torch_dtype=dtype, variant=_variant(path / sub), local_files_only=True))
 
+    vae = diffusers_part(AutoencoderKL, "vae").to(device).eval()
+    if on_part is not None:
+        on_part("VAE", vae, family)
     unet = diffusers_part(UNet2DConditionModel, "unet")
-    vae = diffusers_part(AutoencoderKL, "vae")
     te_classes = ["CLIPTextModel", "CLIPTextModelWithProjection"] if family == "sdxl" else ["CLIPTextModel"]
     tes = []
     for sub, cls in zip(_TE_FOLDERS, te_classes):
@@ -136,5 +139,5 @@ def load_diffusers_folder(
         "tokenizers": [{"pad_token": p} for p in pads],
         "scheduler": scheduler_config(prediction_type),
     }
-    components = Components(unet.to(device).eval(), vae.to(device).eval(), [te.to(device).eval() for te in tes])
+    components = Components(unet.to(device).eval(), vae, [te.to(device).eval() for te in tes])
     return assemble(configs, components, tokenizers=tokenizers, source=str(path), content_hash=content_key(path))

@@ -21,6 +21,7 @@ def load_base_model(
     v_parameterization: bool | None = None,
     dtype: torch.dtype | None = torch.float32,
     device: str | torch.device = "cpu",
+    on_part=None,
 ) -> BaseModel:
     """Load an SD1/SD2/SDXL base model from a single file or a diffusers folder, offline.
 
@@ -29,12 +30,14 @@ def load_base_model(
     file declares (our metadata, modelspec, the folder's scheduler), else epsilon. SD2
     768-v checkpoints cannot be told from 512 ones by their weights: pass True for them.
     ``dtype`` applies to floating tensors (None keeps the file's); fp32 by default.
+    ``on_part(name, module, family)`` is called as each part is ready, the VAE first ("VAE", "UNet", "text encoder",
+    "text encoder 1"/"2" for SDXL), so latent caching can start while the rest loads.
     Raises ModelLoadError (one line: file, problem, fix) for anything the user can fix.
     """
     if family is not None and family not in FAMILIES:
         raise ModelLoadError(f"family '{family}' is not one of {', '.join(FAMILIES)}; fix the family option")
     p = Path(path)
-    kwargs = dict(family=family, v_parameterization=v_parameterization, dtype=dtype, device=device)
+    kwargs = dict(family=family, v_parameterization=v_parameterization, dtype=dtype, device=device, on_part=on_part)
     if p.is_dir():
         if not is_diffusers_folder(p):
             raise ModelLoadError(

@@ -136,11 +136,12 @@ def load_single_file(
     v_parameterization: bool | None = None,
     dtype: torch.dtype | None = torch.float32,
     device: str | torch.device = "cpu",
+    on_part=None,
 ) -> BaseModel:
     """Load an original-layout checkpoint; see library.models.load_base_model."""
     reader = open_checkpoint(path)
     model = load_from_reader(
-        reader, path, family=family, v_parameterization=v_parameterization, dtype=dtype, device=device
+        reader, path, family=family, v_parameterization=v_parameterization, dtype=dtype, device=device, on_part=on_part
     )
     model.content_hash = content_key(path)
     return model
@@ -180,8 +181,10 @@ def load_original_state_dict(
     )
 
 
-def load_from_reader(reader, path, *, family, v_parameterization, dtype, device) -> BaseModel:
-    """The loader proper: detect, configure, build empty, stream and check, assign."""
+def load_from_reader(reader, path, *, family, v_parameterization, dtype, device, on_part=None) -> BaseModel:
+    """The loader proper: detect, configure, build empty, then per part (VAE first) stream, check, assign.
+
+    ``on_part(name, module, family)`` is called as each part ("VAE", "UNet", "text encoder"...) is ready."""
     keys = reader.keys()
     reject_non_checkpoints(path, keys, reader.metadata)
     declared = declared_configs(path, reader.metadata)
@@ -200,43 +203,49 @@ def load_from_reader(reader, path, *, family, v_parameterization, dtype, device)
             f"{path}: the model configs in its metadata do not build a model ({one_line(e)[:200]}); save it again"
         ) from None
     parts = parts_for(configs)
-    models = [components.unet, components.vae, *components.text_encoders]
-    collected = {p.name: _Collected() for p in parts}
+    models = dict(zip((p.name for p in parts), [components.unet, components.vae, *components.text_encoders]))
+    keys_of: dict[str, list[str]] = {p.name: [] for p in parts}
     extras: dict[str, torch.Tensor] = {}
     foreign: dict[str, int] = defaultdict(int)
     by_length = sorted(parts, key=lambda p: len(p.prefix), reverse=True)
-
     for key in keys:
         part = next((p for p in by_length if key.startswith(p.prefix)), None)
         if part is None:
             if not is_ignored_top_level(key):
                 foreign[key.split(".", 1)[0]] += 1
             continue
-        sub = key[len(part.prefix):]
-        kind = part.keys.classify(sub)
-        if kind == IGNORE:
-            continue
-        tensor = reader.get(key)
-        tensor = tensor.to(device=device, dtype=dtype if dtype is not None and tensor.is_floating_point() else None)
-        if kind == EXTRA:
-            extras[key] = tensor
-            continue
-        bucket = collected[part.name]
-        try:
-            pairs = part.keys.from_original(sub, tensor)
-        except UnmappedKey:
-            bucket.unexpected.append(key)
-            continue
-        for model_key, value in pairs:
-            bucket.tensors[model_key] = value
-            bucket.source[model_key] = key
+        keys_of[part.name].append(key)
     if foreign:
         log.warning("%s: ignored tensors outside the model: %s", path,
                     ", ".join(f"{p}.* ({n})" for p, n in sorted(foreign.items())))
 
-    for part, model in zip(parts, models):
-        _assign(path, family, part, model, collected.pop(part.name), declared is not None)
+    # One part at a time, the VAE first: each is complete (checked and assigned) before the next is read,
+    # so ``on_part`` can put the VAE to work (latent caching) while the UNet and text encoders load.
+    for part in sorted(parts, key=lambda p: p.name != "VAE"):
+        got = _Collected()
+        for key in keys_of[part.name]:
+            sub = key[len(part.prefix):]
+            kind = part.keys.classify(sub)
+            if kind == IGNORE:
+                continue
+            tensor = reader.get(key)
+            tensor = tensor.to(device=device, dtype=dtype if dtype is not None and tensor.is_floating_point() else None)
+            if kind == EXTRA:
+                extras[key] = tensor
+                continue
+            try:
+                pairs = part.keys.from_original(sub, tensor)
+            except UnmappedKey:
+                got.unexpected.append(key)
+                continue
+            for model_key, value in pairs:
+                got.tensors[model_key] = value
+                got.source[model_key] = key
+        model = models[part.name]
+        _assign(path, family, part, model, got, declared is not None)
         model.to(device)  # buffers that are not in the file (e.g. CLIP position_ids)
+        if on_part is not None:
+            on_part(part.name, model, family)
 
     meta = {k: v for k, v in reader.metadata.items() if k not in (CONFIGS_KEY, FAMILY_KEY)}
     return assemble(configs, components, source=str(path), extras=extras, metadata=meta)

@@ -100,8 +100,9 @@ def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResul
     from library.train.loop import Trainer, total_steps_text
     from library.train.metadata import training_metadata
     from library.train.outputs import RunOutputs
-    from library.train.setup_data import attach_caches, build_dataset, prepare_data
-    from library.train.setup_model import load_for_training, save_dtype_for
+    from library.train.setup_data import build_dataset, prepare_data
+    from library.train.setup_model import save_dtype_for
+    from library.train.startup import load_and_cache
     from library.train.losses import check_options
     from library.train.step import StepConfig, loss_options, noise_options
     from library.train.validation import Validation, build_validation_dataset
@@ -112,9 +113,7 @@ def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResul
     dataset = build_dataset(args, args.seed, prepared)
     held_out = build_validation_dataset(prepared, args.seed, args.stop_on_bad_image, bool(args.masked_loss))
     torch.manual_seed(args.seed)  # LoRA init
-    model = load_for_training(args, script, acc.device)
-    attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process,
-                  validation=held_out)
+    model = load_and_cache(args, script, acc, dataset, held_out)  # latents cached while the model loads: train/startup.py
     cfg = StepConfig(
         noise=noise_options(args, model.base.noise_scheduler.config.num_train_timesteps),
         loss=loss_options(args, model.base.v_parameterization),
@@ -128,15 +127,14 @@ def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResul
 
     def outputs_factory(opt_info, plan):
         md = {}
-        if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
+        if acc.is_main_process:  # only it writes files; the base file's sha256 is awaited when the first one is
             summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
                        "num_validation_images": len(held_out.records()) if held_out is not None else 0,
                        "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps,
                        "num_processes": world}
             first = summary["datasets"][0] if summary["datasets"] else {}
             summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
-            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description,
-                                   base_sha256.result() if base_sha256 is not None else None)
+            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description, base_sha256)
         return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
 
     flag = stop_flag or StopFlag().install()
@@ -162,8 +160,8 @@ def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResul
 
 
 def _start_base_hash(args):
-    """The base file's full sha256 (for ss_new_sd_model_hash), hashed in the background while data and
-    models load, or taken from the hash cache; None for a diffusers folder."""
+    """The base file's full sha256 (for ss_new_sd_model_hash) as a Future: hashed in the background at low
+    priority, or taken from the hash cache; awaited when the first LoRA file is written. None for a folder."""
     from library.models.hashes import start_sha256
 
     path = args.pretrained_model_name_or_path

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import time
 import uuid
+from concurrent.futures import Future
+
+logger = logging.getLogger("lorasmith.train")
 
 ARCHITECTURES = {
     "sd1": "stable-diffusion-v1",
@@ -22,6 +26,8 @@ ARCHITECTURES = {
 
 
 def _s(value) -> str:
+    if isinstance(value, Future):  # a hash still being computed: resolved when a file is written
+        return value
     if value is None:
         return "None"
     if isinstance(value, (dict, list, tuple)):
@@ -87,12 +93,13 @@ def thumbnail_data_url(value: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def model_file_hashes(source: str, sha256: str | None = None) -> tuple[str, str]:
+def model_file_hashes(source: str, sha256: str | Future | None = None) -> tuple[str, str | Future]:
     """kohya's (ss_sd_model_hash, ss_new_sd_model_hash) for a single-file base; empty for a folder.
 
     The full sha256 (what A1111 shows as the model's AutoV2 hash, so users can match a LoRA to its
-    base) reads the whole checkpoint: pass it when already known (training starts it in the
-    background, see hashes.start_sha256); else it is read from, or added to, the hash cache.
+    base) reads the whole checkpoint: pass it when already known, or as the Future of the background
+    hash (training starts it, see hashes.start_sha256; it stays a Future in the metadata until
+    :func:`checkpoint_metadata` writes a file); else it is read from, or added to, the hash cache.
     """
     if not source or not os.path.isfile(source):
         return "", ""
@@ -117,10 +124,10 @@ def minimum_network_metadata(family: str, model_version: str, network_module: st
 
 
 def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str,
-                      base_sha256: str | None = None) -> dict[str, str]:
+                      base_sha256: str | Future | None = None) -> dict:
     """The fixed part of the metadata, computed once when training starts: every ``ss_*`` key kohya's
     train_network.py writes (ss_validation_* aside), folder runs and ``--dataset_config`` runs alike.
-    ``base_sha256``: the base file's sha256 when already known (see model_file_hashes)."""
+    ``base_sha256``: the base file's sha256, or the Future computing it (see model_file_hashes)."""
     res = data_summary.get("resolution") or (512, 512)
     legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""), base_sha256)
     md = {
@@ -197,7 +204,10 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
     md["ss_sd_model_hash"], md["ss_new_sd_model_hash"] = legacy_hash, new_hash
     if args.vae:
         md["ss_vae_name"] = os.path.basename(os.path.normpath(str(args.vae)))
-        md["ss_vae_hash"], md["ss_new_vae_hash"] = model_file_hashes(args.vae)
+        from library.models.hashes import start_sha256
+
+        vae_sha256 = start_sha256(args.vae) if os.path.isfile(args.vae) else None  # not on the way to step 0 either
+        md["ss_vae_hash"], md["ss_new_vae_hash"] = model_file_hashes(args.vae, vae_sha256)
     md = {k: _s(v) for k, v in md.items()}
     md.update(modelspec(model.family, model.v_parameterization, args.output_name, res, args))
     return md
@@ -268,12 +278,24 @@ def _dataset_config_keys(datasets: list) -> dict:
     return {"ss_datasets": entries, "ss_tag_frequency": tags, "ss_dataset_dirs": dirs}
 
 
+def _resolved(key: str, value):
+    """A pending hash's value, waited for now (the first file written after the start-up); a hash that
+    failed (the base file moved away meanwhile) is left empty rather than costing the LoRA file."""
+    if not isinstance(value, Future):
+        return value
+    try:
+        return value.result()
+    except OSError as e:
+        logger.warning("%s left empty: the base file could not be hashed (%s)", key, e)
+        return ""
+
+
 def checkpoint_metadata(base: dict[str, str], epoch: int, step: int, title: str,
                         no_metadata: bool = False) -> dict[str, str]:
     """The metadata for one saved file: the fixed part plus progress at this point (kohya stamps
     ``ss_training_finished_at`` on every save). ``title``: ``--metadata_title``, else the file's stem.
     ``no_metadata``: only kohya's minimum keys and the modelspec."""
-    md = dict(base)
+    md = {k: _resolved(k, v) for k, v in base.items()}
     md["ss_epoch"] = str(epoch)
     md["ss_steps"] = str(step)
     md["ss_training_finished_at"] = str(time.time())

@@ -88,22 +88,33 @@ def _te_encoder(model, max_token_length, weighted: bool = False):
     return run
 
 
+def latent_cache(args, datasets: list, vae, device, vae_dtype, content_hash: str, is_sdxl: bool, progress: bool):
+    """The latent cache the options ask for over ``datasets`` (TrainDatasets), not filled yet; None when
+    latents are not cached (not asked for, or color_aug/random_crop need new pixels every step)."""
+    encoder = make_vae_encoder(vae, device, vae_dtype, sample=True, seed=args.seed)
+    key = {"model": content_hash, "vae": os.path.basename(args.vae) if args.vae else "", "vae_dtype": str(vae_dtype)}
+    return latent_cache_for(data_options(args), [p for d in datasets for p in d.datasets], encoder, key,
+                            arch="sdxl" if is_sdxl else "sd", progress=progress)
+
+
 def attach_caches(args, dataset: TrainDataset, model, rank: int, world: int, barrier, progress: bool,
-                  validation: TrainDataset | None = None) -> None:
+                  validation: TrainDataset | None = None, latents=None) -> None:
     """Latent and text-encoder caches as the options ask; images that fail to encode are dropped.
-    The held-out ``validation`` images (if any) are cached with the same keys and dropped the same way."""
+    The held-out ``validation`` images (if any) are cached with the same keys and dropped the same way.
+    ``latents``: (cache, stats) when the latents were already cached (library/train/startup.py)."""
     both = [d for d in (dataset, validation) if d is not None]
     base = model.base
-    encoder = make_vae_encoder(base.vae, model.device, model.vae_dtype, sample=True, seed=args.seed)
-    key = {"model": base.content_hash, "vae": os.path.basename(args.vae) if args.vae else "", "vae_dtype": str(model.vae_dtype)}
-    cache = latent_cache_for(data_options(args), [p for d in both for p in d.datasets], encoder, key,
-                             arch="sdxl" if base.is_sdxl else "sd", progress=progress)
-    if cache is not None:  # None: not asked for, or color_aug/random_crop need new pixels every step
-        records = [r for d in both for r in d.records()]
-        stats = cache.cache(records, rank=rank, world_size=world)
-        barrier()
-        if args.cache_latents_to_disk and world > 1:
-            cache.cache(records)  # reuse the other ranks' files (and check them)
+    if latents is None:
+        cache = latent_cache(args, both, base.vae, model.device, model.vae_dtype, base.content_hash, base.is_sdxl, progress)
+        if cache is not None:
+            records = [r for d in both for r in d.records()]
+            stats = cache.cache(records, rank=rank, world_size=world)
+            barrier()
+            if args.cache_latents_to_disk and world > 1:
+                cache.cache(records)  # reuse the other ranks' files (and check them)
+            latents = cache, stats
+    if latents is not None:  # None: not asked for, or color_aug/random_crop need new pixels every step
+        cache, stats = latents
         for d in both:
             if cache.failed:
                 d.exclude(cache.failed)

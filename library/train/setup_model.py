@@ -51,20 +51,32 @@ class TrainModel:
         return [p for p in self.network.parameters() if p.requires_grad]
 
 
-def _load_base(args, script: str, device: torch.device | str = "cpu") -> BaseModel:
+def _load_base(args, script: str, device: torch.device | str = "cpu", vae_ready=None) -> BaseModel:
+    """The base model (``--vae`` and zero-terminal SNR applied); ``vae_ready(vae, family)`` is called as soon as
+    the VAE is complete (with ``--vae`` in it), before the UNet and text encoders load."""
+    from library.models.vae_file import load_vae_into
+
     family = "sd2" if args.v2 else None
+    early = []
+
+    def on_part(name, module, family):
+        if name == "VAE" and (family == "sdxl") == (script == "sdxl_train_network"):  # else: the error below
+            if args.vae:
+                load_vae_into(module, args.vae)
+            early.append(module)
+            vae_ready(module, family)
+
     base = load_base_model(
         args.pretrained_model_name_or_path, family=family,
         v_parameterization=True if args.v_parameterization else None, dtype=torch.float32, device=device,
+        on_part=on_part if vae_ready is not None else None,
     )
     path = args.pretrained_model_name_or_path
     if script == "train_network" and base.is_sdxl:
         raise UserError(f"{path} is an SDXL model; train it with sdxl_train_network.py (same options)")
     if script == "sdxl_train_network" and not base.is_sdxl:
         raise UserError(f"{path} is an {base.family.upper()} model, not SDXL; train it with train_network.py")
-    if args.vae:
-        from library.models.vae_file import load_vae_into
-
+    if args.vae and not early:
         load_vae_into(base.vae, args.vae)
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(base.noise_scheduler)
@@ -119,20 +131,40 @@ def _to_fp8(unet: torch.nn.Module) -> None:
             m.to(torch.float8_e4m3fn)
 
 
+def vae_placement(args, device: torch.device) -> tuple[torch.device, torch.dtype]:
+    """Where the frozen VAE computes: the training device, fp32 unless mixed precision without --no_half_vae."""
+    return device, torch.float32 if (args.no_half_vae or args.mixed_precision == "no") else DTYPES[args.mixed_precision]
+
+
+def place_vae(args, vae: torch.nn.Module, device: torch.device) -> None:
+    """The frozen VAE where it computes (:func:`vae_placement`), in eval mode: for latent caching that starts
+    before the rest of the model has loaded (library/train/startup.py); load_for_training then leaves it."""
+    vae.requires_grad_(False)
+    _move(vae, *vae_placement(args, device))
+    vae.eval()
+
+
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """``to(device[, dtype])``, casting only when needed (diffusers warns on every dtype cast)."""
-    current = next(module.parameters()).dtype
-    module.to(device) if current == dtype else module.to(device, dtype=dtype)
+    """``to(device[, dtype])``, casting only when needed (diffusers warns on every dtype cast); a module already
+    in place is left alone (the VAE may be caching latents on another thread, library/train/startup.py)."""
+    first = next(module.parameters())
+    same_device = first.device.type == device.type and device.index in (None, first.device.index)
+    if first.dtype == dtype and same_device:
+        return
+    module.to(device) if first.dtype == dtype else module.to(device, dtype=dtype)
 
 
-def load_for_training(args, script: str, device: torch.device | str = "cpu") -> TrainModel:
-    """Base model frozen in the compute dtype, LoRA network hooked in and trainable (fp32 unless full_bf16/fp16)."""
+def load_for_training(args, script: str, device: torch.device | str = "cpu", vae_ready=None) -> TrainModel:
+    """Base model frozen in the compute dtype, LoRA network hooked in and trainable (fp32 unless full_bf16/fp16).
+
+    ``vae_ready(vae, family)``: called once the VAE is loaded, before the rest (library/train/startup.py starts latent
+    caching there); it may put the VAE to work at once (:func:`place_vae`); this function leaves it where that put it."""
     device = torch.device(device)
     check_levers(args, device)
     module = network_module.import_network_module(args.network_module)  # before the model loads: errors are fast
     for note in device_notices(args, device):
         logger.warning(note)
-    base = _load_base(args, script, load_device(args, device))
+    base = _load_base(args, script, load_device(args, device), vae_ready)
     if args.base_weights:
         network_module.merge_base_weights(module, args.base_weights, list(args.base_weights_multiplier or []),
                                           base.text_encoders, base.unet, base.vae, torch.float32, load_device(args, device))
@@ -146,7 +178,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
         raise UserError("the network has no modules to train (check --network_args block_dims / block_lr_zero_threshold)")
 
     weight_dtype = DTYPES[args.mixed_precision]
-    vae_dtype = torch.float32 if (args.no_half_vae or args.mixed_precision == "no") else weight_dtype
+    vae_dtype = vae_placement(args, device)[1]
     for m in (base.unet, base.vae, *base.text_encoders):
         m.requires_grad_(False)
     if args.fp8_base and args.mixed_precision == "no":
