@@ -181,6 +181,30 @@ def load_original_state_dict(
     )
 
 
+def _read_part(reader, part: Part, keys: list[str], dtype, device, extras: dict) -> _Collected:
+    """One part's tensors, read and mapped to the model's keys (extras, e.g. OpenCLIP's, go to ``extras``)."""
+    got = _Collected()
+    for key in keys:
+        sub = key[len(part.prefix):]
+        kind = part.keys.classify(sub)
+        if kind == IGNORE:
+            continue
+        tensor = reader.get(key)
+        tensor = tensor.to(device=device, dtype=dtype if dtype is not None and tensor.is_floating_point() else None)
+        if kind == EXTRA:
+            extras[key] = tensor
+            continue
+        try:
+            pairs = part.keys.from_original(sub, tensor)
+        except UnmappedKey:
+            got.unexpected.append(key)
+            continue
+        for model_key, value in pairs:
+            got.tensors[model_key] = value
+            got.source[model_key] = key
+    return got
+
+
 def load_from_reader(reader, path, *, family, v_parameterization, dtype, device, on_part=None) -> BaseModel:
     """The loader proper: detect, configure, build empty, then per part (VAE first) stream, check, assign.
 
@@ -222,25 +246,7 @@ def load_from_reader(reader, path, *, family, v_parameterization, dtype, device,
     # One part at a time, the VAE first: each is complete (checked and assigned) before the next is read,
     # so ``on_part`` can put the VAE to work (latent caching) while the UNet and text encoders load.
     for part in sorted(parts, key=lambda p: p.name != "VAE"):
-        got = _Collected()
-        for key in keys_of[part.name]:
-            sub = key[len(part.prefix):]
-            kind = part.keys.classify(sub)
-            if kind == IGNORE:
-                continue
-            tensor = reader.get(key)
-            tensor = tensor.to(device=device, dtype=dtype if dtype is not None and tensor.is_floating_point() else None)
-            if kind == EXTRA:
-                extras[key] = tensor
-                continue
-            try:
-                pairs = part.keys.from_original(sub, tensor)
-            except UnmappedKey:
-                got.unexpected.append(key)
-                continue
-            for model_key, value in pairs:
-                got.tensors[model_key] = value
-                got.source[model_key] = key
+        got = _read_part(reader, part, keys_of[part.name], dtype, device, extras)
         model = models[part.name]
         _assign(path, family, part, model, got, declared is not None)
         model.to(device)  # buffers that are not in the file (e.g. CLIP position_ids)
