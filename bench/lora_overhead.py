@@ -83,6 +83,8 @@ def main():
         med = statistics.median(times[r])
         n = networks[r]
         print(f"{'rank ' + str(r):>10} {med:9.3f} {med / base:6.3f} {len(n.unet_loras):12d} {sum(p.numel() for p in n.parameters()):11d}")
+    print("rounds (s): " + "; ".join(f"{'no LoRA' if v == 'base' else f'rank {v}'}: " + ", ".join(f"{x:.2f}" for x in times[v])
+                                     for v in variants))
 
 
 if __name__ == "__main__":

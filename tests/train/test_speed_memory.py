@@ -95,6 +95,14 @@ def test_resume_is_bit_identical_with_every_lever_on(tiny_ckpt, demo_data, tmp_p
         tiny_ckpt("sd1"), demo_data, tmp_path / out, lowram=True, highvram=True, cache_latents=True, max_train_steps=6)), 3)
 
 
+def test_resume_is_bit_identical_with_bf16_autocast_on_the_cpu(tiny_ckpt, demo_data, tmp_path):
+    """--mixed_precision bf16: the fastest CPU step measured on an AMX host (docs/benchmarks.md); bf16 weights,
+    CPU autocast, cached latents overlapping the load, fused AdamW."""
+    _resume_matches_straight(lambda out: base_values(
+        tiny_ckpt("sd1"), demo_data, tmp_path / out, mixed_precision="bf16", cache_latents=True, network_dropout=0.1,
+        noise_offset=0.05, max_train_steps=4), 2)
+
+
 @pytest.mark.slow
 def test_resume_is_bit_identical_with_torch_compile(tiny_ckpt, demo_data, tmp_path):
     """--torch_compile with the eager backend: dynamo traces the LoRA-hooked UNet (the wiring); inductor's code
