@@ -31,7 +31,8 @@ def load_base_model(
     768-v checkpoints cannot be told from 512 ones by their weights: pass True for them.
     ``dtype`` applies to floating tensors (None keeps the file's); fp32 by default.
     ``on_part(name, module, family)`` is called as each part is ready, the VAE first ("VAE", "UNet", "text encoder",
-    "text encoder 1"/"2" for SDXL), so latent caching can start while the rest loads.
+    "text encoder 1"/"2" for SDXL; a diffusers folder reports its VAE only), so latent caching can start while the
+    rest loads.
     Raises ModelLoadError (one line: file, problem, fix) for anything the user can fix.
     """
     if family is not None and family not in FAMILIES:

@@ -48,6 +48,17 @@ def test_the_loader_hands_over_the_vae_first_with_its_weights(family, tiny_ckpt)
     assert not any(p.is_meta for m in (base.unet, base.vae, *base.text_encoders) for p in m.parameters())
 
 
+def test_a_diffusers_folder_hands_over_its_vae_first(tiny_ckpt, tmp_path):
+    single = load_base_model(tiny_ckpt("sd1"))
+    single.vae.save_pretrained(tmp_path / "vae")
+    single.unet.save_pretrained(tmp_path / "unet")
+    single.text_encoders[0].save_pretrained(tmp_path / "text_encoder")
+    seen = []
+    folder = load_base_model(tmp_path, on_part=lambda name, module, family: seen.append((name, module, family)))
+    assert seen == [("VAE", folder.vae, "sd1")]
+    assert all(torch.equal(a, b) for a, b in zip(single.vae.state_dict().values(), folder.vae.state_dict().values()))
+
+
 @pytest.mark.parametrize("extra", [{}, {"vae": "other"}, {"cache_latents_to_disk": True, "flip_aug": True}],
                          ids=["memory", "vae_file", "disk_flip"])
 def test_latents_cached_during_the_load_train_the_same_lora(extra, tiny_ckpt, demo_data, tmp_path, monkeypatch, caplog):
