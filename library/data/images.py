@@ -30,7 +30,9 @@ from .errors import DatasetError
 _PIL_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
 _CV2_FILTERS = {"area": "INTER_AREA", "bilinear": "INTER_LINEAR", "linear": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
                 "cubic": "INTER_CUBIC", "nearest": "INTER_NEAREST_EXACT"}
-assert set(_PIL_FILTERS) | set(_CV2_FILTERS) == set(INTERPOLATIONS)  # every name of library.vocabulary
+# every name of library.vocabulary -> (library, filter); a name without a filter fails at import
+_FILTERS = {name: ("PIL", _PIL_FILTERS[name]) if name in _PIL_FILTERS else ("cv2", _CV2_FILTERS[name])
+            for name in INTERPOLATIONS}
 
 
 @dataclass
@@ -111,12 +113,12 @@ def resize(arr: np.ndarray, size: Tuple[int, int], interpolation: Optional[str] 
     size = (int(size[0]), int(size[1]))
     if (arr.shape[1], arr.shape[0]) == size:
         return arr
-    name = resize_filter((arr.shape[1], arr.shape[0]), size, interpolation)
-    if name in _PIL_FILTERS:
-        return np.asarray(Image.fromarray(arr).resize(size, resample=_PIL_FILTERS[name]))
+    library, filt = _FILTERS[resize_filter((arr.shape[1], arr.shape[0]), size, interpolation)]
+    if library == "PIL":
+        return np.asarray(Image.fromarray(arr).resize(size, resample=filt))
     import cv2
 
-    return cv2.resize(np.ascontiguousarray(arr), size, interpolation=getattr(cv2, _CV2_FILTERS[name]))
+    return cv2.resize(np.ascontiguousarray(arr), size, interpolation=getattr(cv2, filt))
 
 
 def prepare_pixels(
