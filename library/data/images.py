@@ -2,7 +2,7 @@
 
 Why: the torch Dataset and the latent cache must turn an image into exactly the same bucket-sized
 pixels, so both call ``prepare_pixels``. Resizing is kohya's (library/utils.py ``resize_image``), pixel
-for pixel: OpenCV's ``INTER_AREA`` when shrinking (the default; PIL's BOX differs from it by up to 26
+for pixel: OpenCV's ``INTER_AREA`` when shrinking (the default; PIL's BOX differs from it by up to 27
 levels on textured photos) and PIL's Lanczos when enlarging; ``resize_interpolation`` picks another
 filter from the same library kohya uses for it. The full image is decoded (no JPEG ``draft``, which
 changes pixels); docs/benchmarks.md has the speed of both paths. Transparent images are flattened the
