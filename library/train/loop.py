@@ -116,13 +116,14 @@ class Trainer:
         self.outputs.checkpoints = list(state.get("checkpoints", []))
         if state.get("scaler") and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(state["scaler"])
-        if self.position >= self.plan.micro_per_rank:
+        if ck.epoch_finished(state, self.plan.micro_per_rank):
             self.epoch, self.position = self.epoch + 1, 0
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.global_step, self.epoch, self.position)
 
     def _train_state(self) -> dict:
         return {
             "global_step": self.global_step, "epoch": self.epoch, "position": self.position, "losses": self.losses,
+            "epoch_finished": self.position >= self.plan.micro_per_rank,  # resume starts the next epoch
             "fingerprint": self.fp, "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
             "max_train_steps": self.plan.max_train_steps, "run_id": self.run_id, "script": self.script,
             "validation": self.validation.history if self.validation is not None else [],
@@ -315,8 +316,7 @@ class Trainer:
         if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
             self._samples(f"{self.name}_e{epoch:06d}")
         every = epochs_between_saves(args, self.plan.num_epochs)
-        if every and epoch % every == 0:
-            self.position = self.plan.micro_per_rank  # the state resumes at the next epoch
+        if every and epoch % every == 0:  # all batches are done: the state says epoch_finished
             self._save(ck.epoch_name(args.output_name, epoch), "epoch", bool(args.save_state))
 
     def _interrupt_requested(self) -> bool:
