@@ -95,15 +95,13 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
 
 
 def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResult:
-    """The run in named steps: data and model, the step settings, the trainer, the loop."""
+    """The run in named steps: data and model, the step settings, the trainer's parts, the trainer, the loop."""
     base_sha256 = _start_base_hash(args) if acc.is_main_process else None
     dataset, held_out, model = _load_data_and_model(args, script, acc)
     cfg = _step_config(args, acc, model)
-    outputs_factory = _outputs_factory(args, acc, model, dataset, held_out, base_sha256)
     flag = stop_flag or StopFlag().install()
     try:
-        trainer = _make_trainer(args, script, acc, model, held_out, dataset, cfg, outputs_factory, flag,
-                                progress_callback)
+        trainer = _make_trainer(args, script, acc, model, held_out, dataset, cfg, base_sha256, flag, progress_callback)
         return _run_trainer(args, acc, trainer, model)
     finally:
         if isinstance(flag, StopFlag):
@@ -147,36 +145,16 @@ def _step_config(args, acc, model):
     return cfg
 
 
-def _outputs_factory(args, acc, model, dataset, held_out, base_sha256):
-    """(optimizer info, step plan) -> the run's RunOutputs, with the ss_* metadata on the main process."""
-    from library.train.metadata import training_metadata
-    from library.train.outputs import RunOutputs
-    from library.train.setup_model import save_dtype_for
-
-    world = acc.num_processes
-
-    def outputs_factory(opt_info, plan):
-        md = {}
-        if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
-            summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
-                       "num_validation_images": len(held_out.records()) if held_out is not None else 0,
-                       "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps,
-                       "num_processes": world}
-            first = summary["datasets"][0] if summary["datasets"] else {}
-            summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
-            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description,
-                                   base_sha256.result() if base_sha256 is not None else None)
-        return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
-
-    return outputs_factory
-
-
-def _make_trainer(args, script, acc, model, held_out, dataset, cfg, outputs_factory, flag, progress_callback):
-    """The Trainer with its validation, resumed state and progress callback in place."""
+def _make_trainer(args, script, acc, model, held_out, dataset, cfg, base_sha256, flag, progress_callback):
+    """The trainer's parts (library/train/run_parts.py: the files are read here, the base file's sha256 once,
+    on the main process), then the Trainer with its validation, resumed state and progress callback."""
     from library.train.loop import Trainer, total_steps_text
+    from library.train.run_parts import build_optimization, build_outputs, build_run_folder
     from library.train.validation import Validation
 
-    trainer = Trainer(args, acc, model, dataset, cfg, outputs_factory, flag)
+    optimization = build_optimization(args, model, dataset, acc.num_processes)
+    outputs = build_outputs(args, acc, model, dataset, held_out, optimization, base_sha256)
+    trainer = Trainer(args, acc, model, dataset, cfg, optimization, outputs, build_run_folder(args, acc), flag)
     trainer.script = script
     if held_out is not None:
         trainer.validation = Validation(args, model, held_out, cfg, acc, trainer.opt_info)
