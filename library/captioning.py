@@ -27,7 +27,7 @@ import numpy as np
 from library.data.folders import IMAGE_EXTENSIONS, count_images, is_image_name, normalize_extension
 from library.data.images import load_image
 from library import atomic
-from library.devices import check_device
+from library.devices import check_device, dtype_of
 from library.errors import UserError
 
 # model_type in config.json -> the transformers class that captions with it
@@ -247,12 +247,7 @@ def pick_device(name: Optional[str]) -> str:
 
 def pick_dtype(name: Optional[str], device: str):
     """--dtype, or float16 on a GPU and float32 on the CPU."""
-    import torch
-
-    if not name:
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[name]
+    return dtype_of(name or ("fp16" if device.startswith("cuda") else "float"))
 
 
 class Captioner:

@@ -1,4 +1,5 @@
-"""Names that several layers accept: data layouts, resize filters, sample-image samplers.
+"""Names that several layers accept: data layouts, resize filters, sample-image samplers, precisions,
+base-model versions.
 
 Why: the options schema, the dataset config reader, the image code and the sampler each used to keep
 their own copy of these lists, and nothing kept the copies equal. This leaf module imports nothing
@@ -17,3 +18,28 @@ SAMPLERS = (
     "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++",
     "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
 )
+# Precision option names (--mixed_precision, --save_precision, tools' --save_precision/--dtype) and the torch
+# dtype each names, as a string so this module stays torch-free: library/devices.py's dtype_of turns it into one.
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+SAVE_PRECISIONS = ("float", "fp16", "bf16")
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "fp32", "fp16", "bf16")  # tools/caption.py --dtype
+PRECISION_DTYPES = {
+    "no": "float32", "float": "float32", "fp32": "float32", "float32": "float32",
+    "fp16": "float16", "float16": "float16", "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
+}
+# kohya's ss_base_model_version per family; SD1/SD2 with v-prediction add "_v" (base_model_version).
+BASE_MODEL_VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+
+
+def base_model_version(family: str, v_parameterization: bool = False) -> str:
+    """kohya's ``ss_base_model_version``: sd_v1, sd_v2, sd_v2_v, sdxl_base_v1-0."""
+    version = BASE_MODEL_VERSIONS[family]
+    return version + "_v" if v_parameterization and family != "sdxl" else version
+
+
+def family_of_version(version: str) -> tuple[str, bool] | None:
+    """(family, v_parameterization) of an ``ss_base_model_version``; None for one no family writes."""
+    for family, base in BASE_MODEL_VERSIONS.items():
+        if version.startswith(base):
+            return family, version.endswith("_v")
+    return None
