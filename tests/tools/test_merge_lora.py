@@ -137,7 +137,7 @@ def test_concat_merge_is_the_exact_sum(sd1_loras, tmp_path, capsys):
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_base_model_version"] == "sd_v1"
     # resnet linears / 1x1 convs are in a only (rank 4), attention ones in both (rank 6)
     assert meta["ss_network_dim"] == "Dynamic" and meta["ss_network_alpha"] == "Dynamic"
-    assert meta["ss_network_args"] == '{"conv_dim": "2", "conv_alpha": "2"}'
+    assert meta["ss_network_args"] == '{"conv_dim": "2", "conv_alpha": "2.0"}'  # kohya's format: alpha as float
 
     assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora" and meta["ss_output_name"] == "ab"
     assert meta["sshs_model_hash"] and meta["modelspec.merged_from"] == "a, b"
