@@ -26,8 +26,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from library.devices import dtype_of  # noqa: E402
+from library.merge.tool_args import add_output_options  # noqa: E402
 from library.errors import UserError  # noqa: E402
-from library.vocabulary import SAVE_PRECISIONS, base_model_version  # noqa: E402
+from library.vocabulary import base_model_version  # noqa: E402
 from networks import lora_convert as lc  # noqa: E402
 from networks import lora_format, lora_names  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
@@ -168,9 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=("sd1", "sd2", "sdxl"), default=None, help="base model family, when the names do not tell and no --model is at hand")
     p.add_argument("--adapter_config", default=None, help="PEFT adapter_config.json giving lora_alpha (read automatically next to adapter_model.*)")
     p.add_argument("--allow_unmapped", action="store_true", help="write what converts even if some keys do not (they are listed)")
-    p.add_argument("--save_precision", choices=SAVE_PRECISIONS, default=None, help="dtype of the output (default: the input's)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "the input's")
     return p
 
 

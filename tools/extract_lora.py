@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
-from library.merge.tool_args import SAVE_PRECISIONS, check_device, dtype_of  # noqa: E402
+from library.merge.tool_args import add_output_options, check_device, dtype_of  # noqa: E402
 from library.merge.lora_extract import extract_tensors, lora_networks, module_diffs  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
@@ -115,12 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sdxl", action="store_true", help="kohya's flag: the models are SDXL (detected anyway)")
     p.add_argument("--v2", action="store_true", help="kohya's flag: the models are SD2 (detected anyway)")
     p.add_argument("--v_parameterization", action="store_true", default=None, help="accepted for kohya commands; read from the model")
-    p.add_argument("--save_precision", choices=SAVE_PRECISIONS, default=None, help="dtype of the output (default float)")
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="randomised SVD iterations for weights over 2048x2048 (0 = exact)")
     p.add_argument("--no_metadata", action="store_true", help="write only the ss_* fields (no modelspec)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "float")
     return p
 
 

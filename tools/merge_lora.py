@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from library.devices import dtype_of  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
+from library.merge.tool_args import add_output_options  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from library.vocabulary import SAVE_PRECISIONS  # noqa: E402
 
@@ -34,8 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", nargs="+", type=finite_float, default=None, help="one weight per LoRA (default 1.0 each; negatives allowed)")
     p.add_argument("--save_to", required=True, help="output .safetensors (written atomically)")
     p.add_argument("--sd_model", default=None, help="base checkpoint or diffusers folder: merge the LoRAs into it; without it, LoRAs merge into one LoRA")
-    p.add_argument("--save_precision", choices=SAVE_PRECISIONS, default=None,
-                   help="dtype of the output; default: checkpoint merges keep the base file's dtype, LoRA merges write float")
     p.add_argument("--precision", choices=SAVE_PRECISIONS, default="float", help="accepted for kohya commands; merging always computes in float32")
     p.add_argument("--new_rank", type=int, default=None, help="LoRA merge by SVD to this rank (default: exact merge, ranks add up)")
     p.add_argument("--new_conv_rank", type=int, default=None, help="SVD rank of 3x3 conv (LoCon) modules (default: --new_rank)")
@@ -44,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", action="store_true", help="accepted for kohya commands; the family is detected from the file")
     p.add_argument("--device", default="cpu", help="device for the SVD (e.g. cuda)")
     p.add_argument("--no_metadata", action="store_true", help="write only the minimum ss_network_* metadata")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "checkpoint merges keep the base file's dtype, LoRA merges write float")
     return p
 
 

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
-from library.merge.tool_args import SAVE_PRECISIONS, check_device, dtype_of  # noqa: E402
+from library.merge.tool_args import add_output_options, check_device, dtype_of  # noqa: E402
 from library.merge.lora_resize import ModuleResize, resize_modules  # noqa: E402
 from networks import lora_format, lora_svd  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
@@ -159,12 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pick each module's rank from its singular values (capped by --new_rank/--new_conv_rank)")
     p.add_argument("--dynamic_param", type=finite_float, default=None,
                    help="sv_ratio: keep S > S[0]/param; sv_fro: keep this fraction of the Frobenius norm; sv_cumulative: of sum(S)")
-    p.add_argument("--save_precision", choices=SAVE_PRECISIONS, default=None, help="dtype of the output (default: the input's)")
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="accepted for kohya commands; the SVD here is always exact and cheap")
     p.add_argument("--verbose", action="store_true", help="print each module's retained singular values")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "the input's")
     return p
 
 
