@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from library.safetensors_header import MAX_HEADER, SafetensorsFormatError, read_header  # noqa: F401  (re-exported)
+from library.safetensors_header import SafetensorsFormatError, read_header  # noqa: F401  (SafetensorsFormatError re-exported)
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
