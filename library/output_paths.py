@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 
 from library.errors import UserError
 from library.safetensors_header import SafetensorsFormatError, read_header
+from library.vocabulary import is_network_key
 
 # The longest thing we append to an output name: a sample image of an epoch with a 10-digit seed, being
 # written (``<name>_e000001_00_2147483647.png.tmp``); states and step files are shorter
@@ -25,7 +26,6 @@ from library.safetensors_header import SafetensorsFormatError, read_header
 LONGEST_SUFFIX = "_e000001_00_2147483647.png.tmp"
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 WINDOWS_FORBIDDEN = set('<>:"|?*')
-_LORA_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up", ".alpha", "hada_", "lokr_", "oft_")
 _CHECKPOINT_MARKERS = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.embedders.")
 
 
@@ -86,7 +86,7 @@ def file_kind(path: str) -> str:
     keys = _safetensors_keys(path)
     if keys is None:
         return "other"
-    if any(m in k for k in keys for m in _LORA_MARKERS):
+    if any(is_network_key(k) for k in keys):
         return "lora"
     if any(k.startswith(_CHECKPOINT_MARKERS) for k in keys) or keys:
         return "checkpoint"

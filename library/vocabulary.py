@@ -27,6 +27,18 @@ PRECISION_DTYPES = {
     "no": "float32", "float": "float32", "fp32": "float32", "float32": "float32",
     "fp16": "float16", "float16": "float16", "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
 }
+# What marks a tensor name as a network's (LoRA, LoCon, LoHa, LoKr, OFT; kohya, diffusers and PEFT names), to
+# tell a network file from a base checkpoint: the model loader refuses one as a base, the output guard knows its kind.
+NETWORK_KEY_HEADS = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "oft_unet_")
+NETWORK_KEY_PARTS = (".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", "lora.down.", "lora.up.", ".hada_w", ".lokr_w",
+                     ".oft_blocks", ".oft_R")
+
+
+def is_network_key(key: str) -> bool:
+    """Whether a tensor name belongs to a LoRA/LyCORIS/OFT network rather than to a base model."""
+    return key.startswith(NETWORK_KEY_HEADS) or key.endswith(".alpha") or any(p in key for p in NETWORK_KEY_PARTS)
+
+
 # kohya's ss_base_model_version per family; SD1/SD2 with v-prediction add "_v" (base_model_version).
 BASE_MODEL_VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 

@@ -146,3 +146,17 @@ def test_merged_metadata_is_valid_json_where_json_is_expected(trained, tmp_path)
     assert "ss_network_args" not in meta  # no conv modules: nothing to say, as training
     assert json.loads(meta["lorasmith.merge"])["mode"] == "concat"
     assert meta["ss_network_dim"] == "8" and meta["ss_network_alpha"] == "8.0"
+
+
+def test_a_network_file_is_one_to_the_model_loader_and_the_output_guard(tmp_path):
+    # kohya's OFT files name modules oft_unet_...; the model loader's own list of LoRA markers missed them
+    # (the output guard's did not), so such a file given as the base model got a "not a checkpoint" message
+    from library.models import load_base_model
+    from library.models.errors import ModelLoadError
+
+    oft = tmp_path / "kohya_oft.safetensors"
+    save_file({"oft_unet_down_blocks_0_attentions_0_proj_in.oft_blocks": torch.zeros(4, 2, 2),
+               "oft_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(1.0)}, str(oft))
+    assert file_kind(str(oft)) == "lora"
+    with pytest.raises(ModelLoadError, match="LoRA/network file"):
+        load_base_model(str(oft))
