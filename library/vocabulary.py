@@ -50,8 +50,9 @@ def base_model_version(family: str, v_parameterization: bool = False) -> str:
 
 
 def family_of_version(version: str) -> tuple[str, bool] | None:
-    """(family, v_parameterization) of an ``ss_base_model_version``; None for one no family writes."""
-    for family, base in BASE_MODEL_VERSIONS.items():
-        if version.startswith(base):
-            return family, version.endswith("_v")
+    """(family, v_parameterization) of an ``ss_base_model_version`` (any SDXL version, e.g. kohya's
+    ``sdxl_base_v0-9``, is SDXL); None for a version of no family here (sd3, flux ...)."""
+    for family, prefix in (("sdxl", "sdxl_"), ("sd2", "sd_v2"), ("sd1", "sd_v1")):
+        if version.startswith(prefix):
+            return family, family != "sdxl" and version.endswith("_v")
     return None

@@ -82,8 +82,8 @@ def read_inputs(paths: list, ratios: list[float] | None) -> list[LoRAInput]:
 
 
 def _is_sdxl_lora(inp: LoRAInput) -> bool:
-    version = inp.metadata.get("ss_base_model_version", "")
-    return version.startswith("sdxl") or guess_lora_family(k.split(".")[0] for k in inp.tensors) == "SDXL"
+    found = family_of_version(inp.metadata.get("ss_base_model_version", ""))
+    return (found is not None and found[0] == "sdxl") or guess_lora_family(k.split(".")[0] for k in inp.tensors) == "SDXL"
 
 
 def collect_factors(inputs: list[LoRAInput]) -> dict[str, list[Factor]]:
