@@ -160,3 +160,18 @@ def test_a_network_file_is_one_to_the_model_loader_and_the_output_guard(tmp_path
     assert file_kind(str(oft)) == "lora"
     with pytest.raises(ModelLoadError, match="LoRA/network file"):
         load_base_model(str(oft))
+
+
+def test_merge_models_knows_every_lora_file(trained, tmp_path, capsys):
+    # merge_models looked for "lora_" key heads only: a diffusers/PEFT LoRA got the model loader's
+    # "--network_weights" advice instead of the pointer to merge_lora
+    from tools import merge_models
+
+    folder = tmp_path / "diffusers"
+    assert convert_lora.main(["--input", trained, "--to", "diffusers", "--save_to", str(folder)]) == 0
+    tensors, meta = read_lora_file(str(folder / "pytorch_lora_weights.safetensors"))
+    lora = str(tmp_path / "diffusers_lora.safetensors")  # as diffusers writes it: no ss_* metadata
+    save_file(tensors, lora, {k: v for k, v in meta.items() if not k.startswith(("ss_", "sshs_"))})
+    argv = ["--models", lora, lora, "--save_to", str(tmp_path / "m.safetensors")]
+    assert merge_models.main(argv) == 2
+    assert "tools/merge_lora.py" in capsys.readouterr().err
