@@ -12,7 +12,6 @@ the base model's own state dict and module tree stay untouched.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import torch
@@ -425,8 +424,3 @@ def build_network_from_weights(multiplier, file, text_encoder, unet, weights_sd,
     if block_lr_weight is not None:
         network.set_block_lr_weight(block_lr_weight)
     return network, weights_sd
-
-
-def network_args_json(kwargs: dict) -> str:
-    """``ss_network_args`` as kohya writes it: a JSON object of the string arguments."""
-    return json.dumps({k: str(v) for k, v in kwargs.items()})

@@ -24,6 +24,7 @@ from library.captioning.captioner import BLIP_PROMPT  # noqa: E402  (the package
 from library.captioning.folder import caption_folder, summary  # noqa: E402
 from library.errors import UserError  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
+from library.vocabulary import DTYPE_NAMES  # noqa: E402
 
 EXIT_OK, EXIT_USER, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of nucleus sampling (kohya default 42)")
     p.add_argument("--max_data_loader_n_workers", type=int, default=0, help="threads reading images ahead of the model (0: none)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "fp32", "fp16", "bf16"],
+    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
                    help="model precision (default: float16 on a GPU, float32 on the CPU)")
     p.add_argument("--debug", action="store_true", help="print every caption, and tracebacks on errors")
     return p

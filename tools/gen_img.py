@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from library.devices import check_device  # noqa: E402
+from library.devices import check_device, dtype_of  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from library.inference.prompts import parse_prompt_line, read_prompt_file  # noqa: E402
@@ -103,8 +103,6 @@ def global_loras(args) -> list:
 
 
 def run(args) -> list[Path]:
-    import torch
-
     from library.inference.generate import LoraStack, check_size, generate, plan_jobs
     from library.models import load_base_model
     from networks.lora_file import lora_file_keys, require_plain_lora
@@ -120,7 +118,7 @@ def run(args) -> list[Path]:
                      default_sampler=args.sampler, lora_dir=args.lora_dir)
     for path in dict.fromkeys([u.path for u in loras] + [u.path for job in jobs for u in job.loras]):
         require_plain_lora(lora_file_keys(path), path, "gen_img.py")  # LoHa/OFT/...: refused before the model loads
-    dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
+    dtype = dtype_of("fp16" if args.fp16 else "bf16" if args.bf16 else "float")
     model = load_base_model(args.ckpt, v_parameterization=args.v_parameterization, dtype=dtype, device=device)
     model.check_clip_skip(args.clip_skip)
     size = DEFAULT_SIZE[model.family]

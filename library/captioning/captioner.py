@@ -49,12 +49,9 @@ def pick_device(name: Optional[str]) -> str:
 
 def pick_dtype(name: Optional[str], device: str):
     """--dtype, or float16 on a GPU and float32 on the CPU."""
-    import torch
+    from library.devices import dtype_of
 
-    if not name:
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[name]
+    return dtype_of(name or ("fp16" if device.startswith("cuda") else "float"))
 
 
 class Captioner:

@@ -10,6 +10,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from library.errors import UserError
 from library.models.build import Components
 from library.models.tokenizers import tokenizers_from_configs
+from library.vocabulary import base_model_version
 
 
 @dataclass
@@ -65,9 +66,7 @@ class BaseModel:
     @property
     def model_version(self) -> str:
         """kohya's ``ss_base_model_version``: sd_v1, sd_v2, sd_v2_v, sdxl_base_v1-0."""
-        if self.family == "sdxl":
-            return "sdxl_base_v1-0"
-        return ("sd_v1" if self.family == "sd1" else "sd_v2") + ("_v" if self.v_parameterization else "")
+        return base_model_version(self.family, self.v_parameterization)
 
 
 def assemble(
