@@ -6,7 +6,7 @@ from pathlib import Path
 from library import vocabulary
 from library.data import dataset_config, params
 from library.data.images import _FILTERS
-from library.options import BY_NAME
+from library.options import BY_NAME, dataset_keys
 from library.train.sampling import SAMPLERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +18,8 @@ def test_every_layer_uses_the_vocabulary():
     assert BY_NAME["sample_sampler"].choices is vocabulary.SAMPLERS
     assert params.DATA_LAYOUTS is vocabulary.DATA_LAYOUTS and params.SUBSET_LAYOUTS is vocabulary.SUBSET_LAYOUTS
     assert dataset_config.DATA_LAYOUTS is vocabulary.DATA_LAYOUTS
-    assert dataset_config._INTERPOLATIONS is vocabulary.INTERPOLATIONS
+    assert dataset_keys.KEYS["resize_interpolation"].choices is vocabulary.INTERPOLATIONS
+    assert dataset_keys.KEYS["layout"].choices is vocabulary.SUBSET_LAYOUTS
     assert tuple(_FILTERS) == vocabulary.INTERPOLATIONS
     assert tuple(SAMPLERS) == vocabulary.SAMPLERS
 

@@ -89,6 +89,8 @@ def _limits(option: Option) -> str:
         parts.append(f">= {format_value(option.min)}")
     if option.max is not None:
         parts.append(f"<= {format_value(option.max)}")
+    if option.lt is not None:
+        parts.append(f"< {format_value(option.lt)}")
     if option.unbounded:
         parts.append("any finite number")
     return ", ".join(parts)

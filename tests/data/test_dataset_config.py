@@ -88,7 +88,7 @@ def test_unknown_key_names_the_subset_table(tmp_path):
 
 def test_wrong_types_are_explained(tmp_path):
     path = _config(tmp_path, "[[datasets]]\n[[datasets.subsets]]\nimage_dir='x'\nnum_repeats = '10'\n")
-    with pytest.raises(DatasetError, match="num_repeats must be a int.*num_repeats = 10"):
+    with pytest.raises(DatasetError, match="num_repeats must be an integer.*num_repeats = 10"):
         resolve_datasets(DataOptions(dataset_config=path), Issues(log=False))
     path = _config(tmp_path, "[[datasets]]\nresolution = 'big'\n[[datasets.subsets]]\nimage_dir='x'\n")
     with pytest.raises(DatasetError, match="resolution must be a size like 512"):

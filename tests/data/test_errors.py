@@ -103,7 +103,7 @@ def test_missing_dataset_option():
 
 def test_option_values_checked(tmp_path):
     make_folder(tmp_path, "1_cat", 1)
-    with pytest.raises(DatasetError, match="caption_dropout_rate must be between 0 and 1"):
+    with pytest.raises(DatasetError, match="caption_dropout_rate must be at most 1"):
         prepare_datasets(_opts(tmp_path, caption_dropout_rate=1.5))
     with pytest.raises(DatasetError, match="resize_interpolation must be one of"):
         prepare_datasets(_opts(tmp_path, resize_interpolation="fancy"))
