@@ -23,7 +23,9 @@ from typing import Any, Dict, List, Optional
 from .errors import DatasetError, Issues
 from .folders import discover_repeat_folders, is_image_name
 from .layouts import detect_layout
-from ..options.dataset_keys import CLI_TO_FILE, KEYS, checked_value, file_value, is_ignored, keys_of
+from ..options.dataset_keys import CLI_TO_FILE, KEYS, checked_option, checked_value, file_value, is_ignored, keys_of
+from ..options.definitions import BY_NAME
+from ..options.validate import resolution_problem
 from ..options.schema import ConversionError
 from .params import DATA_LAYOUTS, DataOptions, DatasetParams, SubsetParams
 
@@ -107,6 +109,18 @@ def _checked(values: dict, where: str) -> dict:
     return out
 
 
+def checked_options(options: DataOptions) -> DataOptions:
+    """``options`` with every value through its schema entry, as parse_args would have it (a Python caller's
+    "Kohya" becomes "kohya", a negative prior_loss_weight is refused): the command line's rules, once."""
+    values = {}
+    for f in fields(options):
+        try:
+            values[f.name] = checked_option(BY_NAME[f.name], getattr(options, f.name))
+        except ConversionError as e:
+            raise DatasetError(f"{f.name} {e}") from None
+    return DataOptions(**values)
+
+
 def _subset_from(chain: List[dict], where: str = "command line") -> SubsetParams:
     names = [f.name for f in fields(SubsetParams)]
     defaults = {f.name: f.default for f in fields(SubsetParams)}
@@ -120,6 +134,10 @@ def _subset_from(chain: List[dict], where: str = "command line") -> SubsetParams
 def _dataset_from(chain: List[dict], subsets: List[SubsetParams], where: str) -> DatasetParams:
     defaults = {f.name: f.default for f in fields(DatasetParams) if f.name != "subsets"}
     values = _checked({name: _lookup(name, chain, default) for name, default in defaults.items()}, where)
+    problem = resolution_problem(values["resolution"], values["enable_bucket"], values["min_bucket_reso"],
+                                 values["max_bucket_reso"], values["bucket_reso_steps"])
+    if problem:  # here, while the file and table are known (prepare checks the command line's dataset again)
+        raise DatasetError(f"{where}: {problem}")
     return DatasetParams(subsets=subsets, **values)
 
 
@@ -218,6 +236,7 @@ def datasets_from_options(options: DataOptions, issues: Optional[Issues] = None)
 def resolve_datasets(options: DataOptions, issues: Optional[Issues] = None) -> List[DatasetParams]:
     """DatasetParams from ``options.dataset_config`` if set, else from the command-line folders."""
     issues = issues if issues is not None else Issues()
+    options = checked_options(options)
     if options.dataset_config:
         if options.train_data_dir or options.reg_data_dir:
             issues.warning(

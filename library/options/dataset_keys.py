@@ -99,12 +99,17 @@ def file_value(key: str, value: Any) -> Any:
 
 
 def checked_value(key: str, value: Any) -> Any:
-    """``value`` converted by the option's schema entry (sizes, choices) and range-checked; ConversionError if not."""
-    option = KEYS[key]
+    """A dataset key's value converted by its schema entry (sizes, choices) and range-checked."""
+    return checked_option(KEYS[key], value)
+
+
+def checked_option(option: Option, value: Any) -> Any:
+    """``value`` converted by the option's schema entry (sizes, choices) and range-checked; ConversionError if not.
+    Text and paths pass as they are (Python callers may give Path objects)."""
     if value is None:
         return None
     if option.type in ("str", "path") and not option.choices:
-        out = value  # paths may arrive as Path objects from Python callers
+        out = value
     else:
         out = option.from_value(value)
     problem = option.range_error(out)
