@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ..vocabulary import DATA_LAYOUTS, INTERPOLATIONS, SAMPLERS
+from ..vocabulary import DATA_LAYOUTS, HUBER_SCHEDULES, INTERPOLATIONS, LOSS_TYPES, LR_SCHEDULERS, SAMPLERS
 from .schema import SD_ONLY, SDXL_ONLY, Option
 
 # network_args keys networks.lora understands (kohya's names); anything else is a typo
@@ -26,10 +26,6 @@ OWN_NETWORK_ARG_KEYS = MappingProxyType({
     "networks.dylora": NETWORK_ARG_KEYS + ("unit",),
     "networks.oft": ("enable_all_linear", "enable_conv"),
 })
-LR_SCHEDULERS = (
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr",
-    "polynomial", "inverse_sqrt", "warmup_stable_decay", "piecewise_constant", "adafactor",
-)
 # lr_scheduler values that never warm up: a non-zero lr_warmup_steps with them is an error
 SCHEDULERS_WITHOUT_WARMUP = ("constant", "piecewise_constant", "adafactor")
 # Upper bounds that protect memory: a subset's repeats, and samples (images x repeats) in one epoch; the
@@ -443,9 +439,9 @@ OPTIONS = (
     Option("debiased_estimation_loss", "bool", False, "Weight the loss by 1/sqrt(SNR) (debiased estimation).", _NL),
     Option("zero_terminal_snr", "bool", False, "Rescale the noise schedule to zero SNR at the last timestep.", _NL),
     Option("loss_type", "str", "l2", "Loss: l2 (MSE), l1, huber or smooth_l1.", _NL,
-           choices=("l2", "l1", "huber", "smooth_l1")),
+           choices=LOSS_TYPES),
     Option("huber_schedule", "str", "snr", "How huber_c changes over timesteps: constant, exponential or snr.", _NL,
-           choices=("constant", "exponential", "snr")),
+           choices=HUBER_SCHEDULES),
     Option("huber_c", "float", 0.1,
            "Huber loss threshold; used only with loss_type huber or smooth_l1 (then it must be above 0).", _NL,
            min=0),

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from library.errors import UserError
 from library.options.validate import check_snr_weighting
+from library.vocabulary import HUBER_SCHEDULES, LOSS_TYPES
 from library.train.noise import NoiseOptions, snr_at
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "total_loss",
 ]
 
-LOSS_TYPES = ("l2", "l1", "huber", "smooth_l1")
-HUBER_SCHEDULES = ("constant", "exponential", "snr")
 SNR_CLAMP = 1000.0
 """kohya caps SNR at this value for scale_v_pred_loss_like_noise_pred, v_pred_like_loss and the debiased
 weight (SNR at t = 0 of the SD schedule is about 1175)."""
