@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import os
 from argparse import Namespace
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import UserError
 from ..output_paths import check_output_name
-from .definitions import LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
+from .definitions import BY_NAME, LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
 from .kwargs import check_network_module, literal_value, network_kwargs, split_key_values
-from .schema import format_value
+from .schema import ConversionError, format_value
 
 _CAPTION_CHANGERS = (  # options that make a caption differ between steps (no text-encoder cache then)
     ("shuffle_caption", lambda v: bool(v)),
@@ -312,6 +312,27 @@ def _check_loss(args: Namespace) -> None:
                         f"[min_timestep, max_timestep), max_timestep excluded")
     check_snr_weighting(args.zero_terminal_snr, args.debiased_estimation_loss, args.v_pred_like_loss,
                         args.v_parameterization)
+
+
+def check_noise_and_loss(values: Mapping[str, Any], num_train_timesteps: int = 1000) -> None:
+    """The noise and loss options' rules on a set of values (missing options at their defaults): each value's
+    schema range and choices, then the combinations ``validate`` checks. The trainer runs it again once the model
+    is loaded, with the model's own prediction type and schedule length (library.train.losses.check_options)."""
+    for name, value in values.items():
+        option = BY_NAME[name]
+        try:
+            converted = option.from_value(value) if option.choices else value
+        except ConversionError as e:
+            raise UserError(f"{name} {e}") from None
+        problem = option.range_error(converted)
+        if problem:
+            raise UserError(f"{name} {problem}, got {format_value(converted)}")
+    _check_loss(Namespace(**{**{o.name: o.default for o in OPTIONS}, **values}))
+    for name in ("min_timestep", "max_timestep"):
+        value = values.get(name)
+        if value is not None and value > num_train_timesteps - (name == "min_timestep"):
+            raise UserError(f"{name} {value} is beyond the model's {num_train_timesteps} timesteps; use at most "
+                            f"{num_train_timesteps - (name == 'min_timestep')}")
 
 
 def check_snr_weighting(zero_terminal_snr, debiased_estimation_loss, v_pred_like_loss, v_parameterization) -> None:
