@@ -58,7 +58,9 @@ def _file_keys() -> Dict[str, Option]:
             for o in OPTIONS if o.level != "run"}
     keys.update({o.name: o for o in FILE_ONLY})
     # in a file, 0 repeats switches a subset off (kohya); on the command line dataset_repeats is at least 1
-    keys["num_repeats"] = dataclasses.replace(keys["num_repeats"], min=0, max=MAX_REPEATS)
+    keys["num_repeats"] = dataclasses.replace(
+        keys["num_repeats"], min=0, max=MAX_REPEATS,
+        help="How often the subset's images are repeated per epoch; 0 leaves the subset out.")
     return keys
 
 
