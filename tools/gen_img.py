@@ -121,10 +121,11 @@ def run(args) -> list[Path]:
         require_plain_lora(lora_file_keys(path), path, "gen_img.py")  # LoHa/OFT/...: refused before the model loads
     dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
     model = load_base_model(args.ckpt, v_parameterization=args.v_parameterization, dtype=dtype, device=device)
+    model.check_clip_skip(args.clip_skip)
     size = DEFAULT_SIZE[model.family]
     for job in jobs:
-        job.sample.width = job.sample.width or size
-        job.sample.height = job.sample.height or size
+        job.sample.width = size if job.sample.width is None else job.sample.width  # 0 is refused, not defaulted
+        job.sample.height = size if job.sample.height is None else job.sample.height
         check_size(job, model.latent_downscale)
     stack = LoraStack(model)
     if args.network_merge:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+from library.errors import UserError
 from library.models.build import Components
 from library.models.tokenizers import tokenizers_from_configs
 
@@ -50,6 +51,16 @@ class BaseModel:
     @property
     def latent_downscale(self) -> int:
         return 2 ** (len(self.configs["vae"]["block_out_channels"]) - 1)
+
+    def check_clip_skip(self, clip_skip: int | None, option: str = "--clip_skip") -> None:
+        """Refuse a clip skip deeper than the text encoder, before any work (it would fail at the
+        first caption with an IndexError). SDXL always uses the penultimate layer and ignores it."""
+        if clip_skip is None or self.is_sdxl:
+            return
+        layers = self.text_encoders[0].config.num_hidden_layers
+        if not 1 <= clip_skip <= layers:
+            raise UserError(f"{option} {clip_skip}: this model's text encoder has {layers} layers; use 1 to {layers} "
+                            "(2 = the penultimate layer, kohya's usual setting)")
 
     @property
     def model_version(self) -> str:

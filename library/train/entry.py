@@ -227,7 +227,7 @@ def _run(args, script: str, debug: bool) -> int:
     from library.train.run_folder import run_status
 
     try:
-        with run_status(args):  # status.json: starting -> done / interrupted / failed (library/train/run_folder.py)
+        with run_status(args), stopping.sigterm_before_training():  # status.json (library/train/run_folder.py)
             result = train(args, script)
         print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
         return EXIT_OK

@@ -133,6 +133,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     for note in device_notices(args, device):
         logger.warning(note)
     base = _load_base(args, script, load_device(args, device))
+    base.check_clip_skip(args.clip_skip)
     if args.base_weights:
         network_module.merge_base_weights(module, args.base_weights, list(args.base_weights_multiplier or []),
                                           base.text_encoders, base.unet, base.vae, torch.float32, load_device(args, device))

@@ -158,6 +158,9 @@ def test_prompt_file_and_command_line_defaults(tmp_path):
     (["--prompt", "a --l nan"], "--l (scale) must be between"),
     (["--prompt", "a", "--W", "8192"], "at most 4096"),
     (["--prompt", "a", "--steps", "5000"], "between 1 and 1000"),
+    (["--prompt", "a", "--W", "0"], "width (--W / --w) 0 must be a positive multiple of 8"),
+    (["--prompt", "a", "--clip_skip", "99"], "--clip_skip 99: this model's text encoder has"),
+    (["--prompt", "a", "--clip_skip", "0"], "--clip_skip 0: this model's text encoder has"),
 ])
 def test_sizes_and_steps_have_upper_bounds(sd1, tmp_path, capsys, argv, words):
     out = tmp_path / "out"
