@@ -31,7 +31,6 @@ from .params import DATA_LAYOUTS, DataOptions, DatasetParams, SubsetParams
 
 # dataset-level keys kohya refuses inside a [[datasets.subsets]] table (not "unknown": say where they go)
 DATASET_ONLY_KEYS = tuple(k for k, o in KEYS.items() if o.level == "dataset" and not is_ignored(k))
-_FILE_TO_CLI = {v: k for k, v in CLI_TO_FILE.items()}
 
 
 def load_config_file(path: str) -> dict:
@@ -105,7 +104,7 @@ def _checked(values: dict, where: str) -> dict:
         try:
             out[key] = checked_value(key, value) if key in KEYS else value
         except ConversionError as e:
-            raise DatasetError(f"{where}: {_FILE_TO_CLI.get(key, key) if where == 'command line' else key} {e}") from None
+            raise DatasetError(f"{where}: {key} {e}") from None
     return out
 
 

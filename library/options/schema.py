@@ -11,6 +11,10 @@ Types (``Option.type``):
 - ``size``: ``512`` or ``512,768`` (width,height); always becomes a ``(width, height)`` tuple
 ``nargs="*"`` makes a list of that type (``--network_args a=1 b=2``; in TOML an array).
 
+``level`` says whether a dataset_config TOML may set the option too, and in which tables (``LEVELS``;
+library/options/dataset_keys.py turns the levels into the tables' keys); ``dataset_key`` is its name there
+when kohya renamed it (``train_batch_size`` is ``batch_size``). The GUI's forms read group, help and level.
+
 Numbers are finite: ``nan``, ``inf`` and ``1e999`` are refused for every float option (a NaN learning
 rate trains a LoRA full of NaN, a NaN ``max_grad_norm`` turns clipping off) unless the option sets
 ``finite=False`` because infinity means something there. Every float option states its range
