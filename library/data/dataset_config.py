@@ -18,7 +18,7 @@ import json
 import os
 import tomllib
 from dataclasses import fields
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from .errors import DatasetError, Issues
 from .folders import discover_repeat_folders, is_image_name

@@ -24,7 +24,7 @@ from ..options.typed import DataOptions, typed_config
 
 from ..vocabulary import DATA_LAYOUTS, SUBSET_LAYOUTS  # noqa: F401  (re-exported for the data layer)
 
-__all__ = ["DATASET_FIELDS", "DataOptions", "DatasetParams", "SUBSET_FIELDS", "SubsetParams"]
+__all__ = ["DATASET_FIELDS", "DATA_LAYOUTS", "DataOptions", "DatasetParams", "SUBSET_FIELDS", "SUBSET_LAYOUTS", "SubsetParams"]
 
 
 def _subset_name(self) -> str:

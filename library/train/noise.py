@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
 
-from library.errors import UserError
 from library.options.definitions import BY_NAME
 from library.options.typed import typed_config
 from library.options.validate import check_noise_and_loss
