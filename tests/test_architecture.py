@@ -38,10 +38,6 @@ LAYERS = [
 
 # (importing module, imported module): why it is still there.
 ALLOWED = {
-    ("library.inference.generate", "library.train.sampling"):
-        "pipelines and PNG info move from train/sampling.py to library/inference after the parity merge",
-    ("library.inference.class_images", "library.train.sampling"):
-        "SamplePrompt comes with the pipelines when train/sampling.py moves to library/inference",
     ("library.merge.lora_merge", "library.train.metadata"):
         "modelspec moves from train/metadata.py to the LoRA file-format owner after the parity merge",
 }

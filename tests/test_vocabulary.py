@@ -1,4 +1,4 @@
-"""The names several layers accept (data layouts, resize filters, samplers) come from library/vocabulary.py."""
+"""The names several layers accept (data layouts, resize filters, samplers, schedulers, losses) come from library/vocabulary.py."""
 
 import ast
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 from library import vocabulary
 from library.data import dataset_config, params
 from library.data.images import _FILTERS
+from library.inference.pipelines import SAMPLERS
 from library.options import BY_NAME, dataset_keys
 from library.options import definitions
 from library.train import losses, schedulers
-from library.train.sampling import SAMPLERS
 
 REPO = Path(__file__).resolve().parents[1]
 

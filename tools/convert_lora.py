@@ -42,11 +42,12 @@ class ModelInfo:
         from library.models import load_base_model
         from library.models.unet_layout import UNetLayout
         from networks.lora import LoRANetwork
+        from networks.lora_ranks import RankResolver
 
         model = load_base_model(path, family=family, dtype=torch.float16)
         self.family, self.model_version, self.is_sdxl = model.family, model.model_version, model.is_sdxl
         self.layout = UNetLayout.from_config(model.unet.config)
-        net = LoRANetwork(model.text_encoders, model.unet, lora_dim=1, alpha=1, conv_lora_dim=1, conv_alpha=1)
+        net = LoRANetwork(model.text_encoders, model.unet, RankResolver(1, 1.0, conv_dim=1, conv_alpha=1.0))
         self.shapes = {lora.lora_name: tuple(lora.org_module.weight.shape) for lora in net.all_loras}
 
 

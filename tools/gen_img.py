@@ -22,7 +22,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from library.devices import check_device  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
-from library.train.sampling import SAMPLERS, parse_prompt_line, read_prompt_file  # noqa: E402
+from library.inference.prompts import parse_prompt_line, read_prompt_file  # noqa: E402
+from library.vocabulary import SAMPLERS  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
 
 DEFAULT_SIZE = {"sd1": 512, "sd2": 512, "sdxl": 1024}

@@ -17,7 +17,8 @@ import torch
 from library.options.typed import from_args
 from library.train.losses import LossOptions, target_for, total_loss
 from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
-from library.train.text_encoding import Conditioning, encode_captions, sdxl_time_ids
+from library.inference.text_encoding import Conditioning, encode_captions
+from library.train.text_encoding import sdxl_time_ids
 
 
 @dataclass

@@ -10,7 +10,7 @@ from library.errors import UserError
 from library.inference.generate import LoraStack, LoraUse, generate, plan_jobs
 from library.inference.lora_tags import LoraTag, resolve_lora, split_lora_tags
 from library.models import load_base_model
-from library.train.sampling import SamplePrompt, parse_prompt_line
+from library.inference.prompts import SamplePrompt, parse_prompt_line
 from tools import gen_img
 
 from .lora_utils import make_lora

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from library.merge.lora_merge import KEY_RE
 from library.models import load_base_model
-from library.train.sampling import make_pipeline
+from library.inference.pipelines import make_pipeline
 from networks.lora import create_network_from_weights
 from networks.lora_file import read_lora_file
 from networks.lora_math import delta_weight, effective_alpha

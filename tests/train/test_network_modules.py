@@ -77,7 +77,7 @@ def test_our_modules_train_and_patch_like_comfyui(family, module, net_args, tiny
 @pytest.mark.parametrize("module", ["networks.dylora", "networks.lora_fa"])
 def test_dylora_and_lora_fa_files_load_in_diffusers(module, tiny_ckpt, demo_data, tmp_path, caplog):
     pytest.importorskip("peft", reason="diffusers needs peft to load LoRA files")
-    from library.train.sampling import make_pipeline
+    from library.inference.pipelines import make_pipeline
     from networks.lora import create_network_from_weights
 
     result = _train(tiny_ckpt, demo_data, tmp_path / "out", network_module=module, learning_rate=5e-2,
