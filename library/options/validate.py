@@ -30,11 +30,16 @@ _CAPTION_CHANGERS = (  # options that make a caption differ between steps (no te
 _ADAPTIVE_OPTIMIZERS = ("prodigy", "dadapt")
 
 
-def validate(args: Namespace, script: str = "train_network", sources: Optional[Dict[str, str]] = None) -> None:
-    """Raise ``UserError`` for the first impossible or contradictory setting in ``args``."""
+def validate(args: Namespace, script: str = "train_network", sources: Optional[Dict[str, str]] = None,
+             *, require_inputs: bool = True) -> None:
+    """Raise ``UserError`` for the first impossible or contradictory setting in ``args``.
+
+    ``require_inputs=False`` checks a partial set (``--output_config`` writes a file that may get its
+    model, images and resolution later) by every rule except the presence of those."""
     sources = sources or {}
     _check_schema_rules(args, script, sources)
-    _check_required(args)
+    if require_inputs:
+        _check_required(args)
     _check_resolution(args, sources)
     _check_network(args, sources)
     _check_optimizer(args, script, sources)
@@ -170,11 +175,11 @@ def _check_required(args: Namespace) -> None:
         what = "--in_json needs --train_data_dir (the image folder)" if args.in_json else "no training images"
         raise UserError(f"{what}: pass --train_data_dir DIR (NN_name subfolders, NN = repeats) or "
                         f"--dataset_config FILE.toml")
+    if args.resolution is None and not args.dataset_config:
+        raise UserError("--resolution is not set; use 512 for SD1.x, 768 for SD2.x 768-v models, 1024 for SDXL")
 
 
 def _check_resolution(args: Namespace, sources: Dict[str, str]) -> None:
-    if args.resolution is None and not args.dataset_config:
-        raise UserError("--resolution is not set; use 512 for SD1.x, 768 for SD2.x 768-v models, 1024 for SDXL")
     problem = resolution_problem(args.resolution, args.enable_bucket, args.min_bucket_reso, args.max_bucket_reso,
                                  args.bucket_reso_steps, lambda name: _from(sources, name))
     if problem:
