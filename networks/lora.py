@@ -6,8 +6,8 @@ diffusers (docs/formats.md): Linear/Conv2d children of UNet ``Transformer2DModel
 text-encoder ``CLIPAttention``/``CLIPMLP``. SD1/SD2 UNet names use diffusers paths,
 SDXL UNet names the original layout; text encoders are ``lora_te`` or ``lora_te1``/``lora_te2``.
 
-A module wraps its base layer by replacing the layer's ``forward`` (as kohya does), so
-the base model's own state dict and module tree stay untouched.
+A module wraps its base layer by replacing the layer's ``forward`` (as kohya does; networks/hooking.py),
+so the base model's own state dict and module tree stay untouched.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from networks import lora_blocks, lora_file
 from networks import lora_names as names_mod
 from library.models.unet_layout import UNetLayout, to_compvis
 from networks.lora_math import delta_weight, effective_alpha, max_norm_ratio, rank_dropout_mask
+from networks.hooking import HookedModule, HookedNetwork
 from networks.lora_ranks import RankResolver
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,13 @@ def add_up_projection(out: torch.Tensor, lx: torch.Tensor, up: torch.Tensor) -> 
     return out + torch.nn.functional.conv2d(lx, up)
 
 
-class LoRAModule(torch.nn.Module):
+class LoRAModule(HookedModule):
     """One low-rank adapter around a Linear or Conv2d: ``y = base(x) + up(down(x)) * scale * multiplier``."""
 
     NETWORK_MODULE = "networks.lora"  # the --network_module that trains this kind of module
 
     def __init__(self, lora_name, org_module, multiplier=1.0, lora_dim=4, alpha=1, dropout=None, rank_dropout=None, module_dropout=None):
-        super().__init__()
-        self.lora_name = lora_name
+        super().__init__(lora_name, org_module, multiplier)
         self.lora_dim = int(lora_dim)
         if isinstance(org_module, torch.nn.Conv2d):
             in_dim, out_dim = org_module.in_channels, org_module.out_channels
@@ -63,44 +63,29 @@ class LoRAModule(torch.nn.Module):
         self.register_buffer("alpha", torch.tensor(alpha))
         torch.nn.init.kaiming_uniform_(self.lora_down.weight, a=5**0.5)
         torch.nn.init.zeros_(self.lora_up.weight)
-        self.multiplier = multiplier
         self.dropout = dropout
         self.rank_dropout = rank_dropout
         self.module_dropout = module_dropout
-        self.merged = False
-        self._org = [org_module]  # a list, so the base layer is not registered as a submodule
-        self._org_forward = None
-
-    @property
-    def org_module(self) -> torch.nn.Module:
-        return self._org[0]
-
-    def apply_to(self) -> None:
-        """Route the base layer's forward through this module."""
-        if self._org_forward is None:
-            self._org_forward = self.org_module.forward
-            self.org_module.forward = self.forward
-
-    def restore(self) -> None:
-        """Give the base layer its own forward back."""
-        if self._org_forward is not None:
-            self.org_module.forward = self._org_forward
-            self._org_forward = None
 
     def forward(self, x):
         out = self._org_forward(x)
-        if self.merged:
+        if self.skips():
             return out
-        if self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout:
-            return out
-        lx = self.lora_down(x)
+        return self.add_low_rank(out, self.lora_down(x), self.lora_up.weight, self.scale, self.lora_dim)
+
+    def skips(self) -> bool:
+        """Merged into the base weight already, or dropped for this step by module dropout."""
+        return self.merged or (self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout)
+
+    def add_low_rank(self, out, lx, up, scale, rank):
+        """``out + up(lx) * scale * multiplier`` after dropout and rank dropout (kohya's order; a rank
+        dropout rescales by 1/(1-p)). ``lx`` is the down projection's output, ``rank`` its width."""
         if self.dropout is not None and self.training:
             lx = torch.nn.functional.dropout(lx, p=self.dropout)
-        scale = self.scale
         if self.rank_dropout is not None and self.training:
-            lx = lx * rank_dropout_mask(lx.size(0), self.lora_dim, self.rank_dropout, lx.dim(), lx.device)
+            lx = lx * rank_dropout_mask(lx.size(0), rank, self.rank_dropout, lx.dim(), lx.device)
             scale = scale / (1.0 - self.rank_dropout)
-        return add_up_projection(out, lx, self.lora_up.weight * (self.multiplier * scale))
+        return add_up_projection(out, lx, up * (self.multiplier * scale))
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(down, up) as saved in the file: [r, in(, kh, kw)] and [out, r(, 1, 1)]."""
@@ -153,7 +138,7 @@ def _hf_clip_path(path: str) -> str:
     return path if path.startswith("text_model.") else "text_model." + path
 
 
-class LoRANetwork(torch.nn.Module):
+class LoRANetwork(HookedNetwork):
     """All LoRA modules of a model; the object the trainer optimises and saves."""
 
     def __init__(self, text_encoder, unet, ranks: RankResolver | None = None, multiplier=1.0, dropout=None,
@@ -199,6 +184,9 @@ class LoRANetwork(torch.nn.Module):
     def all_loras(self) -> list[LoRAModule]:
         return self.text_encoder_loras + self.unet_loras
 
+    def hooked_modules(self) -> list[LoRAModule]:
+        return self.all_loras
+
     # --- wiring into the model -------------------------------------------------------
     def apply_to(self, text_encoder=None, unet=None, apply_text_encoder=True, apply_unet=True):
         """Hook every module into its base layer and register it (kohya's signature)."""
@@ -212,26 +200,11 @@ class LoRANetwork(torch.nn.Module):
         for lora in self.all_loras:
             lora.apply_to()
 
-    def restore(self):
-        """Unhook all modules (the base model runs as if no LoRA were there)."""
-        for lora in self.all_loras:
-            lora.restore()
-
-    def set_multiplier(self, multiplier: float):
-        self.multiplier = multiplier
-        for lora in self.all_loras:
-            lora.multiplier = multiplier
-
-    def is_mergeable(self) -> bool:
-        return True
-
     def merge_to(self, text_encoder=None, unet=None, weights_sd=None, dtype=None, device=None):
         """Add the deltas into the base weights; hooked forwards then skip the LoRA path."""
         if weights_sd is not None:
             self.load_state_dict(weights_sd, strict=False)
-        for lora in self.all_loras:
-            if not lora.merged:
-                lora.merge(+1.0)
+        self.merge_hooked()
 
     def unmerge(self):
         """Subtract the deltas again: the base weights return (up to float rounding)."""
@@ -248,17 +221,6 @@ class LoRANetwork(torch.nn.Module):
     def set_block_lr_weight(self, weights):
         self.block_lr_weight = weights
 
-    def prepare_grad_etc(self, text_encoder=None, unet=None):
-        self.requires_grad_(True)
-
-    def on_epoch_start(self, text_encoder=None, unet=None):
-        self.train()
-
-    def get_trainable_params(self):
-        return self.parameters()
-
-    def enable_gradient_checkpointing(self):
-        """LoRA modules hold no activations of their own; the base model's checkpointing covers them."""
 
     def prepare_optimizer_params(self, text_encoder_lr, unet_lr, default_lr):
         """(param_groups, descriptions): text encoder(s), UNet (per block with block lr), LoRA+ 'plus' groups.
