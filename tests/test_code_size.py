@@ -25,7 +25,6 @@ LONG_FUNCTIONS = {
     "library/train/metadata.py::training_metadata": "the ss_* table; moves to the LoRA file-format owner after the parity merge",
     "library/train/optimizers.py::build_optimizer": "becomes a table of specs with the optimizers split after the parity merge",
     "networks/lora.py::LoRANetwork.__init__": "the issue's rank/alpha resolver refactor (networks helper's area)",
-    "webui/app.py::create_app": "the GUI's routes are nested in the app factory; split into one module per page (gui helper's area)",
     "tools/caption.py::run": "the captioning tool's loop; moves with captioning.py into a package",
 }
 

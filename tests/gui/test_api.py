@@ -80,7 +80,12 @@ def test_a_failing_run_shows_the_one_line_error_with_help(gui_root):
     view = client.get(f"/api/jobs/{job['id']}").json()
     assert done["status"] == "failed" and done["exit_code"] == 2
     assert view["error"] and "\n" not in view["error"] and "Traceback" not in view["error"]
-    assert view["help"] == "/help/troubleshooting.md" and client.get(view["help"]).status_code == 200
+    # the deep link goes to the catalogue row of that message ("empty folder"), in the docs served as HTML
+    page, anchor = view["help"].split("#")
+    assert page == "/help/troubleshooting.md" and anchor.startswith("row-")
+    html = client.get(page).text
+    row = html.split(f'id="{anchor}"', 1)[1].split("</tr>", 1)[0]
+    assert "holds no images" in row and "10_&lt;token&gt;" in row
 
 
 def test_invalid_values_are_refused_at_the_field_before_a_run(gui_root):
