@@ -80,14 +80,16 @@ def run(args) -> int:
         for strength in request["strengths"]:
             if strength == 0 and base_done:  # strength 0 is the base model: the same image for every checkpoint
                 for job in jobs:
-                    _append(folder, {"checkpoint": ckpt, "strength": 0, "prompt": job.raw_prompt, "file": base_done[job.index]})
+                    _append(folder, {"checkpoint": ckpt, "strength": 0, "prompt": request["prompts"][job.index],
+                                     "file": base_done[job.index]})
                 continue
             paths = generate(model, jobs, folder, stack=stack, global_loras=[LoraUse(path, strength, strength)],
                              clip_skip=request.get("clip_skip"), model_name=Path(request["base_model"]).stem)
             for job, image in zip(jobs, paths):
                 if strength == 0:
                     base_done[job.index] = image.name
-                _append(folder, {"checkpoint": ckpt, "strength": strength, "prompt": job.raw_prompt, "file": image.name})
+                _append(folder, {"checkpoint": ckpt, "strength": strength, "prompt": request["prompts"][job.index],
+                                 "file": image.name})
                 print(f"wrote {image.name}: {ckpt} at {strength:g}, prompt {job.index + 1}", flush=True)
     return 0
 

@@ -53,6 +53,7 @@ def test_grid_best_history_and_diff(gui_root):
     assert ended["status"] == "done", client.get(f"/api/jobs/{grid_job['id']}/log").json()["log"][-3000:]
 
     (grid,) = client.get(f"/api/jobs/{run['id']}/compare").json()["grids"]
+    assert {i["prompt"] for i in grid["images"]} == {PROMPT}  # the prompt line as asked for (the page's row key)
     cells = {(i["checkpoint"], i["strength"]): i["file"] for i in grid["images"]}
     assert len(grid["images"]) == 4 and set(cells) == {(c, s) for c in ("t-step00000003.safetensors", "t.safetensors")
                                                        for s in (0, 1.0)}
