@@ -171,3 +171,23 @@ def test_kohya_folder_from_a_flat_folder(gui_root):
     again = client.post("/api/dataset/kohya-folder", json={"source": "flat", "dest": "img2", "repeats": 5, "trigger": "zwx",
                                                            "class_name": "dog"})
     assert again.status_code == 400 and "exists" in again.json()["error"]
+
+
+def test_caption_job_from_the_dataset_page(gui_root):
+    """The Dataset page's Caption button queues tools/caption.py on the folder (an argument list, paths in the root)."""
+    client, app = make_client(gui_root)
+    (gui_root / "models" / "blip").mkdir(parents=True)
+    r = client.post("/api/dataset/caption-job", json={"folder": "data/img", "caption_weights": "models/blip",
+                                                      "prefix": "sks, ", "overwrite": True})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["kind"] == "caption" and job["status"] == "queued"
+    assert job["options"] == [str(gui_root / "data" / "img"), "--caption_weights", str(gui_root / "models" / "blip"),
+                              "--caption_extension", ".txt", "--prefix=sks, ", "--recursive", "--overwrite"]
+    assert app.state.runner.command(app.state.store.get(job["id"]))[1].endswith("tools/caption.py")
+    missing = client.post("/api/dataset/caption-job", json={"folder": "data/img", "caption_weights": "models/none"})
+    assert missing.status_code in (400, 403, 404) and "models/none" in missing.json()["error"]
+    outside = client.post("/api/dataset/caption-job", json={"folder": "../", "caption_weights": "models/blip"})
+    assert outside.status_code == 403
+    not_folder = client.post("/api/dataset/caption-job", json={"folder": "tiny.safetensors", "caption_weights": "models/blip"})
+    assert not_folder.status_code == 400 and "is not a folder" in not_folder.json()["error"]

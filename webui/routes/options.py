@@ -64,3 +64,14 @@ def api_lora_settings(path: str = Body(..., embed=True), ctx: Context = Depends(
     except Exception as e:  # not a safetensors file
         raise UserError(f"{path}: cannot read safetensors metadata ({e})") from None
     return settings_from_metadata(md)
+
+
+@router.post("/api/memory")
+def api_memory(values: dict = Body(..., embed=True), ctx: Context = Depends(get_ctx)):
+    """A rough GPU memory estimate of a run (weights, LoRA + gradients, optimizer state, activations), before it starts."""
+    from library.train.memory_estimate import estimate
+
+    resolved = forms.resolve_paths(forms.clean(values), ctx.roots)
+    if not resolved.get("pretrained_model_name_or_path"):
+        raise UserError("pretrained_model_name_or_path: set the base model first; the estimate reads its size",)
+    return estimate(resolved)

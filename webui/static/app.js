@@ -298,6 +298,17 @@ const LS = (() => {
         $("#plan").replaceChildren(planTable(r.plan), $("#plan-btn"));
       } catch (e) { toast(e.message, true); }
     });
+    $("#memory-btn").addEventListener("click", async () => {
+      try {
+        const r = await api("/api/memory", {body: {values: getValues()}});
+        const gib = (b) => (b / 2 ** 30).toFixed(2) + " GiB";
+        $("#memory").replaceChildren(el("table", {class: "plan-table"},
+          ...Object.entries(r.parts).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, gib(v)))),
+          el("tr", {class: "total"}, el("th", {}, "total (rough, ±30 %)"), el("td", {}, el("b", {}, gib(r.total_bytes))))),
+          el("p", {class: "hint"}, `${r.family}, ${(r.lora_parameters / 1e6).toFixed(2)} M LoRA parameters, ${r.resolution.join("×")} × batch ${r.batch}`),
+          $("#memory-btn"));
+      } catch (e) { toast(e.message, true); }
+    });
     $("#queue").addEventListener("click", async () => {
       if (window.Notification && Notification.permission === "default") Notification.requestPermission();  // "run ended" notices
       try {
