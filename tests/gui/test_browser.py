@@ -81,8 +81,18 @@ def _shot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+# records the page's notifications (headless Chromium shows none): window.__notes
+NOTIFICATION_STUB = """
+window.__notes = [];
+window.Notification = class { constructor(title, opts) { window.__notes.push(title); } };
+window.Notification.permission = "granted";
+window.Notification.requestPermission = async () => "granted";
+"""
+
+
 def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script(NOTIFICATION_STUB)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
 
@@ -130,6 +140,7 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page.click("#stop")
     page.wait_for_function("document.querySelector('#job-status').textContent === 'interrupted'", timeout=240_000)
     stopped_at = int(page.inner_text("#step"))
+    page.wait_for_function("window.__notes.some(t => t.endsWith('demo_lora interrupted'))")  # the run-ended notification
     assert 0 < stopped_at < 120
     _shot(page, "run-stopped")
 

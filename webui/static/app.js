@@ -66,6 +66,12 @@ const LS = (() => {
     });
   }
 
+  // a browser notification when a job this page saw running has ended (permission asked by "Queue run")
+  function notifyEnded(before, j) {
+    if (!before || before.status !== "running" || j.status === "running" || !window.Notification || Notification.permission !== "granted") return;
+    new Notification(`lorasmith: #${j.id} ${j.name} ${j.status}`, {body: j.error || `step ${(j.run || {}).step || 0}`, tag: `lorasmith-${j.id}`});
+  }
+
   // --- Runs -----------------------------------------------------------------------------------------
   function progressText(j) {
     const r = j.run || {};
@@ -73,8 +79,10 @@ const LS = (() => {
     return `${r.step || 0}/${r.total}` + (r.it_s ? ` · ${fmtNum(r.it_s, 3)} it/s · ETA ${fmtTime(r.eta_s)}` : "");
   }
   async function runsPage() {
+    const seen = new Map();
     async function refresh() {
       const {jobs} = await api("/api/jobs");
+      jobs.forEach(j => { notifyEnded(seen.get(j.id), j); seen.set(j.id, j); });
       const queued = jobs.filter(j => j.status === "queued").map(j => j.id);
       const rows = jobs.map(j => {
         const link = j.kind !== "train" ? "" : ["done", "interrupted"].includes(j.status)
@@ -122,8 +130,7 @@ const LS = (() => {
     const addRows = (list) => list.forEach(r => rows.set(r.step, Object.assign(rows.get(r.step) || {}, r)));
 
     function showJob(j) {
-      if (job && job.status === "running" && j.status !== "running" && window.Notification && Notification.permission === "granted")
-        new Notification(`lorasmith: run #${j.id} ${j.status}`, {body: j.error || `${j.name}: step ${(j.run || {}).step || 0}`});
+      notifyEnded(job, j);
       job = j;
       const r = j.run || {};
       $("#job-name").textContent = `#${j.id} ${j.name}`;
