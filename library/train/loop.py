@@ -35,7 +35,7 @@ from library.train.optimizers import build_optimizer, current_lrs
 from library.train.schedulers import build_scheduler
 from library.data.dataset import make_dataloader
 from library.train.setup_data import plan_steps
-from library.train.step import batch_loss
+from library.train.step import batch_item_losses
 
 logger = logging.getLogger("lorasmith.train")
 
@@ -188,7 +188,9 @@ class Trainer:
             torch.manual_seed(step_seed(self.seed, self.epoch, pos, self.rank))
             gen = torch.Generator("cpu").manual_seed(step_seed(self.seed, self.epoch, pos, self.rank) ^ 1)
             self.model.contract.on_step_start(self.model.text_encoders, self.model.base.unet)
-            loss = batch_loss(self.model, batch, self.cfg, gen)
+            items = batch_item_losses(self.model, batch, self.cfg, gen)
+            loss = items.mean()
+            self.run_folder.record_items(self.global_step + 1, batch.get("image_keys"), items)  # per-image loss (GUI)
             bad = not bool(torch.isfinite(loss))
             if self.world > 1:
                 bad = bool(self.acc.reduce(torch.tensor(float(bad), device=self.acc.device), "max") > 0)

@@ -28,6 +28,22 @@ def _train(client, app, **extra):
 def test_grid_best_history_and_diff(gui_root):
     client, app = make_client(gui_root)
     run = _train(client, app, max_train_steps=4, save_every_n_steps=3)
+    # per-image loss: the trainer logs each image's loss; their mean per step is the step's logged loss
+    folder = gui_root / "output" / "t"
+    lines = [json.loads(line) for line in (folder / "item_losses.jsonl").read_text().splitlines()]
+    metrics = {m["step"]: m["loss"] for m in client.get(f"/api/jobs/{run['id']}/metrics").json()["rows"]}
+    assert [line["step"] for line in lines] == [1, 2, 3, 4] and all(len(line["items"]) == 2 for line in lines)
+    for line in lines:
+        assert sum(loss for _, loss in line["items"]) / 2 == pytest.approx(metrics[line["step"]], rel=1e-4)
+        assert all(key.startswith(str(gui_root / "data" / "img")) for key, _ in line["items"])
+    losses = client.get(f"/api/jobs/{run['id']}/image-losses", params={"top": 3}).json()
+    assert losses["count"] == len({k for line in lines for k, _ in line["items"]}) and len(losses["images"]) == 3
+    zs = [i["z"] for i in losses["images"]]
+    assert zs == sorted(zs, reverse=True) and all(i["path"].startswith("data/img/") for i in losses["images"])
+    top = losses["images"][0]
+    seen = [loss for line in lines for key, loss in line["items"] if key == top["key"]]
+    assert top["n"] == len(seen) and top["mean"] == pytest.approx(sum(seen) / len(seen), rel=1e-4)
+
     info = client.get(f"/api/jobs/{run['id']}/compare").json()
     assert [c["file"] for c in info["checkpoints"]] == ["t-step00000003.safetensors", "t.safetensors"]
     assert [c["label"] for c in info["checkpoints"]] == ["step 3", "final"]
@@ -70,7 +86,6 @@ def test_grid_best_history_and_diff(gui_root):
     assert best["file"] == "t-step00000003.safetensors" and best["copy"] == "best/t-step00000003.safetensors"
     again = client.post(f"/api/jobs/{run['id']}/best", json={"file": "t-step00000003.safetensors", "keep_copy": True}).json()
     assert again["copy"] == "best/t-step00000003-2.safetensors"
-    folder = gui_root / "output" / "t"
     assert (folder / "best" / "t-step00000003.safetensors").read_bytes() == (folder / "t-step00000003.safetensors").read_bytes()
     assert json.loads((folder / "best.json").read_text())["file"] == "t-step00000003.safetensors"
     assert client.post(f"/api/jobs/{run['id']}/best", json={"file": "../x.safetensors"}).status_code == 400

@@ -131,6 +131,20 @@ def api_files(job_id: int, ctx: Context = Depends(get_ctx)):
     return {"folder": ctx.roots.relative(folder), "files": runs.files(folder)}
 
 
+@router.get("/api/jobs/{job_id}/image-losses")
+def api_image_losses(job_id: int, top: int = 20, ctx: Context = Depends(get_ctx)):
+    """Per-image loss (mean over the steps each image was trained in), outliers first; ``path`` inside the root, if any."""
+    from ..paths import PathRefused
+
+    out = runs.image_losses(ctx.run_folder(job_id), top)
+    for item in out["images"]:
+        try:
+            item["path"] = ctx.roots.relative(ctx.roots.resolve(item["key"], must_exist=True))
+        except PathRefused:  # not a file inside the root (a saved dataset's key, or moved): shown, not linked
+            item["path"] = None
+    return out
+
+
 @router.get("/api/jobs/{job_id}/log")
 def api_log(job_id: int, lines: int = 200, ctx: Context = Depends(get_ctx)):
     return {"log": runs.log_tail(ctx.job_or_404(job_id)["log"], lines)}

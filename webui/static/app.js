@@ -150,14 +150,25 @@ const LS = (() => {
     }
     async function slow() {  // samples, files and log: every few seconds, not per event
       try {
-        const [s, f, l] = await Promise.all([api(`/api/jobs/${id}/samples`), api(`/api/jobs/${id}/files`), api(`/api/jobs/${id}/log?lines=60`)]);
-        showSamples(s.samples);
+        const [s, f, l, il] = await Promise.all([api(`/api/jobs/${id}/samples`), api(`/api/jobs/${id}/files`), api(`/api/jobs/${id}/log?lines=60`),
+          api(`/api/jobs/${id}/image-losses?top=12`)]);
+        showSamples(s.samples); showImageLosses(il);
         $("#files").replaceChildren(...f.files.map(x => el("li", {}, x.dir ? x.name + "/" :
           el("a", {href: withToken("/api/file?path=" + encodeURIComponent(f.folder + "/" + x.name)), target: "_blank"}, x.name),
           el("small", {}, x.dir ? "" : ` ${(x.size / 1024).toFixed(0)} KiB`))));
         const log = $("#log"); const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 5;
         log.textContent = l.log; if (atEnd) log.scrollTop = log.scrollHeight;
       } catch (e) { /* the next round shows it */ }
+    }
+    function showImageLosses(r) {
+      if (!r.images.length) return;
+      const dir = (p) => p.slice(0, p.lastIndexOf("/"));
+      $("#image-losses").replaceChildren(el("p", {class: "hint"}, `${r.count} images, mean ${fmtNum(r.mean)} ± ${fmtNum(r.std)}`),
+        el("table", {class: "grid image-losses"}, el("thead", {}, el("tr", {}, el("th", {}, "image"), el("th", {}, "mean loss"), el("th", {}, "z"), el("th", {}, "steps"))),
+          el("tbody", {}, ...r.images.map(i => el("tr", {class: i.z >= 2 ? "outlier" : ""},
+            el("td", {}, i.path ? el("a", {href: withToken(`/dataset?folder=${encodeURIComponent(dir(i.path))}&focus=${encodeURIComponent(i.path)}`), title: "open in the caption editor"},
+              el("img", {src: withToken("/api/file?path=" + encodeURIComponent(i.path)), alt: i.path, loading: "lazy"}), " ", i.path) : i.key),
+            el("td", {}, fmtNum(i.mean)), el("td", {}, i.z.toFixed(2)), el("td", {}, i.n))))));
     }
     function showSamples(list) {
       if (!list.length) return;
@@ -433,6 +444,14 @@ const LS = (() => {
       } catch (e) { toast(e.message, true); }
     });
     $("#load-captions").addEventListener("click", () => loadCaptions().catch(e => toast(e.message, true)));
+    const asked = new URLSearchParams(location.search);  // from the run page's per-image loss: open that image's caption
+    if (asked.get("folder")) {
+      $("#train-dir").value = asked.get("folder");
+      loadCaptions().then(() => {
+        const card = [...document.querySelectorAll(".cap img")].find(i => i.alt === asked.get("focus"));
+        if (card) { card.parentElement.classList.add("focus"); card.parentElement.scrollIntoView({block: "center"}); }
+      }).catch(e => toast(e.message, true));
+    }
     $("#bulk-apply").addEventListener("click", async () => {
       const pre = $("#bulk-prefix").value, suf = $("#bulk-suffix").value, find = $("#bulk-find").value, repl = $("#bulk-repl").value;
       for (let i = 0; i < items.length; i++) {
