@@ -12,7 +12,6 @@ the base model's own state dict and module tree stay untouched.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import torch
@@ -22,6 +21,7 @@ from networks import lora_blocks, lora_file
 from networks import lora_names as names_mod
 from library.models.unet_layout import UNetLayout, to_compvis
 from networks.lora_math import delta_weight, effective_alpha, max_norm_ratio, rank_dropout_mask
+from networks.lora_ranks import RankResolver
 
 logger = logging.getLogger(__name__)
 
@@ -156,86 +156,44 @@ def _hf_clip_path(path: str) -> str:
 class LoRANetwork(torch.nn.Module):
     """All LoRA modules of a model; the object the trainer optimises and saves."""
 
-    def __init__(
-        self,
-        text_encoder,
-        unet,
-        multiplier=1.0,
-        lora_dim=4,
-        alpha=1.0,
-        dropout=None,
-        rank_dropout=None,
-        module_dropout=None,
-        conv_lora_dim=None,
-        conv_alpha=None,
-        block_dims=None,
-        block_alphas=None,
-        conv_block_dims=None,
-        conv_block_alphas=None,
-        modules_dim=None,
-        modules_alpha=None,
-        module_class=LoRAModule,
-        is_sdxl=None,
-    ):
+    def __init__(self, text_encoder, unet, ranks: RankResolver | None = None, multiplier=1.0, dropout=None,
+                 rank_dropout=None, module_dropout=None, module_class=LoRAModule, is_sdxl=None):
+        """Modules on the text encoder(s) and the UNet, at the ranks ``ranks`` gives (networks/lora_ranks.py)."""
         super().__init__()
         text_encoders = list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
         text_encoders = [te for te in text_encoders if te is not None]
         self.is_sdxl = _is_sdxl(text_encoders, unet) if is_sdxl is None else is_sdxl
+        self.ranks = ranks or RankResolver()
         self.multiplier = multiplier
-        self.lora_dim, self.alpha = lora_dim, alpha
-        self.conv_lora_dim, self.conv_alpha = conv_lora_dim, conv_alpha
         self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
         self.loraplus_lr_ratio = self.loraplus_unet_lr_ratio = self.loraplus_text_encoder_lr_ratio = None
         self.block_lr_weight = None
-
-        def pick(lora_name, small, block_idx):
-            if modules_dim is not None:
-                return (modules_dim[lora_name], modules_alpha[lora_name]) if lora_name in modules_dim else (None, None)
-            if block_idx >= 0 and block_dims is not None:
-                if small:
-                    return block_dims[block_idx], block_alphas[block_idx]
-                if conv_block_dims is not None:
-                    return conv_block_dims[block_idx], conv_block_alphas[block_idx]
-                return None, None
-            if small:
-                return lora_dim, alpha
-            if conv_lora_dim is not None:
-                return conv_lora_dim, conv_alpha
-            return None, None
-
-        def create(root, targets, prefix, name_fn, is_unet):
-            loras = []
-            for lora_name, layer, small in _target_layers(root, targets, prefix, name_fn):
-                idx = lora_blocks.block_index(lora_name, self.is_sdxl) if is_unet else -1
-                dim, a = pick(lora_name, small, idx)
-                if not dim:
-                    continue
-                loras.append(module_class(lora_name, layer, multiplier, dim, a, dropout, rank_dropout, module_dropout))
-            return loras
-
         self.text_encoder_loras = []
         for i, te in enumerate(text_encoders):
             prefix = PREFIX_TE if len(text_encoders) == 1 else (PREFIX_TE1, PREFIX_TE2)[i]
-            self.text_encoder_loras += create(te, TEXT_ENCODER_TARGETS, prefix, _hf_clip_path, False)
-
+            self.text_encoder_loras += self._modules_on(te, TEXT_ENCODER_TARGETS, prefix, _hf_clip_path, module_class)
         self.unet_loras = []
         if unet is not None:
-            targets = UNET_TARGETS
-            if modules_dim is not None or conv_lora_dim is not None or conv_block_dims is not None:
-                targets = UNET_TARGETS + UNET_CONV_TARGETS
-            if self.is_sdxl:
-                layout = UNetLayout.from_config(unet.config)
-                name_fn = lambda p: to_compvis(p, layout)  # noqa: E731
-            else:
-                name_fn = lambda p: p  # noqa: E731
-            self.unet_loras = create(unet, targets, PREFIX_UNET, name_fn, True)
-
+            targets = UNET_TARGETS + UNET_CONV_TARGETS if self.ranks.adapts_conv else UNET_TARGETS
+            layout = UNetLayout.from_config(unet.config) if self.is_sdxl else None
+            name_fn = (lambda p: to_compvis(p, layout)) if self.is_sdxl else (lambda p: p)
+            self.unet_loras = self._modules_on(unet, targets, PREFIX_UNET, name_fn, module_class)
         names = [lora.lora_name for lora in self.all_loras]
         if len(set(names)) != len(names):
             raise RuntimeError("duplicated LoRA module names")
         for lora in self.all_loras:
             self.add_module(lora.lora_name, lora)
         logger.info("LoRA: %d text-encoder modules, %d UNet modules", len(self.text_encoder_loras), len(self.unet_loras))
+
+    def _modules_on(self, root, targets, prefix, name_fn, module_class) -> list:
+        """One module per target layer under ``root`` that the rank resolver gives a rank."""
+        loras = []
+        for lora_name, layer, small in _target_layers(root, targets, prefix, name_fn):
+            dim, alpha = self.ranks.for_module(lora_name, small, self.is_sdxl)
+            if dim:
+                loras.append(module_class(lora_name, layer, self.multiplier, dim, alpha, self.dropout,
+                                          self.rank_dropout, self.module_dropout))
+        return loras
 
     @property
     def all_loras(self) -> list[LoRAModule]:
@@ -427,37 +385,12 @@ def build_network(multiplier, network_dim, network_alpha, text_encoder, unet, ne
         raise UserError(f"--network_dim must be a positive integer, got {network_dim}")
     te_list = list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
     is_sdxl = _is_sdxl([t for t in te_list if t is not None], unet)
-    conv_dim = kwargs.get("conv_dim")
-    conv_dim = int(conv_dim) if conv_dim not in (None, "None") else None
-    conv_alpha = _float_or_none(kwargs.get("conv_alpha"))
-    if conv_dim is not None and conv_alpha is None:
-        conv_alpha = 1.0
     block_lr_weight = lora_blocks.block_lr_weights(is_sdxl, kwargs)
-    block = {}
-    if kwargs.get("block_dims") is not None or block_lr_weight is not None:
-        dims, alphas, cdims, calphas = lora_blocks.block_dims_and_alphas(
-            is_sdxl, kwargs, network_dim, network_alpha, conv_dim, conv_alpha
-        )
-        for i, w in enumerate(block_lr_weight or []):
-            if w == 0:  # a block with lr 0 gets no modules at all (kohya)
-                dims[i] = 0
-                if cdims is not None:
-                    cdims[i] = 0
-        block = dict(block_dims=dims, block_alphas=alphas, conv_block_dims=cdims, conv_block_alphas=calphas)
+    ranks = RankResolver.from_network_args(is_sdxl, network_dim, network_alpha, kwargs, block_lr_weight)
     network = LoRANetwork(
-        text_encoder,
-        unet,
-        multiplier=multiplier,
-        lora_dim=network_dim,
-        alpha=network_alpha,
-        dropout=_float_or_none(neuron_dropout),
-        rank_dropout=_float_or_none(kwargs.get("rank_dropout")),
-        module_dropout=_float_or_none(kwargs.get("module_dropout")),
-        conv_lora_dim=conv_dim,
-        conv_alpha=conv_alpha,
-        is_sdxl=is_sdxl,
-        module_class=module_class,
-        **block,
+        text_encoder, unet, ranks, multiplier=multiplier, dropout=_float_or_none(neuron_dropout),
+        rank_dropout=_float_or_none(kwargs.get("rank_dropout")), module_dropout=_float_or_none(kwargs.get("module_dropout")),
+        module_class=module_class, is_sdxl=is_sdxl,
     )
     ratios = [_float_or_none(kwargs.get(k)) for k in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")]
     if any(r is not None for r in ratios):
@@ -484,15 +417,10 @@ def build_network_from_weights(multiplier, file, text_encoder, unet, weights_sd,
     path = str(file) if file is not None else "<weights>"
     lora_file.require_plain_lora(weights_sd, path, module_class.NETWORK_MODULE)
     dims, alphas = lora_file.module_dims_and_alphas(weights_sd, path)
-    network = LoRANetwork(text_encoder, unet, multiplier=multiplier, modules_dim=dims, modules_alpha=alphas,
+    network = LoRANetwork(text_encoder, unet, RankResolver.from_file(dims, alphas), multiplier=multiplier,
                           module_class=module_class)
     check_fits(network, weights_sd, path)
     block_lr_weight = lora_blocks.block_lr_weights(network.is_sdxl, kwargs)
     if block_lr_weight is not None:
         network.set_block_lr_weight(block_lr_weight)
     return network, weights_sd
-
-
-def network_args_json(kwargs: dict) -> str:
-    """``ss_network_args`` as kohya writes it: a JSON object of the string arguments."""
-    return json.dumps({k: str(v) for k, v in kwargs.items()})

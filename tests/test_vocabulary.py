@@ -7,7 +7,7 @@ from library import vocabulary
 from library.data import dataset_config, params
 from library.data.images import _FILTERS
 from library.options import BY_NAME
-from library.train.sampling import SAMPLERS
+from library.inference.pipelines import SAMPLERS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ..vocabulary import DATA_LAYOUTS, INTERPOLATIONS, SAMPLERS
+from ..vocabulary import DATA_LAYOUTS, INTERPOLATIONS, MIXED_PRECISIONS, SAMPLERS, SAVE_PRECISIONS
 from .schema import SD_ONLY, SDXL_ONLY, Option
 
 # network_args keys networks.lora understands (kohya's names); anything else is a typo
@@ -285,7 +285,7 @@ OPTIONS = (
     # ---------------------------------------------------------------- precision and memory
     Option("mixed_precision", "str", "no",
            "Compute in fp16 or bf16 with fp32 weights (bf16 needs an Ampere or newer GPU); no = fp32.", _P,
-           choices=("no", "fp16", "bf16")),
+           choices=MIXED_PRECISIONS),
     Option("full_fp16", "bool", False, "Keep the LoRA weights and gradients in fp16 too (needs mixed_precision fp16).",
            _P),
     Option("full_bf16", "bool", False, "Keep the LoRA weights and gradients in bf16 too (needs mixed_precision bf16).",
@@ -324,7 +324,7 @@ OPTIONS = (
     Option("save_model_as", "str", "safetensors", "File format; LoRA files are always .safetensors.", _S,
            choices=("safetensors", "ckpt", "pt")),
     Option("save_precision", "str", None, "dtype of the saved LoRA: float, fp16 or bf16 (unset: as trained).", _S,
-           choices=("float", "fp16", "bf16")),
+           choices=SAVE_PRECISIONS),
     Option("save_every_n_epochs", "int", None, "Save a LoRA every N epochs (0 or unset: only at the end).", _S, min=1),
     Option("save_every_n_steps", "int", None, "Save a LoRA every N steps (0 or unset: off).", _S, min=1),
     Option("save_n_epoch_ratio", "int", None,

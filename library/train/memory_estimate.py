@@ -38,13 +38,13 @@ _NOT_WEIGHTS = ("logit_scale", "position_ids")  # a scalar and a buffer that the
 
 
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
+    from library.safetensors_header import SafetensorsFormatError, read_header
 
     try:
-        with safe_open(str(path), framework="np") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - any unreadable header is the same answer for the user
+        entries = read_header(path).entries
+    except (OSError, SafetensorsFormatError) as e:
         raise UserError(f"{path}: cannot read the safetensors header for the memory estimate ({e})") from None
+    return {k: tuple(int(d) for d in v.get("shape", ())) for k, v in entries.items() if isinstance(v, dict)}
 
 
 def _lora_params_per_rank(key: str, shape: tuple[int, ...]) -> int:

@@ -23,7 +23,7 @@ from library.data.prepare import prepare_datasets
 from library.data.preflight import build_report, check_caching, compute_steps
 from library.data.text_cache import TextEncoderOutputCache
 from library.train.memory import after_latent_cache, release_text_encoders
-from library.train.text_encoding import encode_captions
+from library.inference.text_encoding import encode_captions
 
 logger = logging.getLogger("lorasmith.train")
 

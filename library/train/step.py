@@ -16,7 +16,8 @@ import torch
 
 from library.train.losses import LossOptions, per_sample_loss, target_for
 from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
-from library.train.text_encoding import Conditioning, encode_captions, sdxl_time_ids
+from library.inference.text_encoding import Conditioning, encode_captions
+from library.train.text_encoding import sdxl_time_ids
 
 
 @dataclass

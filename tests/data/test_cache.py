@@ -96,6 +96,22 @@ def test_changed_image_rebuilds(prepared, tiny_vae):
     assert cache.cache(ds.records).encoded == 1
 
 
+def test_another_resize_interpolation_rebuilds(tmp_path, tiny_vae):
+    """The latents hold resized pixels: a cache made with one filter is stale under another."""
+    make_folder(tmp_path / "img", "1_cat", 2, size=(96, 64), caption="a cat", ext=".txt")
+
+    def records(interpolation):
+        opts = DataOptions(train_data_dir=str(tmp_path / "img"), resolution=64, caption_extension=".txt",
+                           resize_interpolation=interpolation)
+        return prepare_datasets(opts)[0].records
+
+    cache = _cache(tiny_vae, to_disk=True)
+    assert cache.cache(records(None)).encoded == 2
+    rec = records("bicubic")[0]
+    assert stale_fields(cache.disk_path(rec), cache.entry_key(rec)) == ["resize"]
+    assert cache.cache(records("bicubic")).stale == 2
+
+
 @pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 broken zip", b"definitely not npz"])
 def test_corrupt_cache_file_is_rebuilt_with_warning(prepared, tiny_vae, caplog, garbage):
     (ds,) = prepared
