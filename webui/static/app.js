@@ -85,7 +85,8 @@ const LS = (() => {
       jobs.forEach(j => { notifyEnded(seen.get(j.id), j); seen.set(j.id, j); });
       const queued = jobs.filter(j => j.status === "queued").map(j => j.id);
       const rows = jobs.map(j => {
-        const link = j.kind !== "train" ? "" : ["done", "interrupted"].includes(j.status)
+        const link = j.kind === "compare_grid" ? el("a", {href: withToken(`/compare?job=${j.parent}`)}, "grid")
+          : j.kind !== "train" ? "" : ["done", "interrupted"].includes(j.status)
           ? el("span", {}, el("a", {href: withToken(`/runs/${j.id}`)}, "open"), " ", el("a", {href: withToken(`/compare?job=${j.id}`)}, "compare"))
           : el("a", {href: withToken(`/runs/${j.id}`)}, "open");
         const acts = [];
