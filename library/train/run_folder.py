@@ -150,11 +150,12 @@ class RunFolder:
             self.record_scalars(entry["step"], {f"loss/validation/{entry['kind']}_average": entry["loss"]})
         self._validation_seen = len(history)
 
-    def record_items(self, step: int, keys, losses) -> None:
-        """One ``item_losses.jsonl`` line: each image's loss in a batch (a B-value tensor), by image key."""
-        if not self.enabled or not keys:
+    def record_items(self, step: int, keys, losses: list) -> None:
+        """One ``item_losses.jsonl`` line: each image's loss in a batch (``losses``: the B-value tensors batch_loss
+        handed out), by image key."""
+        if not self.enabled or not keys or not losses:
             return
-        values = [float(v) for v in losses.detach().float().cpu().tolist()]
+        values = [float(v) for t in losses for v in t.detach().float().cpu().reshape(-1).tolist()]
         items = [[str(k), round(v, 6)] for k, v in zip(keys, values) if math.isfinite(v)]
         if items:
             self._append(ITEM_LOSSES_FILE, {"step": step, "items": items})

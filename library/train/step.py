@@ -78,9 +78,13 @@ def batch_conditioning(model, batch: dict, cfg: StepConfig) -> Conditioning:
 
 
 def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
-               timesteps: torch.Tensor | None = None) -> torch.Tensor:
-    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation)."""
-    return batch_item_losses(model, batch, cfg, generator, timesteps).mean()
+               timesteps: torch.Tensor | None = None, items: list | None = None) -> torch.Tensor:
+    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation).
+    ``items``, when given, receives the per-image losses (detached) whose mean this is."""
+    per_item = batch_item_losses(model, batch, cfg, generator, timesteps)
+    if items is not None:
+        items.append(per_item.detach())
+    return per_item.mean()
 
 
 def batch_item_losses(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
