@@ -139,7 +139,7 @@ def convert(args) -> int:
     if unmapped:
         _report_unmapped(unmapped, args.input, args.allow_unmapped)
         if not args.allow_unmapped:
-            print(f"error: nothing was written; fix the input, pass --model to check the names against a base model, "
+            print("error: nothing was written; fix the input, pass --model to check the names against a base model, "
                   "or pass --allow_unmapped to write the modules that converted", file=sys.stderr)
             return 1
     if not out:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from library.options.typed import from_args
 from library.train.losses import LossOptions, per_sample_loss, target_for
 from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
 from library.inference.text_encoding import Conditioning, encode_captions
@@ -33,24 +34,14 @@ class StepConfig:
 
 
 def noise_options(args, num_train_timesteps: int = 1000) -> NoiseOptions:
-    return NoiseOptions(
-        noise_offset=args.noise_offset, noise_offset_random_strength=bool(args.noise_offset_random_strength),
-        adaptive_noise_scale=args.adaptive_noise_scale, multires_noise_iterations=args.multires_noise_iterations,
-        multires_noise_discount=args.multires_noise_discount, ip_noise_gamma=args.ip_noise_gamma,
-        ip_noise_gamma_random_strength=bool(args.ip_noise_gamma_random_strength),
-        min_timestep=args.min_timestep or 0,
-        max_timestep=args.max_timestep if args.max_timestep is not None else num_train_timesteps,
-        zero_terminal_snr=bool(args.zero_terminal_snr),
-    )
+    """The noise options of a run, timesteps resolved against the model's schedule."""
+    return from_args(NoiseOptions, args, min_timestep=args.min_timestep or 0,
+                     max_timestep=args.max_timestep if args.max_timestep is not None else num_train_timesteps)
 
 
 def loss_options(args, v_parameterization: bool) -> LossOptions:
-    return LossOptions(
-        loss_type=args.loss_type, huber_schedule=args.huber_schedule, huber_c=args.huber_c, huber_scale=args.huber_scale,
-        min_snr_gamma=args.min_snr_gamma, scale_v_pred_loss_like_noise_pred=bool(args.scale_v_pred_loss_like_noise_pred),
-        v_pred_like_loss=args.v_pred_like_loss, debiased_estimation_loss=bool(args.debiased_estimation_loss),
-        v_parameterization=v_parameterization,
-    )
+    """The loss options of a run, with the model's own prediction type."""
+    return from_args(LossOptions, args, v_parameterization=v_parameterization)
 
 
 def batch_latents(model, batch: dict, generator: torch.Generator | None) -> torch.Tensor:

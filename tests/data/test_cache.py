@@ -1,5 +1,6 @@
 """Latent and text-encoder caches: memory/disk, flip, keyed rebuilds, corrupt files, atomic writes, sharding."""
 
+import dataclasses
 import glob
 import logging
 import os
@@ -185,11 +186,11 @@ def test_color_aug_and_random_crop_turn_latent_caching_off(tmp_path, caplog):
     (ds,) = prepare_datasets(opts)
     cache = latent_cache_for(opts, [ds], lambda x: x, {"model_hash": "m"})
     assert isinstance(cache, LatentCache) and cache.vae_batch_size == 3 and not cache.to_disk
-    ds.subsets[1].subset.random_crop = True
+    ds.subsets[1].subset = dataclasses.replace(ds.subsets[1].subset, random_crop=True)
     with caplog.at_level(logging.WARNING, logger="lorasmith.data"):
         assert latent_cache_for(opts, [ds], lambda x: x, {}) is None
     assert latent_caching_blockers([ds]) == ["1_b"] and any("latent caching is off" in m and "1_b" in m for m in caplog.messages)
-    opts.cache_latents = False
+    opts = dataclasses.replace(opts, cache_latents=False)
     assert latent_cache_for(opts, [ds], lambda x: x, {}) is None
 
 
