@@ -359,6 +359,7 @@ const LS = (() => {
       if ($("#reg-dir").value) v.reg_data_dir = $("#reg-dir").value;
       if ($("#min-bucket").value) v.min_bucket_reso = Number($("#min-bucket").value);
       if ($("#max-bucket").value) v.max_bucket_reso = Number($("#max-bucket").value);
+      if ($("#bucket-steps").value) v.bucket_reso_steps = Number($("#bucket-steps").value);
       return v;
     };
     $("#check").addEventListener("click", async () => {
@@ -385,6 +386,7 @@ const LS = (() => {
         const r = await api("/api/demo", {body: {}});
         $("#train-dir").value = r.train_data_dir; $("#reg-dir").value = r.reg_data_dir; $("#resolution").value = "64"; $("#batch").value = 2;
         $("#min-bucket").value = r.values.min_bucket_reso || ""; $("#max-bucket").value = r.values.max_bucket_reso || "";
+        $("#bucket-steps").value = r.values.bucket_reso_steps || "";
         sessionStorage.setItem("lsDemo", JSON.stringify(r));
         toast(`demo dataset in ${r.folder}; the tiny model is made by job #${r.job}`);
       } catch (e) { toast(e.message, true); }
