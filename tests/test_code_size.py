@@ -22,7 +22,6 @@ LONG_FUNCTIONS = {
     "library/data/folders.py::scan_image_folder": "one pass over a folder tree with its error messages; split after the values merge",
     "library/data/prepare.py::prepare_dataset": "dataset wiring; owned by the data helpers, split after the values merge",
     "library/train/optimizers.py::build_optimizer": "becomes a table of specs with the optimizers split after the parity merge",
-    "webui/app.py::create_app": "the GUI's routes are nested in the app factory; split into one module per page (gui helper's area)",
 }
 
 

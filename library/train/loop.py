@@ -177,7 +177,9 @@ class Trainer:
             torch.manual_seed(step_seed(self.seed, self.epoch, pos, self.rank))
             gen = torch.Generator("cpu").manual_seed(step_seed(self.seed, self.epoch, pos, self.rank) ^ 1)
             self.model.contract.on_step_start(self.model.text_encoders, self.model.base.unet)
-            loss = batch_loss(self.model, batch, self.cfg, gen)
+            items: list = []  # per-image losses, for the run folder's item_losses.jsonl (the GUI's outliers)
+            loss = batch_loss(self.model, batch, self.cfg, gen, items=items)
+            self.run_folder.record_items(self.global_step + 1, batch.get("image_keys"), items)
             bad = not bool(torch.isfinite(loss))
             if self.world > 1:
                 bad = bool(self.acc.reduce(torch.tensor(float(bad), device=self.acc.device), "max") > 0)

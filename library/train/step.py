@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from library.options.typed import from_args
-from library.train.losses import LossOptions, target_for, total_loss
+from library.train.losses import LossOptions, per_sample_loss, target_for
 from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
 from library.inference.text_encoding import Conditioning, encode_captions
 from library.train.text_encoding import sdxl_time_ids
@@ -69,8 +69,19 @@ def batch_conditioning(model, batch: dict, cfg: StepConfig) -> Conditioning:
 
 
 def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
-               timesteps: torch.Tensor | None = None) -> torch.Tensor:
-    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation)."""
+               timesteps: torch.Tensor | None = None, items: list | None = None) -> torch.Tensor:
+    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation).
+    ``items``, when given, receives the per-image losses (detached) whose mean this is."""
+    per_item = batch_item_losses(model, batch, cfg, generator, timesteps)
+    if items is not None:
+        items.append(per_item.detach())
+    return per_item.mean()
+
+
+def batch_item_losses(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
+                      timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of each image of a batch (B values, float32); their mean is ``batch_loss``. The trainer logs
+    them per image (run folder ``item_losses.jsonl``) to find outlier images."""
     base = model.base
     latents = batch_latents(model, batch, generator)
     cond = batch_conditioning(model, batch, cfg)
@@ -88,5 +99,5 @@ def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator |
         ).sample
     target = target_for(base.noise_scheduler, latents, noise, timesteps, cfg.loss.prediction_type)
     mask = batch.get("masks")  # --masked_loss: kohya's apply_masked_loss, area-resized to the latents in losses.py
-    return total_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss, batch["loss_weights"].to(model.device),
-                      mask.to(model.device) if mask is not None else None)
+    return per_sample_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss,
+                           batch["loss_weights"].to(model.device), mask.to(model.device) if mask is not None else None)
