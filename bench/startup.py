@@ -84,7 +84,7 @@ def child(variant: str, argv: list[str], launched: float) -> None:
     startup._EarlyLatents.start = _stamp(timeline, "vae_loaded", startup._EarlyLatents.start)
     startup._EarlyLatents._run = _stamp(timeline, "caching_thread", startup._EarlyLatents._run)
     hashes.sha256_file = _stamp(timeline, "hash", hashes.sha256_file)
-    loop.Trainer.__init__ = _stamp(timeline, "trainer", loop.Trainer.__init__)
+    entry._make_trainer = _stamp(timeline, "trainer", entry._make_trainer)
 
     def first_step(*a, **kw):
         now = time.time()
