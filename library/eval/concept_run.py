@@ -72,11 +72,14 @@ def train_concept_lora(base: str, root: Path, out: Path, name: str = "sks", scri
     return lora
 
 
-def concept_rates(model, lora: Path | None, n: int, outdir: Path, multiplier: float = 1.0) -> dict:
-    """Concept and prior-preservation rates of ``n`` images per prompt, with ``lora`` (or the base)."""
+def concept_rates(model, lora: Path | None, n: int, outdir: Path, multiplier: float = 1.0,
+                  clip_skip: int | None = None) -> dict:
+    """Concept and prior-preservation rates of ``n`` images per prompt, with ``lora`` (or the base).
+
+    ``clip_skip`` must match the training run's (a LoRA trained on the penultimate layer is used on it)."""
     uses = [LoraUse(Path(lora), multiplier, multiplier)] if lora is not None else []
-    sks = sample_readings(model, CONCEPT_PROMPT, n, outdir / "sks", loras=uses, **GEN)
-    cls = sample_readings(model, CLASS_PROMPT, n, outdir / "class", loras=uses, **GEN)
+    sks = sample_readings(model, CONCEPT_PROMPT, n, outdir / "sks", loras=uses, clip_skip=clip_skip, **GEN)
+    cls = sample_readings(model, CLASS_PROMPT, n, outdir / "class", loras=uses, clip_skip=clip_skip, **GEN)
     return {
         "concept": rate(sks, is_concept),
         "class_base_colour": rate(cls, lambda r: r.shape == "star" and r.colour in COLOURS),
