@@ -55,7 +55,7 @@ from library.train.losses import LossOptions  # noqa: E402
 from library.train.noise import NoiseOptions  # noqa: E402
 from library.train.setup_model import TrainModel, enable_te_checkpointing  # noqa: E402
 from library.train.step import StepConfig, batch_loss  # noqa: E402
-from library.train.text_encoding import encode, tokenize  # noqa: E402
+from library.inference.text_encoding import encode, tokenize  # noqa: E402
 from networks.lora import create_network  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

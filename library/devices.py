@@ -1,12 +1,15 @@
-"""The one ``--device`` check: a device name that exists here, refused before any file or model is read.
+"""The one ``--device`` check and the one precision-name -> torch dtype map.
 
-Used by the tools that compute on a chosen device (resize, extract and merge LoRAs, captioning).
-torch is imported inside, so importing this module stays cheap.
+``check_device``: a device name that exists here, refused before any file or model is read (the tools that
+compute on a chosen device: resize, extract and merge LoRAs, captioning). ``dtype_of``: what
+``--mixed_precision``, ``--save_precision`` and the tools' precision options name (the names are
+library/vocabulary.py's). torch is imported inside, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 from library.errors import UserError
+from library.vocabulary import PRECISION_DTYPES
 
 
 def check_device(name: str | None, default: str = "cpu") -> str:
@@ -24,3 +27,13 @@ def check_device(name: str | None, default: str = "cpu") -> str:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
     return name
+
+
+def dtype_of(name: str | None):
+    """The torch dtype a precision name means (``float``/``fp32``/``no`` -> float32, ``fp16``, ``bf16`` ...);
+    None for None (callers keep the weights' own dtype). Names are checked by the option's choices first."""
+    if name is None:
+        return None
+    import torch
+
+    return getattr(torch, PRECISION_DTYPES[name])

@@ -12,13 +12,13 @@ Why one owner: training's ``--output_name``, the ComfyUI node's ``lora_name`` an
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import unicodedata
 from typing import Iterable, Optional
 
 from library.errors import UserError
+from library.safetensors_header import SafetensorsFormatError, read_header
+from library.vocabulary import is_network_key
 
 # The longest thing we append to an output name: a sample image of an epoch with a 10-digit seed, being
 # written (``<name>_e000001_00_2147483647.png.tmp``); states and step files are shorter
@@ -26,7 +26,6 @@ from library.errors import UserError
 LONGEST_SUFFIX = "_e000001_00_2147483647.png.tmp"
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 WINDOWS_FORBIDDEN = set('<>:"|?*')
-_LORA_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up", ".alpha", "hada_", "lokr_", "oft_")
 _CHECKPOINT_MARKERS = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.embedders.")
 
 
@@ -73,19 +72,11 @@ def check_output_name(name, folder: Optional[str] = None, what: str = "output_na
 
 
 def _safetensors_keys(path: str) -> Optional[list]:
-    """Tensor names of a safetensors file from its header alone, or None if it is not one."""
+    """Tensor names of a safetensors file from its header alone (the one header reader), or None if it is not one."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return None
-            size = struct.unpack("<Q", head)[0]
-            if size <= 0 or size > 100_000_000:
-                return None
-            header = json.loads(f.read(size))
-    except (OSError, ValueError):
+        return list(read_header(path).entries)
+    except (OSError, SafetensorsFormatError):
         return None
-    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
 
 
 def file_kind(path: str) -> str:
@@ -95,7 +86,7 @@ def file_kind(path: str) -> str:
     keys = _safetensors_keys(path)
     if keys is None:
         return "other"
-    if any(m in k for k in keys for m in _LORA_MARKERS):
+    if any(is_network_key(k) for k in keys):
         return "lora"
     if any(k.startswith(_CHECKPOINT_MARKERS) for k in keys) or keys:
         return "checkpoint"

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from library.errors import UserError
-from networks.lora import LoRAModule, add_up_projection, build_network, build_network_from_weights
-from networks.lora_math import dylora_scale, rank_dropout_mask
+from networks.lora import LoRAModule, build_network, build_network_from_weights
+from networks.lora_math import dylora_scale
 
 
 class DyLoRAModule(LoRAModule):
@@ -54,9 +54,7 @@ class DyLoRAModule(LoRAModule):
 
     def forward(self, x):
         out = self._org_forward(x)
-        if self.merged:
-            return out
-        if self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout:
+        if self.skips():
             return out
         n = len(self.lora_down_units)
         if self.training:
@@ -71,13 +69,7 @@ class DyLoRAModule(LoRAModule):
             lx = torch.nn.functional.conv2d(x, down.to(x.dtype), None, *self.conv_args)
         else:
             lx = torch.nn.functional.linear(x, down.to(x.dtype))
-        if self.dropout is not None and self.training:
-            lx = torch.nn.functional.dropout(lx, p=self.dropout)
-        scale = dylora_scale(self.alpha_value, rank)
-        if self.rank_dropout is not None and self.training:
-            lx = lx * rank_dropout_mask(lx.size(0), rank, self.rank_dropout, lx.dim(), lx.device)
-            scale = scale / (1.0 - self.rank_dropout)
-        return add_up_projection(out, lx, up * (self.multiplier * scale))
+        return self.add_low_rank(out, lx, up, dylora_scale(self.alpha_value, rank), rank)
 
     @property
     def alpha_value(self) -> float:

@@ -6,13 +6,12 @@ diffusers (docs/formats.md): Linear/Conv2d children of UNet ``Transformer2DModel
 text-encoder ``CLIPAttention``/``CLIPMLP``. SD1/SD2 UNet names use diffusers paths,
 SDXL UNet names the original layout; text encoders are ``lora_te`` or ``lora_te1``/``lora_te2``.
 
-A module wraps its base layer by replacing the layer's ``forward`` (as kohya does), so
-the base model's own state dict and module tree stay untouched.
+A module wraps its base layer by replacing the layer's ``forward`` (as kohya does; networks/hooking.py),
+so the base model's own state dict and module tree stay untouched.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 import torch
@@ -22,6 +21,8 @@ from networks import lora_blocks, lora_file
 from networks import lora_names as names_mod
 from library.models.unet_layout import UNetLayout, to_compvis
 from networks.lora_math import delta_weight, effective_alpha, max_norm_ratio, rank_dropout_mask
+from networks.hooking import HookedModule, HookedNetwork
+from networks.lora_ranks import RankResolver
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +40,13 @@ def add_up_projection(out: torch.Tensor, lx: torch.Tensor, up: torch.Tensor) -> 
     return out + torch.nn.functional.conv2d(lx, up)
 
 
-class LoRAModule(torch.nn.Module):
+class LoRAModule(HookedModule):
     """One low-rank adapter around a Linear or Conv2d: ``y = base(x) + up(down(x)) * scale * multiplier``."""
 
     NETWORK_MODULE = "networks.lora"  # the --network_module that trains this kind of module
 
     def __init__(self, lora_name, org_module, multiplier=1.0, lora_dim=4, alpha=1, dropout=None, rank_dropout=None, module_dropout=None):
-        super().__init__()
-        self.lora_name = lora_name
+        super().__init__(lora_name, org_module, multiplier)
         self.lora_dim = int(lora_dim)
         if isinstance(org_module, torch.nn.Conv2d):
             in_dim, out_dim = org_module.in_channels, org_module.out_channels
@@ -63,44 +63,29 @@ class LoRAModule(torch.nn.Module):
         self.register_buffer("alpha", torch.tensor(alpha))
         torch.nn.init.kaiming_uniform_(self.lora_down.weight, a=5**0.5)
         torch.nn.init.zeros_(self.lora_up.weight)
-        self.multiplier = multiplier
         self.dropout = dropout
         self.rank_dropout = rank_dropout
         self.module_dropout = module_dropout
-        self.merged = False
-        self._org = [org_module]  # a list, so the base layer is not registered as a submodule
-        self._org_forward = None
-
-    @property
-    def org_module(self) -> torch.nn.Module:
-        return self._org[0]
-
-    def apply_to(self) -> None:
-        """Route the base layer's forward through this module."""
-        if self._org_forward is None:
-            self._org_forward = self.org_module.forward
-            self.org_module.forward = self.forward
-
-    def restore(self) -> None:
-        """Give the base layer its own forward back."""
-        if self._org_forward is not None:
-            self.org_module.forward = self._org_forward
-            self._org_forward = None
 
     def forward(self, x):
         out = self._org_forward(x)
-        if self.merged:
+        if self.skips():
             return out
-        if self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout:
-            return out
-        lx = self.lora_down(x)
+        return self.add_low_rank(out, self.lora_down(x), self.lora_up.weight, self.scale, self.lora_dim)
+
+    def skips(self) -> bool:
+        """Merged into the base weight already, or dropped for this step by module dropout."""
+        return self.merged or (self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout)
+
+    def add_low_rank(self, out, lx, up, scale, rank):
+        """``out + up(lx) * scale * multiplier`` after dropout and rank dropout (kohya's order; a rank
+        dropout rescales by 1/(1-p)). ``lx`` is the down projection's output, ``rank`` its width."""
         if self.dropout is not None and self.training:
             lx = torch.nn.functional.dropout(lx, p=self.dropout)
-        scale = self.scale
         if self.rank_dropout is not None and self.training:
-            lx = lx * rank_dropout_mask(lx.size(0), self.lora_dim, self.rank_dropout, lx.dim(), lx.device)
+            lx = lx * rank_dropout_mask(lx.size(0), rank, self.rank_dropout, lx.dim(), lx.device)
             scale = scale / (1.0 - self.rank_dropout)
-        return add_up_projection(out, lx, self.lora_up.weight * (self.multiplier * scale))
+        return add_up_projection(out, lx, up * (self.multiplier * scale))
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(down, up) as saved in the file: [r, in(, kh, kw)] and [out, r(, 1, 1)]."""
@@ -153,83 +138,31 @@ def _hf_clip_path(path: str) -> str:
     return path if path.startswith("text_model.") else "text_model." + path
 
 
-class LoRANetwork(torch.nn.Module):
+class LoRANetwork(HookedNetwork):
     """All LoRA modules of a model; the object the trainer optimises and saves."""
 
-    def __init__(
-        self,
-        text_encoder,
-        unet,
-        multiplier=1.0,
-        lora_dim=4,
-        alpha=1.0,
-        dropout=None,
-        rank_dropout=None,
-        module_dropout=None,
-        conv_lora_dim=None,
-        conv_alpha=None,
-        block_dims=None,
-        block_alphas=None,
-        conv_block_dims=None,
-        conv_block_alphas=None,
-        modules_dim=None,
-        modules_alpha=None,
-        module_class=LoRAModule,
-        is_sdxl=None,
-    ):
+    def __init__(self, text_encoder, unet, ranks: RankResolver | None = None, multiplier=1.0, dropout=None,
+                 rank_dropout=None, module_dropout=None, module_class=LoRAModule, is_sdxl=None):
+        """Modules on the text encoder(s) and the UNet, at the ranks ``ranks`` gives (networks/lora_ranks.py)."""
         super().__init__()
         text_encoders = list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
         text_encoders = [te for te in text_encoders if te is not None]
         self.is_sdxl = _is_sdxl(text_encoders, unet) if is_sdxl is None else is_sdxl
+        self.ranks = ranks or RankResolver()
         self.multiplier = multiplier
-        self.lora_dim, self.alpha = lora_dim, alpha
-        self.conv_lora_dim, self.conv_alpha = conv_lora_dim, conv_alpha
         self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
         self.loraplus_lr_ratio = self.loraplus_unet_lr_ratio = self.loraplus_text_encoder_lr_ratio = None
         self.block_lr_weight = None
-
-        def pick(lora_name, small, block_idx):
-            if modules_dim is not None:
-                return (modules_dim[lora_name], modules_alpha[lora_name]) if lora_name in modules_dim else (None, None)
-            if block_idx >= 0 and block_dims is not None:
-                if small:
-                    return block_dims[block_idx], block_alphas[block_idx]
-                if conv_block_dims is not None:
-                    return conv_block_dims[block_idx], conv_block_alphas[block_idx]
-                return None, None
-            if small:
-                return lora_dim, alpha
-            if conv_lora_dim is not None:
-                return conv_lora_dim, conv_alpha
-            return None, None
-
-        def create(root, targets, prefix, name_fn, is_unet):
-            loras = []
-            for lora_name, layer, small in _target_layers(root, targets, prefix, name_fn):
-                idx = lora_blocks.block_index(lora_name, self.is_sdxl) if is_unet else -1
-                dim, a = pick(lora_name, small, idx)
-                if not dim:
-                    continue
-                loras.append(module_class(lora_name, layer, multiplier, dim, a, dropout, rank_dropout, module_dropout))
-            return loras
-
         self.text_encoder_loras = []
         for i, te in enumerate(text_encoders):
             prefix = PREFIX_TE if len(text_encoders) == 1 else (PREFIX_TE1, PREFIX_TE2)[i]
-            self.text_encoder_loras += create(te, TEXT_ENCODER_TARGETS, prefix, _hf_clip_path, False)
-
+            self.text_encoder_loras += self._modules_on(te, TEXT_ENCODER_TARGETS, prefix, _hf_clip_path, module_class)
         self.unet_loras = []
         if unet is not None:
-            targets = UNET_TARGETS
-            if modules_dim is not None or conv_lora_dim is not None or conv_block_dims is not None:
-                targets = UNET_TARGETS + UNET_CONV_TARGETS
-            if self.is_sdxl:
-                layout = UNetLayout.from_config(unet.config)
-                name_fn = lambda p: to_compvis(p, layout)  # noqa: E731
-            else:
-                name_fn = lambda p: p  # noqa: E731
-            self.unet_loras = create(unet, targets, PREFIX_UNET, name_fn, True)
-
+            targets = UNET_TARGETS + UNET_CONV_TARGETS if self.ranks.adapts_conv else UNET_TARGETS
+            layout = UNetLayout.from_config(unet.config) if self.is_sdxl else None
+            name_fn = (lambda p: to_compvis(p, layout)) if self.is_sdxl else (lambda p: p)
+            self.unet_loras = self._modules_on(unet, targets, PREFIX_UNET, name_fn, module_class)
         names = [lora.lora_name for lora in self.all_loras]
         if len(set(names)) != len(names):
             raise RuntimeError("duplicated LoRA module names")
@@ -237,9 +170,22 @@ class LoRANetwork(torch.nn.Module):
             self.add_module(lora.lora_name, lora)
         logger.info("LoRA: %d text-encoder modules, %d UNet modules", len(self.text_encoder_loras), len(self.unet_loras))
 
+    def _modules_on(self, root, targets, prefix, name_fn, module_class) -> list:
+        """One module per target layer under ``root`` that the rank resolver gives a rank."""
+        loras = []
+        for lora_name, layer, small in _target_layers(root, targets, prefix, name_fn):
+            dim, alpha = self.ranks.for_module(lora_name, small, self.is_sdxl)
+            if dim:
+                loras.append(module_class(lora_name, layer, self.multiplier, dim, alpha, self.dropout,
+                                          self.rank_dropout, self.module_dropout))
+        return loras
+
     @property
     def all_loras(self) -> list[LoRAModule]:
         return self.text_encoder_loras + self.unet_loras
+
+    def hooked_modules(self) -> list[LoRAModule]:
+        return self.all_loras
 
     # --- wiring into the model -------------------------------------------------------
     def apply_to(self, text_encoder=None, unet=None, apply_text_encoder=True, apply_unet=True):
@@ -254,26 +200,11 @@ class LoRANetwork(torch.nn.Module):
         for lora in self.all_loras:
             lora.apply_to()
 
-    def restore(self):
-        """Unhook all modules (the base model runs as if no LoRA were there)."""
-        for lora in self.all_loras:
-            lora.restore()
-
-    def set_multiplier(self, multiplier: float):
-        self.multiplier = multiplier
-        for lora in self.all_loras:
-            lora.multiplier = multiplier
-
-    def is_mergeable(self) -> bool:
-        return True
-
     def merge_to(self, text_encoder=None, unet=None, weights_sd=None, dtype=None, device=None):
         """Add the deltas into the base weights; hooked forwards then skip the LoRA path."""
         if weights_sd is not None:
             self.load_state_dict(weights_sd, strict=False)
-        for lora in self.all_loras:
-            if not lora.merged:
-                lora.merge(+1.0)
+        self.merge_hooked()
 
     def unmerge(self):
         """Subtract the deltas again: the base weights return (up to float rounding)."""
@@ -290,17 +221,6 @@ class LoRANetwork(torch.nn.Module):
     def set_block_lr_weight(self, weights):
         self.block_lr_weight = weights
 
-    def prepare_grad_etc(self, text_encoder=None, unet=None):
-        self.requires_grad_(True)
-
-    def on_epoch_start(self, text_encoder=None, unet=None):
-        self.train()
-
-    def get_trainable_params(self):
-        return self.parameters()
-
-    def enable_gradient_checkpointing(self):
-        """LoRA modules hold no activations of their own; the base model's checkpointing covers them."""
 
     def prepare_optimizer_params(self, text_encoder_lr, unet_lr, default_lr):
         """(param_groups, descriptions): text encoder(s), UNet (per block with block lr), LoRA+ 'plus' groups.
@@ -427,37 +347,12 @@ def build_network(multiplier, network_dim, network_alpha, text_encoder, unet, ne
         raise UserError(f"--network_dim must be a positive integer, got {network_dim}")
     te_list = list(text_encoder) if isinstance(text_encoder, (list, tuple)) else [text_encoder]
     is_sdxl = _is_sdxl([t for t in te_list if t is not None], unet)
-    conv_dim = kwargs.get("conv_dim")
-    conv_dim = int(conv_dim) if conv_dim not in (None, "None") else None
-    conv_alpha = _float_or_none(kwargs.get("conv_alpha"))
-    if conv_dim is not None and conv_alpha is None:
-        conv_alpha = 1.0
     block_lr_weight = lora_blocks.block_lr_weights(is_sdxl, kwargs)
-    block = {}
-    if kwargs.get("block_dims") is not None or block_lr_weight is not None:
-        dims, alphas, cdims, calphas = lora_blocks.block_dims_and_alphas(
-            is_sdxl, kwargs, network_dim, network_alpha, conv_dim, conv_alpha
-        )
-        for i, w in enumerate(block_lr_weight or []):
-            if w == 0:  # a block with lr 0 gets no modules at all (kohya)
-                dims[i] = 0
-                if cdims is not None:
-                    cdims[i] = 0
-        block = dict(block_dims=dims, block_alphas=alphas, conv_block_dims=cdims, conv_block_alphas=calphas)
+    ranks = RankResolver.from_network_args(is_sdxl, network_dim, network_alpha, kwargs, block_lr_weight)
     network = LoRANetwork(
-        text_encoder,
-        unet,
-        multiplier=multiplier,
-        lora_dim=network_dim,
-        alpha=network_alpha,
-        dropout=_float_or_none(neuron_dropout),
-        rank_dropout=_float_or_none(kwargs.get("rank_dropout")),
-        module_dropout=_float_or_none(kwargs.get("module_dropout")),
-        conv_lora_dim=conv_dim,
-        conv_alpha=conv_alpha,
-        is_sdxl=is_sdxl,
-        module_class=module_class,
-        **block,
+        text_encoder, unet, ranks, multiplier=multiplier, dropout=_float_or_none(neuron_dropout),
+        rank_dropout=_float_or_none(kwargs.get("rank_dropout")), module_dropout=_float_or_none(kwargs.get("module_dropout")),
+        module_class=module_class, is_sdxl=is_sdxl,
     )
     ratios = [_float_or_none(kwargs.get(k)) for k in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")]
     if any(r is not None for r in ratios):
@@ -484,15 +379,10 @@ def build_network_from_weights(multiplier, file, text_encoder, unet, weights_sd,
     path = str(file) if file is not None else "<weights>"
     lora_file.require_plain_lora(weights_sd, path, module_class.NETWORK_MODULE)
     dims, alphas = lora_file.module_dims_and_alphas(weights_sd, path)
-    network = LoRANetwork(text_encoder, unet, multiplier=multiplier, modules_dim=dims, modules_alpha=alphas,
+    network = LoRANetwork(text_encoder, unet, RankResolver.from_file(dims, alphas), multiplier=multiplier,
                           module_class=module_class)
     check_fits(network, weights_sd, path)
     block_lr_weight = lora_blocks.block_lr_weights(network.is_sdxl, kwargs)
     if block_lr_weight is not None:
         network.set_block_lr_weight(block_lr_weight)
     return network, weights_sd
-
-
-def network_args_json(kwargs: dict) -> str:
-    """``ss_network_args`` as kohya writes it: a JSON object of the string arguments."""
-    return json.dumps({k: str(v) for k, v in kwargs.items()})

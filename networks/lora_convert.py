@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from networks import lora_format
 from networks import lora_names as names
 from library.models.unet_layout import UNetLayout
 from networks.lora_file import LoRAFileError, read_lora_file, require_plain_lora
@@ -45,7 +46,6 @@ _FOLDER_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _UNET_HEADS = ("down_blocks.", "mid_block.", "up_blocks.", "conv_in", "conv_out", "conv_norm_out", "time_embedding.", "add_embedding.")
 _TE_HEADS = ("text_model.", "encoder.")
-_KOHYA_KEY = re.compile(r"^lora_(unet|te|te1|te2)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
 _RE_AB = re.compile(r"^(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$")
 _RE_DOWN_UP = re.compile(r"^(.+)\.lora(?:_linear_layer)?\.(down|up)\.weight$")
 _RE_PROC = re.compile(r"^(.+?)(?:\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
@@ -133,7 +133,7 @@ def read_adapter_config(path: str | os.PathLike) -> dict:
 def detect_format(tensors: dict[str, torch.Tensor], config: dict | None = None, path: str = "<weights>") -> str:
     """kohya, attn_procs, peft or diffusers, from the key names (raises when no LoRA key is recognised)."""
     keys = list(tensors)
-    if keys and sum(bool(_KOHYA_KEY.match(k)) for k in keys) * 2 > len(keys):
+    if keys and sum(lora_format.is_kohya_key(k) for k in keys) * 2 > len(keys):
         return "kohya"
     if any(_RE_PROC.match(k) and ".processor." in k for k in keys):
         return "attn_procs"
@@ -175,11 +175,11 @@ def parse_kohya(tensors: dict[str, torch.Tensor], metadata: dict[str, str], layo
         layout = names.SD_LAYOUT if sdxl_by_te is False else names.SDXL_LAYOUT
     compvis = diffusers_paths = False
     for key, value in tensors.items():
-        name, _, rest = key.partition(".")
-        slot = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}.get(rest)
-        if slot is None:
+        found = lora_format.split_key(key)
+        if found is None:
             unmapped.append(f"{key}: not a lora_down/lora_up/alpha tensor (DoRA, bias or other extras cannot be converted)")
             continue
+        name, slot = found
         try:
             component, path, was_compvis = names.parse_kohya_name(name, layout)
         except names.UnknownName as e:

@@ -24,8 +24,7 @@ from safetensors.torch import load_file, save, save_file
 
 from library.atomic import atomic_path
 from library.errors import UserError
-
-LORA_KEY_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
+from networks.lora_format import group_modules
 
 
 class LoRAFileError(UserError):
@@ -116,14 +115,9 @@ def read_lora_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def module_dims_and_alphas(tensors: dict[str, torch.Tensor], path: str = "<weights>") -> tuple[dict[str, int], dict[str, float]]:
     """Per-module rank (from lora_down's first dim) and alpha (missing -> rank) of a kohya LoRA."""
-    dims: dict[str, int] = {}
-    alphas: dict[str, float] = {}
-    for key, value in tensors.items():
-        name, _, rest = key.partition(".")
-        if rest == "lora_down.weight":
-            dims[name] = int(value.shape[0])
-        elif rest == "alpha":
-            alphas[name] = float(value.float().item())
+    modules = group_modules(tensors)[0]
+    dims = {name: int(slots["down"].shape[0]) for name, slots in modules.items() if slots.get("down") is not None}
+    alphas = {name: float(slots["alpha"].float().item()) for name, slots in modules.items() if slots.get("alpha") is not None}
     if not dims:
         sample = ", ".join(list(tensors)[:3])
         raise LoRAFileError(

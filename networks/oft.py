@@ -20,6 +20,7 @@ import torch
 
 from library.errors import UserError
 from networks import lora_file
+from networks.hooking import HookedModule, HookedNetwork
 from library.models.unet_layout import UNetLayout, to_compvis
 from networks.lora import PREFIX_UNET, _is_sdxl, _target_layers
 from networks.oft_math import constraint_for, rotate_weight, rotation
@@ -32,12 +33,11 @@ CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 KOHYA_PREFIX = "oft_unet_"
 
 
-class OFTModule(torch.nn.Module):
+class OFTModule(HookedModule):
     """Block-diagonal orthogonal rotation of one layer's weight (replaces the layer's forward)."""
 
     def __init__(self, lora_name, org_module, multiplier=1.0, num_blocks=4, alpha=1e-3):
-        super().__init__()
-        self.lora_name = lora_name
+        super().__init__(lora_name, org_module, multiplier)
         out_dim = org_module.out_channels if isinstance(org_module, torch.nn.Conv2d) else org_module.out_features
         if num_blocks < 1 or out_dim % num_blocks:
             raise UserError(f"networks.oft: {lora_name} has {out_dim} output channels, which network_dim={num_blocks} "
@@ -48,24 +48,6 @@ class OFTModule(torch.nn.Module):
         self.register_buffer("alpha", torch.tensor(float(alpha)))
         size = out_dim // num_blocks
         self.oft_blocks = torch.nn.Parameter(torch.zeros(num_blocks, size, size))
-        self.multiplier = multiplier
-        self.merged = False
-        self._org = [org_module]
-        self._org_forward = None
-
-    @property
-    def org_module(self) -> torch.nn.Module:
-        return self._org[0]
-
-    def apply_to(self) -> None:
-        if self._org_forward is None:
-            self._org_forward = self.org_module.forward
-            self.org_module.forward = self.forward
-
-    def restore(self) -> None:
-        if self._org_forward is not None:
-            self.org_module.forward = self._org_forward
-            self._org_forward = None
 
     def rotated_weight(self, multiplier=None) -> torch.Tensor:
         m = self.multiplier if multiplier is None else multiplier
@@ -88,7 +70,7 @@ class OFTModule(torch.nn.Module):
         self.merged = True
 
 
-class OFTNetwork(torch.nn.Module):
+class OFTNetwork(HookedNetwork):
     """All OFT modules of a UNet; the object the trainer optimises and saves."""
 
     def __init__(self, unet, multiplier=1.0, dim=4, alpha=1e-3, enable_all_linear=False, enable_conv=False,
@@ -125,36 +107,13 @@ class OFTNetwork(torch.nn.Module):
         for oft in self.unet_ofts:
             oft.apply_to()
 
-    def restore(self):
-        for oft in self.unet_ofts:
-            oft.restore()
-
-    def set_multiplier(self, multiplier: float):
-        self.multiplier = multiplier
-        for oft in self.unet_ofts:
-            oft.multiplier = multiplier
-
-    def is_mergeable(self) -> bool:
-        return True
+    def hooked_modules(self) -> list[OFTModule]:
+        return self.unet_ofts
 
     def merge_to(self, text_encoder=None, unet=None, weights_sd=None, dtype=None, device=None):
         if weights_sd is not None:
             self.load_weights(weights_sd, strict=False)
-        for oft in self.unet_ofts:
-            if not oft.merged:
-                oft.merge()
-
-    def prepare_grad_etc(self, text_encoder=None, unet=None):
-        self.requires_grad_(True)
-
-    def on_epoch_start(self, text_encoder=None, unet=None):
-        self.train()
-
-    def get_trainable_params(self):
-        return self.parameters()
-
-    def enable_gradient_checkpointing(self):
-        """OFT modules hold no activations of their own; the base model's checkpointing covers them."""
+        self.merge_hooked()
 
     def prepare_optimizer_params(self, text_encoder_lr, unet_lr, default_lr):
         self.requires_grad_(True)

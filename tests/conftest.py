@@ -38,14 +38,17 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
-    """tiny_ckpt(family, seed=0) -> path of a seeded tiny single-file checkpoint, made once per session."""
+    """tiny_ckpt(family, seed=0, v=False) -> path of a seeded tiny single-file checkpoint (``v``: a
+    v-prediction one), made once per session. The suite's one source of tiny checkpoints: the tools',
+    models' and ComfyUI tests ask it too, so each model is built once. Never write into its folder."""
     folder = tmp_path_factory.mktemp("tiny_ckpts")
     made = {}
 
-    def get(family, seed=0):
-        if (family, seed) not in made:
-            made[(family, seed)] = str(make_tiny_model(family, folder / f"tiny_{family}_{seed}.safetensors", seed=seed))
-        return made[(family, seed)]
+    def get(family, seed=0, v=False):
+        if (family, seed, v) not in made:
+            name = f"tiny_{family}{'_v' if v else ''}_{seed}.safetensors"
+            made[(family, seed, v)] = str(make_tiny_model(family, folder / name, seed=seed, v_parameterization=v))
+        return made[(family, seed, v)]
 
     return get
 

@@ -3,7 +3,8 @@
 Layers, lowest first (a module may import its own package and anything lower):
 
     errors      library.errors
-    leaves      library.vocabulary, library.atomic, library.output_paths, library.devices
+    names       library.vocabulary, library.safetensors_header (import nothing of ours)
+    leaves      library.atomic, library.output_paths, library.devices, library.cache_dir
     options     library.options
     data/models library.data, library.models        (independent of each other)
     networks    networks                            (LoRA modules wrap model layers)
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = [
     ("errors", ("library.errors",)),
-    ("leaves", ("library.vocabulary", "library.atomic", "library.output_paths", "library.devices", "library.cache_dir")),
+    ("names", ("library.vocabulary", "library.safetensors_header")),
+    ("leaves", ("library.atomic", "library.output_paths", "library.devices", "library.cache_dir")),
     ("options", ("library.options",)),
     ("data/models", ("library.data", "library.models")),
     ("networks", ("networks",)),
@@ -38,12 +40,6 @@ LAYERS = [
 
 # (importing module, imported module): why it is still there.
 ALLOWED = {
-    ("library.inference.generate", "library.train.sampling"):
-        "pipelines and PNG info move from train/sampling.py to library/inference after the parity merge",
-    ("library.inference.class_images", "library.train.sampling"):
-        "SamplePrompt comes with the pipelines when train/sampling.py moves to library/inference",
-    ("library.merge.lora_merge", "library.train.metadata"):
-        "modelspec moves from train/metadata.py to the LoRA file-format owner after the parity merge",
 }
 
 

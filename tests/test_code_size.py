@@ -21,12 +21,7 @@ LONG_FILES = {
 LONG_FUNCTIONS = {
     "library/data/folders.py::scan_image_folder": "one pass over a folder tree with its error messages; split after the values merge",
     "library/data/prepare.py::prepare_dataset": "dataset wiring; owned by the data helpers, split after the values merge",
-    "library/train/entry.py::_train_locked": "the run's top-level sequence (hot shared file); split after the parity merge",
-    "library/train/metadata.py::training_metadata": "the ss_* table; moves to the LoRA file-format owner after the parity merge",
     "library/train/optimizers.py::build_optimizer": "becomes a table of specs with the optimizers split after the parity merge",
-    "networks/lora.py::LoRANetwork.__init__": "the issue's rank/alpha resolver refactor (networks helper's area)",
-    "webui/app.py::create_app": "the GUI's routes are nested in the app factory; split into one module per page (gui helper's area)",
-    "tools/caption.py::run": "the captioning tool's loop; moves with captioning.py into a package",
 }
 
 

@@ -1,4 +1,4 @@
-"""The names several layers accept (data layouts, resize filters, samplers) come from library/vocabulary.py."""
+"""The names several layers accept (data layouts, resize filters, samplers, schedulers, losses) come from library/vocabulary.py."""
 
 import ast
 from pathlib import Path
@@ -6,8 +6,10 @@ from pathlib import Path
 from library import vocabulary
 from library.data import dataset_config, params
 from library.data.images import _FILTERS
-from library.options import BY_NAME
-from library.train.sampling import SAMPLERS
+from library.inference.pipelines import SAMPLERS
+from library.options import BY_NAME, dataset_keys
+from library.options import definitions
+from library.train import losses, schedulers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,15 +20,20 @@ def test_every_layer_uses_the_vocabulary():
     assert BY_NAME["sample_sampler"].choices is vocabulary.SAMPLERS
     assert params.DATA_LAYOUTS is vocabulary.DATA_LAYOUTS and params.SUBSET_LAYOUTS is vocabulary.SUBSET_LAYOUTS
     assert dataset_config.DATA_LAYOUTS is vocabulary.DATA_LAYOUTS
-    assert dataset_config._INTERPOLATIONS is vocabulary.INTERPOLATIONS
+    assert dataset_keys.KEYS["resize_interpolation"].choices is vocabulary.INTERPOLATIONS
+    assert dataset_keys.KEYS["layout"].choices is vocabulary.SUBSET_LAYOUTS
     assert tuple(_FILTERS) == vocabulary.INTERPOLATIONS
     assert tuple(SAMPLERS) == vocabulary.SAMPLERS
+    assert BY_NAME["loss_type"].choices is vocabulary.LOSS_TYPES is losses.LOSS_TYPES
+    assert BY_NAME["huber_schedule"].choices is vocabulary.HUBER_SCHEDULES is losses.HUBER_SCHEDULES
+    assert definitions.LR_SCHEDULERS is vocabulary.LR_SCHEDULERS is schedulers.SCHEDULER_NAMES
 
 
 def test_no_product_module_spells_a_vocabulary_again():
     """A literal holding more than half the names of one vocabulary outside vocabulary.py is a copy (a
     smaller subset, like the layouts a folder can be detected as, is logic of its own)."""
-    lists = [set(v) for v in (vocabulary.DATA_LAYOUTS, vocabulary.INTERPOLATIONS, vocabulary.SAMPLERS)]
+    lists = [set(v) for v in (vocabulary.DATA_LAYOUTS, vocabulary.INTERPOLATIONS, vocabulary.SAMPLERS,
+                              vocabulary.LR_SCHEDULERS, vocabulary.LOSS_TYPES, vocabulary.HUBER_SCHEDULES)]
     copies = []
     for path in [*REPO.glob("library/**/*.py"), *REPO.glob("networks/*.py"), *REPO.glob("tools/*.py")]:
         if path.name == "vocabulary.py":

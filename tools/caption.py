@@ -20,9 +20,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from library import captioning as cap  # noqa: E402  (imports neither torch nor transformers)
+from library.captioning.captioner import BLIP_PROMPT  # noqa: E402  (the package imports neither torch nor transformers)
+from library.captioning.folder import caption_folder, summary  # noqa: E402
 from library.errors import UserError  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
+from library.vocabulary import DTYPE_NAMES  # noqa: E402
 
 EXIT_OK, EXIT_USER, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace existing caption files (kohya's behaviour)")
     p.set_defaults(overwrite=False)
     p.add_argument("--prompt", default=None,
-                   help=f'text the model continues, cut off the caption (BLIP default "{cap.BLIP_PROMPT}" as kohya; BLIP-2 none; "" for none)')
+                   help=f'text the model continues, cut off the caption (BLIP default "{BLIP_PROMPT}" as kohya; BLIP-2 none; "" for none)')
     p.add_argument("--batch_size", type=int, default=1, help="images per forward pass")
     p.add_argument("--beam_search", action="store_true", help="deterministic beam search (default: nucleus sampling, as kohya)")
     p.add_argument("--num_beams", type=int, default=1, help="beams with --beam_search (1 = greedy)")
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of nucleus sampling (kohya default 42)")
     p.add_argument("--max_data_loader_n_workers", type=int, default=0, help="threads reading images ahead of the model (0: none)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "fp32", "fp16", "bf16"],
+    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
                    help="model precision (default: float16 on a GPU, float32 on the CPU)")
     p.add_argument("--debug", action="store_true", help="print every caption, and tracebacks on errors")
     return p
@@ -77,93 +79,9 @@ def check_args(args) -> None:
 
 
 def run(args, out=None, err=None) -> dict:
-    """Caption the folder; returns counts {"written", "skipped", "unreadable", "empty"} and the "extension"."""
-    out, err = out or sys.stdout, err or sys.stderr
+    """Check the options, then caption the folder (library/captioning/folder.py); returns its counts."""
     check_args(args)
-    extension = cap.check_caption_extension(args.caption_extension)
-    model_folder = cap.resolve_model_folder(args.caption_weights)
-    model_type = cap.check_model_folder(model_folder)
-    prompt = args.prompt if args.prompt is not None else (cap.BLIP_PROMPT if model_type == "blip" else "")
-    images = cap.find_images(args.train_data_dir, args.recursive)
-    todo = images if args.overwrite else [p for p in images if not cap.has_caption(cap.caption_path(p, extension))]
-    counts = {"written": 0, "skipped": len(images) - len(todo), "unreadable": 0, "empty": 0, "extension": extension}
-    if not todo:
-        print(f"all {len(images)} images in {args.train_data_dir} already have {extension} captions; "
-              "nothing to do (--overwrite replaces them)", file=out)
-        return counts
-
-    import torch
-    from tqdm import tqdm
-
-    device = cap.pick_device(args.device)
-    dtype = cap.pick_dtype(args.dtype, device)
-    settings = cap.GenerationSettings(args.beam_search, args.num_beams, args.top_p, args.min_length, args.max_length)
-    print(f"loading {model_folder} on {device}", file=err)
-    _quiet_transformers(args.debug)
-    captioner = cap.Captioner.load(model_folder, device, dtype)
-    torch.manual_seed(args.seed)
-    print(f"captioning {len(todo)} of {len(images)} images"
-          + (f" ({counts['skipped']} already captioned are skipped)" if counts["skipped"] else ""), file=err)
-
-    def say(text):  # above the progress bar, not through it
-        tqdm.write(text, file=err)
-
-    def flush(batch):
-        try:
-            captions = captioner.caption([pixels for _, pixels in batch], settings, prompt)
-        except torch.cuda.OutOfMemoryError:
-            raise UserError(f"out of GPU memory with --batch_size {args.batch_size}; use a smaller --batch_size, "
-                            "--dtype float16, or --device cpu") from None
-        for (path, _), caption in zip(batch, captions):
-            text = cap.compose_caption(caption, args.prefix, args.suffix)
-            if not text.strip():
-                counts["empty"] += 1
-                say(f"warning: the model gave an empty caption for {path}; no caption file written")
-                continue
-            cap.write_caption(cap.caption_path(path, extension), text)
-            counts["written"] += 1
-            if args.debug:
-                say(f"{path}: {text}")
-
-    batch = []
-    with tqdm(total=len(todo), unit="img", disable=None, file=err) as bar:
-        for path, loaded in cap.load_in_order(todo, captioner.preprocess, args.max_data_loader_n_workers):
-            if isinstance(loaded, Exception):
-                counts["unreadable"] += 1
-                say(f"warning: skipped {path}: {cap.describe_failure(path, loaded)}")
-                bar.update(1)
-                continue
-            batch.append((path, loaded))
-            if len(batch) == args.batch_size:
-                flush(batch)
-                bar.update(len(batch))
-                batch = []
-        if batch:
-            flush(batch)
-            bar.update(len(batch))
-    return counts
-
-
-def _quiet_transformers(debug: bool) -> None:
-    """transformers' own progress bars and warnings, only with --debug."""
-    from transformers.utils import logging as tlog
-
-    if debug:
-        tlog.enable_progress_bar()
-    else:
-        tlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-
-
-def summary(counts: dict, folder: str) -> str:
-    text = f"wrote {counts['written']} {counts['extension']} caption file(s) in {folder}"
-    if counts["skipped"]:
-        text += f"; {counts['skipped']} image(s) already had one (--overwrite replaces them)"
-    if counts["unreadable"]:
-        text += f"; {counts['unreadable']} unreadable image(s) skipped (see the warnings)"
-    if counts["empty"]:
-        text += f"; {counts['empty']} empty caption(s) not written"
-    return text
+    return caption_folder(args, out, err)
 
 
 def main(argv: list[str] | None = None) -> int:

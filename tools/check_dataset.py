@@ -23,24 +23,18 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from library.data.params import DataOptions  # noqa: E402
 from library.data.preflight import run_preflight  # noqa: E402
-
-_INT_NONE = {"seed", "validation_seed"}
+from library.options import BY_NAME  # noqa: E402
+from library.options.cli import add_option_argument  # noqa: E402
+from library.options.typed import from_args  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(DataOptions):
-        flag = f"--{f.name}"
-        if isinstance(f.default, bool):
-            parser.add_argument(flag, action="store_true", default=f.default)
-        elif f.default is None:
-            parser.add_argument(flag, type=int if f.name in _INT_NONE else str, default=None)
-        else:
-            parser.add_argument(flag, type=type(f.default), default=f.default)
+    for f in fields(DataOptions):  # training's own options: same converters, help and defaults as the trainer's
+        add_option_argument(parser, BY_NAME[f.name], default=f.default)
     parser.set_defaults(resolution="512")
-    parser.add_argument("--max_train_epochs", type=int, default=None)
-    parser.add_argument("--max_train_steps", type=int, default=None, help="kohya's default is 1600 when no epochs are given")
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    for name in ("max_train_epochs", "max_train_steps", "gradient_accumulation_steps"):  # the step arithmetic's
+        add_option_argument(parser, BY_NAME[name], default=BY_NAME[name].default)
     parser.add_argument("--num_processes", type=int, default=1, help="GPUs / processes training together")
     parser.add_argument("--verify_images", action="store_true", help="also decode every image to find damaged files (slower)")
     parser.add_argument("--workers", type=int, default=0, help="read headers on N threads (helps on network/spinning disks only)")
@@ -50,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser_args = build_parser().parse_args(argv)
-    option_names = {f.name for f in fields(DataOptions)}
-    options = DataOptions(**{k: v for k, v in vars(parser_args).items() if k in option_names})
+    options = from_args(DataOptions, parser_args)
     report = run_preflight(
         options,
         max_train_epochs=args.max_train_epochs,

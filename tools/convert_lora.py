@@ -25,13 +25,15 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
+from library.devices import dtype_of  # noqa: E402
+from library.merge.tool_args import add_output_options  # noqa: E402
 from library.errors import UserError  # noqa: E402
+from library.vocabulary import base_model_version  # noqa: E402
 from networks import lora_convert as lc  # noqa: E402
-from networks import lora_names  # noqa: E402
+from networks import lora_format, lora_names  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
 
-PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SHOW_UNMAPPED = 40
 
 
@@ -42,35 +44,23 @@ class ModelInfo:
         from library.models import load_base_model
         from library.models.unet_layout import UNetLayout
         from networks.lora import LoRANetwork
+        from networks.lora_ranks import RankResolver
 
         model = load_base_model(path, family=family, dtype=torch.float16)
         self.family, self.model_version, self.is_sdxl = model.family, model.model_version, model.is_sdxl
         self.layout = UNetLayout.from_config(model.unet.config)
-        net = LoRANetwork(model.text_encoders, model.unet, lora_dim=1, alpha=1, conv_lora_dim=1, conv_alpha=1)
+        net = LoRANetwork(model.text_encoders, model.unet, RankResolver(1, 1.0, conv_dim=1, conv_alpha=1.0))
         self.shapes = {lora.lora_name: tuple(lora.org_module.weight.shape) for lora in net.all_loras}
-
-
-def _uniform(values) -> str:
-    values = set(values)
-    return str(values.pop()) if len(values) == 1 else "Dynamic"
 
 
 def kohya_metadata(weights: lc.LoRAWeights, tensors: dict, sdxl: bool, model: ModelInfo | None, family: str | None) -> dict[str, str]:
     """Source metadata (ss_* kept) plus the ss_network_* / base-model fields kohya tools expect."""
     meta = {k: v for k, v in weights.metadata.items() if k not in (lc.ADAPTER_METADATA_KEY, "format") and not k.startswith("sshs_")}
-    downs = {k[: -len(".lora_down.weight")]: v for k, v in tensors.items() if k.endswith(".lora_down.weight")}
-    linear = [n for n, d in downs.items() if d.dim() == 2 or tuple(d.shape[2:]) == (1, 1)] or list(downs)
-    conv = [n for n in downs if n not in linear]
-    alpha = lambda n: float(tensors[f"{n}.alpha"].float().item())  # noqa: E731
     fam = model.family if model else (family or ("sdxl" if sdxl else "sd1"))
-    meta.setdefault("ss_network_module", "networks.lora")
-    meta.setdefault("ss_network_dim", _uniform(downs[n].shape[0] for n in linear))
-    meta.setdefault("ss_network_alpha", _uniform(alpha(n) for n in linear))
-    if conv and "ss_network_args" not in meta:
-        meta["ss_network_args"] = json.dumps({"conv_dim": _uniform(downs[n].shape[0] for n in conv),
-                                              "conv_alpha": _uniform(alpha(n) for n in conv)})
-    meta.setdefault("ss_base_model_version", model.model_version if model else {"sdxl": "sdxl_base_v1-0", "sd2": "sd_v2"}.get(fam, "sd_v1"))
-    meta.setdefault("ss_v2", str(fam == "sd2"))
+    dim, alpha, conv_args = lora_format.network_summary(tensors)
+    version = model.model_version if model else base_model_version(fam)
+    for key, value in lora_format.minimum_network_metadata(fam, version, "networks.lora", dim, alpha, conv_args).items():
+        meta.setdefault(key, value)
     if weights.format != "kohya":
         note = f"converted from {weights.format} format by lorasmith tools/convert_lora.py"
         meta["ss_training_comment"] = f"{note}; {meta['ss_training_comment']}" if meta.get("ss_training_comment") else note
@@ -149,12 +139,12 @@ def convert(args) -> int:
     if unmapped:
         _report_unmapped(unmapped, args.input, args.allow_unmapped)
         if not args.allow_unmapped:
-            print(f"error: nothing was written; fix the input, pass --model to check the names against a base model, "
+            print("error: nothing was written; fix the input, pass --model to check the names against a base model, "
                   "or pass --allow_unmapped to write the modules that converted", file=sys.stderr)
             return 1
     if not out:
         raise UserError(f"{args.input}: no module could be converted; nothing to write")
-    dtype = PRECISIONS[args.save_precision] if args.save_precision else None
+    dtype = dtype_of(args.save_precision)
     if to == "kohya":
         save_lora_file(out, str(out_path), kohya_metadata(weights, out, sdxl, model, args.family), dtype)
     else:
@@ -180,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=("sd1", "sd2", "sdxl"), default=None, help="base model family, when the names do not tell and no --model is at hand")
     p.add_argument("--adapter_config", default=None, help="PEFT adapter_config.json giving lora_alpha (read automatically next to adapter_model.*)")
     p.add_argument("--allow_unmapped", action="store_true", help="write what converts even if some keys do not (they are listed)")
-    p.add_argument("--save_precision", choices=tuple(PRECISIONS), default=None, help="dtype of the output (default: the input's)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "the input's")
     return p
 
 

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
-from library.merge.tool_args import PRECISIONS, check_device  # noqa: E402
+from library.merge.tool_args import add_output_options, check_device, dtype_of  # noqa: E402
 from library.merge.lora_extract import extract_tensors, lora_networks, module_diffs  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
@@ -43,15 +43,15 @@ def _check_models(org, tuned, args) -> None:
 
 
 def extracted_metadata(org, args, save_to: str) -> dict[str, str]:
-    from library.train.metadata import minimum_network_metadata, modelspec
+    from networks import lora_format
 
-    net_args = {"conv_dim": str(args.conv_dim), "conv_alpha": str(float(args.conv_dim))} if args.conv_dim else {}
-    meta = minimum_network_metadata(org.family, org.model_version, "networks.lora", args.dim, float(args.dim), net_args)
+    net_args = {"conv_dim": lora_format.format_dim(args.conv_dim), "conv_alpha": lora_format.format_alpha(args.conv_dim)} if args.conv_dim else {}
+    meta = lora_format.minimum_network_metadata(org.family, org.model_version, "networks.lora", args.dim, args.dim, net_args)
     meta["ss_training_comment"] = (f"extracted by lorasmith from {Path(args.model_tuned).name} - "
                                    f"{Path(args.model_org).name}")
     if not args.no_metadata:
-        size = 1024 if org.is_sdxl else (768 if org.v_parameterization else 512)
-        meta.update(modelspec(org.family, org.v_parameterization, Path(save_to).stem, size))
+        size = lora_format.default_resolution(org.family, org.v_parameterization)
+        meta.update(lora_format.modelspec(org.family, org.v_parameterization, Path(save_to).stem, size))
     return meta
 
 
@@ -91,7 +91,7 @@ def extract(args) -> str:
     if not te_different and net_o.text_encoder_loras:
         print(f"text encoder is the same (max |diff| {te_max:.3g} <= --min_diff {args.min_diff}): extracting the UNet only")
     tensors, retained = extract_tensors(diffs, args.dim, args.conv_dim, args.clamp_quantile, args.device or "cpu", args.svd_lowrank_niter)
-    dtype = PRECISIONS[args.save_precision] if args.save_precision else None
+    dtype = dtype_of(args.save_precision)
     save_lora_file(tensors, args.save_to, extracted_metadata(org, args, args.save_to), dtype)
     worst = min(retained, key=retained.get)
     mean = sum(retained.values()) / len(retained)
@@ -115,12 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sdxl", action="store_true", help="kohya's flag: the models are SDXL (detected anyway)")
     p.add_argument("--v2", action="store_true", help="kohya's flag: the models are SD2 (detected anyway)")
     p.add_argument("--v_parameterization", action="store_true", default=None, help="accepted for kohya commands; read from the model")
-    p.add_argument("--save_precision", choices=tuple(PRECISIONS), default=None, help="dtype of the output (default float)")
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="randomised SVD iterations for weights over 2048x2048 (0 = exact)")
     p.add_argument("--no_metadata", action="store_true", help="write only the ss_* fields (no modelspec)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "float")
     return p
 
 

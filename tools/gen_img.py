@@ -19,10 +19,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from library.devices import check_device  # noqa: E402
+from library.devices import check_device, dtype_of  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
-from library.train.sampling import SAMPLERS, parse_prompt_line, read_prompt_file  # noqa: E402
+from library.inference.prompts import parse_prompt_line, read_prompt_file  # noqa: E402
+from library.vocabulary import SAMPLERS  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
 
 DEFAULT_SIZE = {"sd1": 512, "sd2": 512, "sdxl": 1024}
@@ -102,8 +103,6 @@ def global_loras(args) -> list:
 
 
 def run(args) -> list[Path]:
-    import torch
-
     from library.inference.generate import LoraStack, check_size, generate, plan_jobs
     from library.models import load_base_model
     from networks.lora_file import lora_file_keys, require_plain_lora
@@ -119,12 +118,13 @@ def run(args) -> list[Path]:
                      default_sampler=args.sampler, lora_dir=args.lora_dir)
     for path in dict.fromkeys([u.path for u in loras] + [u.path for job in jobs for u in job.loras]):
         require_plain_lora(lora_file_keys(path), path, "gen_img.py")  # LoHa/OFT/...: refused before the model loads
-    dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
+    dtype = dtype_of("fp16" if args.fp16 else "bf16" if args.bf16 else "float")
     model = load_base_model(args.ckpt, v_parameterization=args.v_parameterization, dtype=dtype, device=device)
+    model.check_clip_skip(args.clip_skip)
     size = DEFAULT_SIZE[model.family]
     for job in jobs:
-        job.sample.width = job.sample.width or size
-        job.sample.height = job.sample.height or size
+        job.sample.width = size if job.sample.width is None else job.sample.width  # 0 is refused, not defaulted
+        job.sample.height = size if job.sample.height is None else job.sample.height
         check_size(job, model.latent_downscale)
     stack = LoraStack(model)
     if args.network_merge:

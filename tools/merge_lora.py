@@ -21,11 +21,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from library.devices import dtype_of  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
+from library.merge.tool_args import add_output_options  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
-
-PRECISIONS = ("float", "fp16", "bf16")
+from library.vocabulary import SAVE_PRECISIONS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", nargs="+", type=finite_float, default=None, help="one weight per LoRA (default 1.0 each; negatives allowed)")
     p.add_argument("--save_to", required=True, help="output .safetensors (written atomically)")
     p.add_argument("--sd_model", default=None, help="base checkpoint or diffusers folder: merge the LoRAs into it; without it, LoRAs merge into one LoRA")
-    p.add_argument("--save_precision", choices=PRECISIONS, default=None,
-                   help="dtype of the output; default: checkpoint merges keep the base file's dtype, LoRA merges write float")
-    p.add_argument("--precision", choices=PRECISIONS, default="float", help="accepted for kohya commands; merging always computes in float32")
+    p.add_argument("--precision", choices=SAVE_PRECISIONS, default="float", help="accepted for kohya commands; merging always computes in float32")
     p.add_argument("--new_rank", type=int, default=None, help="LoRA merge by SVD to this rank (default: exact merge, ranks add up)")
     p.add_argument("--new_conv_rank", type=int, default=None, help="SVD rank of 3x3 conv (LoCon) modules (default: --new_rank)")
     p.add_argument("--clamp_quantile", type=finite_float, default=0.99, help="SVD: clamp values to this quantile as kohya does; 1 = no clamping")
@@ -44,32 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", action="store_true", help="accepted for kohya commands; the family is detected from the file")
     p.add_argument("--device", default="cpu", help="device for the SVD (e.g. cuda)")
     p.add_argument("--no_metadata", action="store_true", help="write only the minimum ss_network_* metadata")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "checkpoint merges keep the base file's dtype, LoRA merges write float")
     return p
-
-
-def _dtype(name):
-    import torch
-
-    return {None: None, "float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def merge_into_checkpoint(args) -> str:
     """Load the base, add every LoRA's delta, save an original-layout single file."""
     from library.merge.lora_merge import merge_loras_into_model
     from library.models import load_base_model, save_base_model
-    from library.train.metadata import modelspec
+    from networks.lora_format import default_resolution, modelspec
 
     if args.new_rank is not None or args.new_conv_rank is not None:
         raise UserError("--new_rank/--new_conv_rank shape a merged LoRA; leave them out when merging into --sd_model")
     out = Path(args.save_to)
-    save_dtype = _dtype(args.save_precision)
+    save_dtype = dtype_of(args.save_precision)
     model = load_base_model(args.sd_model, dtype=save_dtype)  # None keeps the file's dtype; deltas add in float32
     merge_loras_into_model(model, args.models, args.ratios)
     meta = {k: v for k, v in model.metadata.items() if "hash" not in k.lower()}
     if not args.no_metadata:
-        size = 1024 if model.is_sdxl else (768 if model.v_parameterization else 512)
+        size = default_resolution(model.family, model.v_parameterization)
         spec = modelspec(model.family, model.v_parameterization, out.stem, size)
         spec["modelspec.architecture"] = spec["modelspec.architecture"].removesuffix("/lora")
         meta.update(spec)
@@ -88,7 +80,7 @@ def merge_loras(args) -> str:
     check_device(args.device)
     tensors = merge_loras_to_file(
         args.models, args.ratios, args.save_to, new_rank=args.new_rank, new_conv_rank=args.new_conv_rank,
-        clamp_quantile=args.clamp_quantile, save_dtype=_dtype(args.save_precision), device=args.device,
+        clamp_quantile=args.clamp_quantile, save_dtype=dtype_of(args.save_precision), device=args.device,
         no_metadata=args.no_metadata,
     )
     ranks = sorted({int(t.shape[0]) for k, t in tensors.items() if k.endswith("lora_down.weight")})

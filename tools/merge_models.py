@@ -21,10 +21,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from library.devices import dtype_of  # noqa: E402
 from library.errors import UserError  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
-
-PRECISIONS = ("float", "fp16", "bf16")
+from library.vocabulary import SAVE_PRECISIONS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weighted_sum with 2 models: (1-r)*A + r*B; add_difference: A + (B-C)*r (default 1)")
     p.add_argument("--ratios", nargs="+", type=finite_float, default=None, help="weighted_sum: one weight per model (default equal, summing to 1)")
     p.add_argument("--save_to", "--output", dest="save_to", required=True, help="output .safetensors (written atomically)")
-    p.add_argument("--save_precision", "--saving_precision", dest="save_precision", choices=PRECISIONS, default=None,
+    p.add_argument("--save_precision", "--saving_precision", dest="save_precision", choices=SAVE_PRECISIONS, default=None,
                    help="dtype of floating tensors in the output (default: as in the first model)")
-    p.add_argument("--precision", choices=PRECISIONS, default="float", help="accepted for kohya commands; arithmetic is always float32")
+    p.add_argument("--precision", choices=SAVE_PRECISIONS, default="float", help="accepted for kohya commands; arithmetic is always float32")
     p.add_argument("--unet_only", action="store_true", help="merge only the UNet; text encoders and VAE come from the first model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -48,13 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        import torch
-
         from library.merge.model_merge import merge_models
         from library.output_paths import check_tool_output
 
         check_tool_output(args.save_to, args.models, "checkpoint", args.overwrite)
-        dtype = {None: None, "float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.save_precision]
+        dtype = dtype_of(args.save_precision)
         summary = merge_models(args.models, args.save_to, mode=args.mode, ratio=args.ratio, ratios=args.ratios,
                                save_dtype=dtype, unet_only=args.unet_only)
     except UserError as e:

@@ -22,9 +22,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
-from library.merge.tool_args import PRECISIONS, check_device  # noqa: E402
+from library.merge.tool_args import add_output_options, check_device, dtype_of  # noqa: E402
 from library.merge.lora_resize import ModuleResize, resize_modules  # noqa: E402
-from networks import lora_svd  # noqa: E402
+from networks import lora_format, lora_svd  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import LoRAFileError, read_lora_file, require_plain_lora, save_lora_file  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
@@ -32,23 +32,16 @@ from library.options.schema import finite_float  # noqa: E402
 
 def _pairs(tensors: dict[str, torch.Tensor], path: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor, float | None]], list[str]]:
     """{module: (down, up, alpha or None)} of a kohya file, and the keys that are none of these."""
-    modules: dict[str, list] = {}
-    other = []
-    for key, value in tensors.items():
-        name, _, rest = key.partition(".")
-        slot = {"lora_down.weight": 0, "lora_up.weight": 1, "alpha": 2}.get(rest)
-        if slot is None:
-            other.append(key)
-            continue
-        modules.setdefault(name, [None, None, None])[slot] = value
-    if not any(m[0] is not None for m in modules.values()):
+    modules, other = lora_format.group_modules(tensors)
+    if not any(m.get("down") is not None for m in modules.values()):
         sample = ", ".join(list(tensors)[:3])
         raise LoRAFileError(
             f"{path}: no kohya LoRA keys (<name>.lora_down.weight) found (keys look like: {sample}); "
             "convert diffusers/PEFT files first with tools/convert_lora.py --to kohya"
         )
     out = {}
-    for name, (down, up, alpha) in modules.items():
+    for name, slots in modules.items():
+        down, up, alpha = slots.get("down"), slots.get("up"), slots.get("alpha")
         if down is None or up is None:
             missing = "lora_up" if up is None else "lora_down"
             raise LoRAFileError(f"{path}: module {name} has no {missing}.weight; the file is damaged, re-download or re-save it")
@@ -74,35 +67,27 @@ def resize_lora_tensors(
     return {**{k: tensors[k] for k in other}, **out}, rows
 
 
-def _uniform(values, fmt=str) -> str | None:
-    values = set(values)
-    return fmt(values.pop()) if len(values) == 1 else None
-
-
-def resized_metadata(metadata: dict[str, str], rows: list[ModuleResize], args) -> dict[str, str]:
-    """The input's metadata with ss_network_dim/alpha/args and ss_training_comment updated (kohya's wording)."""
+def resized_metadata(metadata: dict[str, str], resized: dict[str, torch.Tensor], rows: list[ModuleResize], args) -> dict[str, str]:
+    """The input's metadata with ss_network_dim/alpha/args (networks/lora_format.py's summary of the resized
+    tensors; "Dynamic" with a dynamic method, as kohya) and ss_training_comment updated (kohya's wording)."""
     meta = {k: v for k, v in metadata.items() if not k.startswith("sshs_")}
     comment = meta.get("ss_training_comment", "")
     old = max(r.old_rank for r in rows)
-    linear = [r for r in rows if not r.conv] or rows
-    conv = [r for r in rows if r.conv]
+    dim, alpha, conv_args = lora_format.network_summary(resized)
     if args.dynamic_method:
         meta["ss_training_comment"] = f"Dynamic resize with {args.dynamic_method}: {args.dynamic_param} from {old}; {comment}"
-        meta["ss_network_dim"] = "Dynamic"
-        meta["ss_network_alpha"] = "Dynamic"
+        dim = alpha = lora_format.DYNAMIC
     else:
         conv_rank = args.new_conv_rank if args.new_conv_rank is not None else args.new_rank
         conv_desc = "" if conv_rank == args.new_rank else f" (conv: {conv_rank})"
         meta["ss_training_comment"] = f"dimension is resized from {old} to {args.new_rank}{conv_desc}; {comment}"
-        meta["ss_network_dim"] = _uniform(r.new_rank for r in linear) or "Dynamic"
-        meta["ss_network_alpha"] = _uniform((r.new_alpha for r in linear), lambda a: str(float(a))) or "Dynamic"
+    meta["ss_network_dim"], meta["ss_network_alpha"] = dim, alpha
     try:
         net_args = json.loads(meta.get("ss_network_args", "") or "{}")
     except json.JSONDecodeError:
         net_args = None
-    if isinstance(net_args, dict) and conv and "conv_dim" in net_args:
-        net_args["conv_dim"] = _uniform(r.new_rank for r in conv) or "Dynamic"
-        net_args["conv_alpha"] = _uniform((r.new_alpha for r in conv), lambda a: str(float(a))) or "Dynamic"
+    if isinstance(net_args, dict) and conv_args and "conv_dim" in net_args:
+        net_args.update(conv_args)
         meta["ss_network_args"] = json.dumps(net_args)
     return meta
 
@@ -157,10 +142,10 @@ def resize(args) -> str:
         for r in rows:
             print(_verbose_line(r, bool(args.dynamic_method)))
     if args.save_precision:
-        dtype = PRECISIONS[args.save_precision]
+        dtype = dtype_of(args.save_precision)
     else:  # the input's dtype: an fp16 file stays fp16
         dtype = next(v.dtype for k, v in tensors.items() if k.endswith(".lora_down.weight"))
-    save_lora_file(resized, args.save_to, resized_metadata(metadata, rows, args), dtype)
+    save_lora_file(resized, args.save_to, resized_metadata(metadata, resized, rows, args), dtype)
     return summary(rows, args.save_to)
 
 
@@ -174,12 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pick each module's rank from its singular values (capped by --new_rank/--new_conv_rank)")
     p.add_argument("--dynamic_param", type=finite_float, default=None,
                    help="sv_ratio: keep S > S[0]/param; sv_fro: keep this fraction of the Frobenius norm; sv_cumulative: of sum(S)")
-    p.add_argument("--save_precision", choices=tuple(PRECISIONS), default=None, help="dtype of the output (default: the input's)")
     p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="accepted for kohya commands; the SVD here is always exact and cheap")
     p.add_argument("--verbose", action="store_true", help="print each module's retained singular values")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save_to file even if it is not the same kind of file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_output_options(p, "the input's")
     return p
 
 

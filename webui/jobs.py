@@ -26,6 +26,8 @@ SCRIPTS = {"train_network": REPO / "train_network.py", "sdxl_train_network": REP
 TOOLS = {name: REPO / "tools" / f"{name}.py" for name in
          ("merge_lora", "resize_lora", "extract_lora", "convert_lora", "caption", "merge_models", "gen_img",
           "make_tiny_model")}
+# the GUI's own job scripts (not on the Tools page): the Compare page's image grid
+INTERNAL = {"compare_grid": REPO / "webui" / "compare_grid.py"}
 ACTIVE, FINAL = ("queued", "running"), ("done", "failed", "interrupted", "cancelled")
 EXIT_PHASES = {0: "done", 130: "interrupted"}
 
@@ -88,6 +90,13 @@ def options_argv(values: dict) -> list[str]:
         else:
             argv.append(str(value))
     return argv
+
+
+def script_of(job: dict) -> Path:
+    """The script a job runs: the training script, a tool, or one of the GUI's own job scripts."""
+    if job["kind"] == "train":
+        return SCRIPTS[job["script"]]
+    return INTERNAL.get(job["script"]) or TOOLS[job["script"]]
 
 
 class JobStore:
@@ -193,7 +202,7 @@ class Runner:
                     launch += ["--gpu_ids", job["gpu_ids"]]
                 return launch + [script, *args]
             return [self.python, script, *args]
-        return [self.python, str(TOOLS[job["script"]]), *[str(a) for a in job["options"]]]
+        return [self.python, str(script_of(job)), *[str(a) for a in job["options"]]]
 
     # --- the loop ------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -239,7 +248,7 @@ class Runner:
 
     def _same_process(self, job: dict) -> bool:
         """After a restart, a live pid is ours only if it still runs the job's script (pids get reused)."""
-        script = str(SCRIPTS[job["script"]] if job["kind"] == "train" else TOOLS[job["script"]])
+        script = str(script_of(job))
         try:
             with open(f"/proc/{job['pid']}/cmdline", "rb") as f:
                 return script in f.read().decode(errors="replace").split("\0")

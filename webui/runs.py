@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from library.train.run_folder import METRICS_FILE, SAMPLES_FILE
+from library.train.run_folder import ITEM_LOSSES_FILE, METRICS_FILE, SAMPLES_FILE
 
 
 def read_jsonl(path: Path, offset: int = 0) -> tuple[list[dict], int]:
@@ -98,3 +98,27 @@ def log_tail(path: str | None, lines: int = 200) -> str:
         return ""
     out = [line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line for line in text.split("\n")]
     return "\n".join(out[-lines:])
+
+
+def image_losses(folder: Path, top: int = 20) -> dict:
+    """Per-image loss from ``item_losses.jsonl``: each image's mean over the steps it was trained in, and how many
+    standard deviations it lies above the mean of all images (z). A single step's loss depends mostly on the
+    random timestep, so only means over several steps say something; ``top`` images with the highest z first."""
+    rows, _ = read_jsonl(folder / ITEM_LOSSES_FILE)
+    sums: dict[str, list[float]] = {}
+    for row in rows:
+        for item in row.get("items") or []:
+            key, loss = item if isinstance(item, list) and len(item) == 2 else (None, None)
+            if isinstance(key, str) and isinstance(loss, (int, float)) and math.isfinite(loss):
+                acc = sums.setdefault(key, [0.0, 0])
+                acc[0] += loss
+                acc[1] += 1
+    means = {k: total / n for k, (total, n) in sums.items()}
+    if not means:
+        return {"images": [], "count": 0, "mean": None, "std": None}
+    mean = sum(means.values()) / len(means)
+    std = math.sqrt(sum((m - mean) ** 2 for m in means.values()) / len(means))
+    images = [{"key": k, "mean": round(m, 6), "n": sums[k][1], "z": round((m - mean) / std, 3) if std > 0 else 0.0}
+              for k, m in means.items()]
+    images.sort(key=lambda i: -i["z"])
+    return {"images": images[:top], "count": len(images), "mean": mean, "std": std}

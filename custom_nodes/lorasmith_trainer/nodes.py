@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import json
 import multiprocessing
 import os
 import shutil
@@ -164,8 +163,9 @@ def resolve_dataset(use_custom_dataset: bool, dataset_path: str, logs_dir: str) 
         os.makedirs(logs_dir, exist_ok=True)
         config = Path(logs_dir) / PARQUET_CONFIG
         from library import atomic
+        from library.options.toml_text import dumps
 
-        atomic.write_text(str(config), f"[[datasets]]\n[[datasets.subsets]]\nimage_dir = {json.dumps(str(p.resolve()))}\n")
+        atomic.write_text(str(config), dumps({"datasets": [{"subsets": [{"image_dir": str(p.resolve())}]}]}))
         return {"dataset_config": str(config)}
     return {"train_data_dir": str(p)}
 

@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..options.validate import resolution_problem
 from .errors import DatasetError
 
 Size = Tuple[int, int]
@@ -131,18 +132,12 @@ class BucketSelector:
 
 
 def validate_bucket_options(resolution: Optional[Size], enable_bucket: bool, min_reso: int, max_reso: int, steps: int, where: str) -> None:
-    """kohya's checks, as DatasetErrors naming the option."""
+    """The options layer's resolution and bucket rules (the command line's), as DatasetErrors naming the dataset."""
     if resolution is None:
         raise DatasetError(f"{where}: resolution is not set; pass --resolution 512 (SD1.x), 768 (SD2.x) or 1024 (SDXL)")
-    if not enable_bucket and (resolution[0] % 8 or resolution[1] % 8):
-        raise DatasetError(f"{where}: resolution {resolution[0]}x{resolution[1]} must be a multiple of 8 without buckets (the VAE works in 8x8 blocks)")
-    if enable_bucket:
-        if steps <= 0 or steps % 8:
-            raise DatasetError(f"{where}: bucket_reso_steps={steps} must be a positive multiple of 8 (64 is kohya's default)")
-        if min(resolution) < min_reso:
-            raise DatasetError(f"{where}: min_bucket_reso={min_reso} is larger than the resolution {resolution}; lower min_bucket_reso")
-        if max(resolution) > max_reso:
-            raise DatasetError(f"{where}: max_bucket_reso={max_reso} is smaller than the resolution {resolution}; raise max_bucket_reso")
+    problem = resolution_problem(resolution, enable_bucket, min_reso, max_reso, steps)
+    if problem:
+        raise DatasetError(f"{where}: {problem}")
 
 
 def crop_offsets(resized_size: Size, bucket_reso: Size, random_crop: bool = False, rng: Optional[random.Random] = None) -> Size:

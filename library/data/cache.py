@@ -40,7 +40,7 @@ from library.atomic import atomic_write
 
 from .buckets import crop_offsets
 from .errors import DatasetError
-from .images import prepare_pixels, to_tensor
+from .images import prepare_pixels, resize_key, to_tensor
 from .masks import mask_fingerprint, prepare_mask
 from .records import ImageRecord
 
@@ -211,6 +211,7 @@ class LatentCache:
             "resized": list(rec.resized_size),
             "crop": [left, top],
             "flip": bool(rec.subset.flip_aug),
+            "resize": resize_key(rec.subset.resize_interpolation),
             "image": rec.fingerprint(),
             **({"mask": mask_fingerprint(rec)} if self.masks else {}),
         }

@@ -18,66 +18,19 @@ import json
 import os
 import tomllib
 from dataclasses import fields
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from .errors import DatasetError, Issues
 from .folders import discover_repeat_folders, is_image_name
 from .layouts import detect_layout
-from ..options.definitions import BY_NAME, MAX_REPEATS
-from ..options.schema import format_value
-from ..vocabulary import INTERPOLATIONS
-from .params import DATA_LAYOUTS, SUBSET_LAYOUTS, DataOptions, DatasetParams, SubsetParams, parse_resolution
+from ..options.dataset_keys import CLI_TO_FILE, KEYS, checked_option, checked_value, file_value, is_ignored, keys_of
+from ..options.definitions import BY_NAME
+from ..options.validate import resolution_problem
+from ..options.schema import ConversionError
+from .params import DATA_LAYOUTS, DataOptions, DatasetParams, SubsetParams
 
-_BOOL, _INT, _FLOAT, _STR = "bool", "int", "float", "str"
-DATASET_KEYS = {
-    "resolution": "resolution",
-    "batch_size": _INT,
-    "enable_bucket": _BOOL,
-    "min_bucket_reso": _INT,
-    "max_bucket_reso": _INT,
-    "bucket_reso_steps": _INT,
-    "bucket_no_upscale": _BOOL,
-    "prior_loss_weight": _FLOAT,
-    "validation_split": _FLOAT,
-    "validation_seed": _INT,
-}
-# dataset-level keys kohya refuses inside a [[datasets.subsets]] table
-DATASET_ONLY_KEYS = ("validation_split", "validation_seed")
-# keys a subset inherits from its dataset and [general]
-INHERITED_SUBSET_KEYS = {
-    "num_repeats": _INT,
-    "class_tokens": _STR,
-    "caption_extension": _STR,
-    "shuffle_caption": _BOOL,
-    "caption_separator": _STR,
-    "keep_tokens": _INT,
-    "keep_tokens_separator": _STR,
-    "secondary_separator": _STR,
-    "enable_wildcard": _BOOL,
-    "caption_prefix": _STR,
-    "caption_suffix": _STR,
-    "caption_dropout_rate": _FLOAT,
-    "caption_dropout_every_n_epochs": _INT,
-    "caption_tag_dropout_rate": _FLOAT,
-    "flip_aug": _BOOL,
-    "color_aug": _BOOL,
-    "random_crop": _BOOL,
-    "resize_interpolation": _STR,
-    "alpha_mask": _BOOL,
-    "conditioning_data_dir": _STR,
-    "caption_column": _STR,
-    "image_column": _STR,
-    "layout": _STR,
-    "recursive": _BOOL,
-}
-SUBSET_ONLY_KEYS = {"image_dir": _STR, "is_reg": _BOOL, "metadata_file": _STR, "instance_prompt": _STR, "class_prompt": _STR}
-IGNORED_KOHYA_KEYS = {
-    "face_crop_aug_range", "token_warmup_min", "token_warmup_step", "network_multiplier", "cache_info",
-    "custom_attributes", "sample_ratio", "max_token_length", "debug_dataset",
-}
-CLI_TO_CONFIG = {"train_batch_size": "batch_size", "dataset_repeats": "num_repeats"}
-_CONFIG_TO_CLI = {v: k for k, v in CLI_TO_CONFIG.items()}
-_INTERPOLATIONS = INTERPOLATIONS
+# dataset-level keys kohya refuses inside a [[datasets.subsets]] table (not "unknown": say where they go)
+DATASET_ONLY_KEYS = tuple(k for k, o in KEYS.items() if o.level == "dataset" and not is_ignored(k))
 
 
 def load_config_file(path: str) -> dict:
@@ -96,59 +49,34 @@ def load_config_file(path: str) -> dict:
         raise DatasetError(f"dataset_config {path} is not valid {'JSON' if path.lower().endswith('.json') else 'TOML'}: {e}") from None
 
 
-def _check_table(table: Any, allowed: Dict[str, str], where: str, path: str, issues: Issues, extra=()) -> dict:
+def _check_table(table: Any, table_name: str, where: str, path: str, issues: Issues, extra=()) -> dict:
     if not isinstance(table, dict):
         raise DatasetError(f"{path}: {where} must be a table")
+    allowed = keys_of(table_name) if table_name else {}
     for key, value in table.items():
         if key in extra:
             continue
-        if key in IGNORED_KOHYA_KEYS:
+        if is_ignored(key):
             issues.warning("config_key_ignored", f"{path}: {where}: kohya key {key!r} is accepted but ignored by lorasmith", path)
             continue
         if key not in allowed:
             near = difflib.get_close_matches(key, list(allowed) + list(extra), 1, 0.6)
             hint = f'did you mean "{near[0]}"?' if near else "see docs/datasets.md for the keys"
             raise DatasetError(f"{path}: unknown key {key!r} in {where}; {hint}")
-        _check_type(key, value, allowed[key], where, path)
+        try:
+            file_value(key, value)
+        except ConversionError as e:
+            raise DatasetError(f"{path}: {where}: {key} {e}") from None
     return table
 
 
 def _refuse_dataset_keys(subset_table: Any, where: str, path: str) -> None:
-    """kohya splits whole datasets, never single subsets: a subset-level split key is a mistake."""
+    """Resolution, buckets, batch size and the validation split belong to a whole dataset (kohya refuses them in a
+    subset too): say where they go instead of calling them unknown."""
     for key in DATASET_ONLY_KEYS:
         if isinstance(subset_table, dict) and key in subset_table:
             raise DatasetError(f"{path}: {where}: {key} is a dataset-level key (as in kohya); move it to its "
                                "[[datasets]] table or to [general]")
-
-
-def _check_type(key, value, kind, where, path) -> None:
-    ok = {
-        _BOOL: isinstance(value, bool),
-        _INT: isinstance(value, int) and not isinstance(value, bool),
-        _FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
-        _STR: isinstance(value, str),
-        "resolution": True,
-    }[kind]
-    if not ok:
-        example = {_BOOL: "true", _INT: "10", _FLOAT: "0.1", _STR: '".txt"'}[kind]
-        raise DatasetError(f"{path}: {where}: {key} must be a {kind} (like {key} = {example}), got {value!r}")
-    if kind == "resolution":
-        value = parse_resolution(value, f"{path}: {where}: resolution")
-    problem = _range_problem(key, value)
-    if problem:
-        raise DatasetError(f"{path}: {where}: {key} {problem}, got {format_value(value)}")
-    if key == "layout" and value not in SUBSET_LAYOUTS:
-        raise DatasetError(f"{path}: {where}: layout must be one of {', '.join(SUBSET_LAYOUTS)}, got {value!r}")
-    if key == "resize_interpolation" and value not in _INTERPOLATIONS:
-        raise DatasetError(f"{path}: {where}: resize_interpolation must be one of {', '.join(_INTERPOLATIONS)}")
-
-
-def _range_problem(key: str, value: Any) -> Optional[str]:
-    """The options schema's range (and nan/inf) check for a dataset key; num_repeats 0 skips a subset."""
-    if key == "num_repeats":
-        return None if 0 <= value <= MAX_REPEATS else f"must be between 0 and {MAX_REPEATS}"
-    option = BY_NAME.get(_CONFIG_TO_CLI.get(key, key))
-    return option.range_error(value) if option is not None else None
 
 
 def _cli_values(options: DataOptions) -> dict:
@@ -156,7 +84,7 @@ def _cli_values(options: DataOptions) -> dict:
     for f in fields(options):
         value = getattr(options, f.name)
         if value is not None:
-            values[CLI_TO_CONFIG.get(f.name, f.name)] = value
+            values[CLI_TO_FILE.get(f.name, f.name)] = value
     return values
 
 
@@ -168,39 +96,47 @@ def _lookup(name: str, chain: List[dict], default):
     return default
 
 
+def _checked(values: dict, where: str) -> dict:
+    """Every dataset key's value through its schema entry (sizes parsed, choices, ranges): the same rule
+    whichever way a value arrived (file table, command line, a Python caller's DataOptions)."""
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = checked_value(key, value) if key in KEYS else value
+        except ConversionError as e:
+            raise DatasetError(f"{where}: {key} {e}") from None
+    return out
+
+
+def checked_options(options: DataOptions) -> DataOptions:
+    """``options`` with every value through its schema entry, as parse_args would have it (a Python caller's
+    "Kohya" becomes "kohya", a negative prior_loss_weight is refused): the command line's rules, once."""
+    values = {}
+    for f in fields(options):
+        try:
+            values[f.name] = checked_option(BY_NAME[f.name], getattr(options, f.name))
+        except ConversionError as e:
+            raise DatasetError(f"{f.name} {e}") from None
+    return DataOptions(**values)
+
+
 def _subset_from(chain: List[dict], where: str = "command line") -> SubsetParams:
-    base = SubsetParams()
-    values = {f.name: _lookup(f.name, chain, getattr(base, f.name)) for f in fields(SubsetParams)}
-    subset = SubsetParams(**values)
+    names = [f.name for f in fields(SubsetParams)]
+    defaults = {f.name: f.default for f in fields(SubsetParams)}
+    values = _checked({name: _lookup(name, chain, defaults[name]) for name in names}, where)
     prompt = chain[0].get("instance_prompt", chain[0].get("class_prompt"))
     if prompt is not None:
-        subset.fixed_caption = prompt
-    validate_subset(subset, where)
-    return subset
-
-
-def validate_subset(subset: SubsetParams, where: str) -> None:
-    """Value checks that hold whichever way an option arrived (file or command line)."""
-    for name in ("caption_dropout_rate", "caption_tag_dropout_rate"):
-        value = getattr(subset, name)
-        if not 0 <= value <= 1:
-            raise DatasetError(f"{where}: {name} must be between 0 and 1, got {value}")
-    for name in ("keep_tokens", "caption_dropout_every_n_epochs"):
-        if getattr(subset, name) < 0:
-            raise DatasetError(f"{where}: {name} must be 0 or more, got {getattr(subset, name)}")
-    if subset.layout not in SUBSET_LAYOUTS:
-        raise DatasetError(f"{where}: layout must be one of {', '.join(SUBSET_LAYOUTS)}, got {subset.layout!r}")
-    if subset.resize_interpolation is not None and subset.resize_interpolation not in _INTERPOLATIONS:
-        raise DatasetError(f"{where}: resize_interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {subset.resize_interpolation!r}")
+        values["fixed_caption"] = prompt
+    return SubsetParams(**values)
 
 
 def _dataset_from(chain: List[dict], subsets: List[SubsetParams], where: str) -> DatasetParams:
-    base = DatasetParams()
-    values = {f.name: _lookup(f.name, chain, getattr(base, f.name)) for f in fields(DatasetParams) if f.name != "subsets"}
-    values["resolution"] = parse_resolution(values["resolution"], f"{where}: resolution")
-    if not 0 <= values["validation_split"] < 1:
-        raise DatasetError(f"{where}: validation_split must be at least 0 and below 1 (0.1 holds out 10% of the images), "
-                           f"got {values['validation_split']}")
+    defaults = {f.name: f.default for f in fields(DatasetParams) if f.name != "subsets"}
+    values = _checked({name: _lookup(name, chain, default) for name, default in defaults.items()}, where)
+    problem = resolution_problem(values["resolution"], values["enable_bucket"], values["min_bucket_reso"],
+                                 values["max_bucket_reso"], values["bucket_reso_steps"])
+    if problem:  # here, while the file and table are known (prepare checks the command line's dataset again)
+        raise DatasetError(f"{where}: {problem}")
     return DatasetParams(subsets=subsets, **values)
 
 
@@ -209,16 +145,15 @@ def datasets_from_config(config: dict, path: str, options: Optional[DataOptions]
     issues = issues if issues is not None else Issues()
     options = options or DataOptions()
     cli = _cli_values(options)
-    general_keys = {**DATASET_KEYS, **INHERITED_SUBSET_KEYS}
-    _check_table(config, {}, "the top level", path, issues, extra=("general", "datasets"))
-    general = _check_table(config.get("general", {}), general_keys, "[general]", path, issues)
+    _check_table(config, "", "the top level", path, issues, extra=("general", "datasets"))
+    general = _check_table(config.get("general", {}), "general", "[general]", path, issues)
     datasets_cfg = config.get("datasets")
     if not isinstance(datasets_cfg, list) or not datasets_cfg:
         raise DatasetError(f"{path}: no [[datasets]] table; add one with at least one [[datasets.subsets]] (image_dir = ...)")
     result = []
     for i, ds in enumerate(datasets_cfg, 1):
         where = f"[[datasets]] #{i}"
-        _check_table(ds, general_keys, where, path, issues, extra=("subsets",))
+        _check_table(ds, "datasets", where, path, issues, extra=("subsets",))
         subsets_cfg = ds.get("subsets")
         if not isinstance(subsets_cfg, list) or not subsets_cfg:
             raise DatasetError(f"{path}: {where} has no [[datasets.subsets]]; add one with image_dir = \"...\"")
@@ -226,7 +161,7 @@ def datasets_from_config(config: dict, path: str, options: Optional[DataOptions]
         for j, sub in enumerate(subsets_cfg, 1):
             swhere = f"[[datasets.subsets]] #{j} of {where}"
             _refuse_dataset_keys(sub, swhere, path)
-            _check_table(sub, {**INHERITED_SUBSET_KEYS, **SUBSET_ONLY_KEYS}, swhere, path, issues)
+            _check_table(sub, "subsets", swhere, path, issues)
             if "image_dir" not in sub and "metadata_file" not in sub:
                 raise DatasetError(f"{path}: {swhere} needs image_dir (a folder of images) or metadata_file")
             subsets.append(_subset_from([sub, ds, general, cli], f"{path}: {swhere}"))
@@ -300,6 +235,7 @@ def datasets_from_options(options: DataOptions, issues: Optional[Issues] = None)
 def resolve_datasets(options: DataOptions, issues: Optional[Issues] = None) -> List[DatasetParams]:
     """DatasetParams from ``options.dataset_config`` if set, else from the command-line folders."""
     issues = issues if issues is not None else Issues()
+    options = checked_options(options)
     if options.dataset_config:
         if options.train_data_dir or options.reg_data_dir:
             issues.warning(

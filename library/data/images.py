@@ -1,9 +1,11 @@
 """Decoding, resizing, cropping and colour augmentation of one training image.
 
 Why: the torch Dataset and the latent cache must turn an image into exactly the same bucket-sized
-pixels, so both call ``prepare_pixels``. Resizing follows kohya's default: area-style downscaling
-(PIL BOX; JPEGs are first reduced in the DCT domain with ``draft`` when at least 2x too large) and
-Lanczos upscaling; ``resize_interpolation`` picks another filter. Transparent images are flattened the
+pixels, so both call ``prepare_pixels``. Resizing is kohya's (library/utils.py ``resize_image``), pixel
+for pixel: OpenCV's ``INTER_AREA`` when shrinking (the default; PIL's BOX differs from it by up to 27
+levels on textured photos) and PIL's Lanczos when enlarging; ``resize_interpolation`` picks another
+filter from the same library kohya uses for it. The full image is decoded (no JPEG ``draft``, which
+changes pixels); docs/benchmarks.md has the speed of both paths. Transparent images are flattened the
 way ``PIL.Image.convert("RGB")`` does (as kohya). EXIF rotation is applied (kohya does not). Every PIL
 mode becomes 8-bit RGB by its real range (``to_rgb``): a 16-bit grey PNG is scaled from 0-65535, not
 clipped at 255 (which PIL's ``convert`` does, training it as a white image).
@@ -23,17 +25,14 @@ from ..vocabulary import INTERPOLATIONS
 from .buckets import cover_size, crop_offsets
 from .errors import DatasetError
 
-_PIL_FILTERS = {
-    "lanczos": Image.Resampling.LANCZOS,
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "linear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "cubic": Image.Resampling.BICUBIC,
-    "area": Image.Resampling.BOX,
-    "box": Image.Resampling.BOX,
-}
-_FILTERS = {name: _PIL_FILTERS[name] for name in INTERPOLATIONS}  # every name of library.vocabulary
+# kohya's split (library/utils.py): PIL for lanczos and box, OpenCV for the rest. cv2 constants by name,
+# so that importing this module (the torch-free preflight does) does not load OpenCV.
+_PIL_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
+_CV2_FILTERS = {"area": "INTER_AREA", "bilinear": "INTER_LINEAR", "linear": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
+                "cubic": "INTER_CUBIC", "nearest": "INTER_NEAREST_EXACT"}
+# every name of library.vocabulary -> (library, filter); a name without a filter fails at import
+_FILTERS = {name: ("PIL", _PIL_FILTERS[name]) if name in _PIL_FILTERS else ("cv2", _CV2_FILTERS[name])
+            for name in INTERPOLATIONS}
 
 
 @dataclass
@@ -49,7 +48,8 @@ class Pixels:
 def load_image(source, name: str = "", target: Optional[Tuple[int, int]] = None) -> Image.Image:
     """Decode a path or bytes to RGB (EXIF rotation applied); DatasetError naming the file if broken.
 
-    ``target`` (w, h) lets JPEG decoding skip detail that resizing to about that size would discard.
+    ``target`` (w, h) lets JPEG decoding skip detail that resizing to about that size would discard
+    (for checks that only need the file to decode; training pixels decode in full, as kohya's).
     """
     return _decode(source, name, target)[0]
 
@@ -95,14 +95,30 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def resize(im: Image.Image, size: Tuple[int, int], interpolation: Optional[str] = None) -> Image.Image:
-    if im.size == tuple(size):
-        return im
-    if interpolation is None:
-        filt = Image.Resampling.BOX if size[0] <= im.size[0] and size[1] <= im.size[1] else Image.Resampling.LANCZOS
-    else:
-        filt = _FILTERS[interpolation]
-    return im.resize(tuple(size), resample=filt)
+def resize_filter(size_now: Tuple[int, int], size: Tuple[int, int], interpolation: Optional[str] = None) -> str:
+    """The filter name used: ``interpolation``, else kohya's default (area to shrink, lanczos to enlarge)."""
+    if interpolation is not None:
+        return interpolation
+    return "area" if size[0] <= size_now[0] and size[1] <= size_now[1] else "lanczos"
+
+
+def resize_key(interpolation: Optional[str]) -> str:
+    """What latent caches key on, so that entries made with another filter or resizer are rebuilt
+    (the PIL BOX resizer before OpenCV's INTER_AREA made slightly different pixels)."""
+    return f"{interpolation or 'area|lanczos'}@kohya-cv2"
+
+
+def resize(arr: np.ndarray, size: Tuple[int, int], interpolation: Optional[str] = None) -> np.ndarray:
+    """``arr`` [H, W(, C)] uint8 resized to ``size`` (w, h) as kohya resizes it."""
+    size = (int(size[0]), int(size[1]))
+    if (arr.shape[1], arr.shape[0]) == size:
+        return arr
+    library, filt = _FILTERS[resize_filter((arr.shape[1], arr.shape[0]), size, interpolation)]
+    if library == "PIL":
+        return np.asarray(Image.fromarray(arr).resize(size, resample=filt))
+    import cv2
+
+    return cv2.resize(np.ascontiguousarray(arr), size, interpolation=getattr(cv2, filt))
 
 
 def prepare_pixels(
@@ -115,12 +131,13 @@ def prepare_pixels(
     interpolation: Optional[str] = None,
 ) -> Pixels:
     """Decode, resize to cover the bucket (kohya's rounding), crop to it (centre or random)."""
-    im, original = _decode(source, name, bucket_reso)
+    im, original = _decode(source, name, None)
     resized = cover_size(original[0], original[1], bucket_reso)
-    im = resize(im, resized, interpolation)
+    arr = resize(np.asarray(im), resized, interpolation)
     left, top = crop_offsets(resized, bucket_reso, random_crop, rng)
-    arr = np.array(im)[top : top + bucket_reso[1], left : left + bucket_reso[0]]
-    return Pixels(np.ascontiguousarray(arr), original, resized, (left, top))
+    arr = arr[top : top + bucket_reso[1], left : left + bucket_reso[0]]
+    arr = np.ascontiguousarray(arr)
+    return Pixels(arr if arr.flags.writeable else arr.copy(), original, resized, (left, top))
 
 
 def color_aug(arr: np.ndarray, rng: random.Random) -> np.ndarray:

@@ -130,9 +130,9 @@ def prepare_mask(rec: ImageRecord, resized_size: Tuple[int, int], crop_left_top:
     w, h = bucket_reso
     if im is None:
         return np.ones((h, w), dtype=np.float32)
-    im = resize(im, resized_size, rec.subset.resize_interpolation)
+    arr = resize(np.asarray(im), resized_size, rec.subset.resize_interpolation)
     left, top = crop_left_top
-    arr = np.asarray(im, dtype=np.float32)[top: top + h, left: left + w] / 255.0
+    arr = arr[top: top + h, left: left + w].astype(np.float32) / 255.0
     if flipped:
         arr = arr[:, ::-1]
     return np.ascontiguousarray(arr)

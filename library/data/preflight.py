@@ -24,10 +24,11 @@ from .captions import captions_are_static
 from .errors import DatasetError, Issue, Issues
 from .images import load_image
 from .layouts import subset_layout
+from ..options.definitions import BY_NAME
 from .params import DataOptions
 from .prepare import PreparedDataset, prepare_datasets
 
-KOHYA_DEFAULT_MAX_TRAIN_STEPS = 1600
+KOHYA_DEFAULT_MAX_TRAIN_STEPS = BY_NAME["max_train_steps"].default  # 1600, kohya's
 
 
 @dataclass

@@ -170,8 +170,6 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
     ``seed`` shuffles the validation split when the dataset has no ``validation_seed`` (the run's --seed)."""
     issues = issues if issues is not None else Issues()
     validate_bucket_options(params.resolution, params.enable_bucket, params.min_bucket_reso, params.max_bucket_reso, params.bucket_reso_steps, where)
-    if params.batch_size < 1:
-        raise DatasetError(f"{where}: batch size {params.batch_size} must be at least 1 (train_batch_size / batch_size)")
     summaries, train, reg, seen, bad, held_out = [], [], [], set(), [], []
     split_seed = params.validation_seed if params.validation_seed is not None else (seed or 0)
     for subset in params.subsets:

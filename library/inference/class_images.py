@@ -16,7 +16,7 @@ from pathlib import Path
 from library import atomic
 from library.errors import UserError
 from library.inference.generate import generate, plan_jobs
-from library.train.sampling import SamplePrompt
+from library.inference.prompts import SamplePrompt
 
 NAME = re.compile(r"^class_(\d{5})\.png$")
 

@@ -21,9 +21,10 @@ import torch
 
 from library.atomic import atomic_path
 from library.errors import UserError
-from library.inference.prompts import LIMITS
+from library.inference.prompts import LIMITS, SamplePrompt
 from library.inference.lora_tags import available_loras, resolve_lora, split_lora_tags
-from library.train.sampling import SamplePrompt, make_pipeline, png_info, prompt_kwargs
+from library.inference.pipelines import make_pipeline, prompt_kwargs
+from library.inference.png_info import png_info
 from networks.lora import create_network_from_weights
 
 

@@ -29,16 +29,13 @@ from pathlib import Path
 import torch
 
 from library.errors import UserError
-from library.train.metadata import modelspec
-from networks import lora_svd
-from networks.lora import create_network_from_weights
-from networks.lora_names import guess_lora_family
 from library.output_paths import check_tool_output
+from library.vocabulary import base_model_version, family_of_version
+from networks import lora_format, lora_svd
+from networks.lora import create_network_from_weights
 from networks.lora_file import read_lora_file, require_plain_lora, save_lora_file
 from networks.lora_math import effective_alpha
-
-KEY_RE = re.compile(r"^lora_(unet|te|te1|te2)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
-_DEFAULT_RES = {"sd1": 512, "sd2": 512, "sd2_v": 768, "sdxl": 1024}
+from networks.lora_names import guess_lora_family
 
 
 class LoRAMergeError(UserError):
@@ -74,7 +71,7 @@ def read_inputs(paths: list, ratios: list[float] | None) -> list[LoRAInput]:
     for path, ratio in zip(paths, ratios):
         tensors, meta = read_lora_file(path)
         require_plain_lora(tensors, path, "merge_lora.py")
-        bad = [k for k in tensors if not KEY_RE.match(k)]
+        bad = [k for k in tensors if not lora_format.is_kohya_key(k)]
         if bad:
             raise LoRAMergeError(
                 f"{path}: {len(bad)} tensors are not plain kohya LoRA keys (e.g. {', '.join(sorted(bad)[:3])}); "
@@ -85,8 +82,8 @@ def read_inputs(paths: list, ratios: list[float] | None) -> list[LoRAInput]:
 
 
 def _is_sdxl_lora(inp: LoRAInput) -> bool:
-    version = inp.metadata.get("ss_base_model_version", "")
-    return version.startswith("sdxl") or guess_lora_family(k.split(".")[0] for k in inp.tensors) == "SDXL"
+    found = family_of_version(inp.metadata.get("ss_base_model_version", ""))
+    return (found is not None and found[0] == "sdxl") or guess_lora_family(k.split(".")[0] for k in inp.tensors) == "SDXL"
 
 
 def collect_factors(inputs: list[LoRAInput]) -> dict[str, list[Factor]]:
@@ -98,11 +95,10 @@ def collect_factors(inputs: list[LoRAInput]) -> dict[str, list[Factor]]:
         raise LoRAMergeError(f"cannot merge {sdxl.path} (SDXL LoRA) with {other.path} (SD1.x/SD2.x LoRA); merge LoRAs of one base family")
     modules: dict[str, list[Factor]] = {}
     for inp in inputs:
-        for key, down in inp.tensors.items():
-            name, _, part = key.partition(".")
-            if part != "lora_down.weight":
+        for name, slots in lora_format.group_modules(inp.tensors)[0].items():
+            down, up = slots.get("down"), slots.get("up")
+            if down is None:
                 continue
-            up = inp.tensors.get(f"{name}.lora_up.weight")
             if up is None:
                 raise LoRAMergeError(f"{inp.path}: module {name} has lora_down but no lora_up; the file is damaged")
             rank = down.shape[0]
@@ -110,7 +106,7 @@ def collect_factors(inputs: list[LoRAInput]) -> dict[str, list[Factor]]:
                 raise LoRAMergeError(
                     f"{inp.path}: module {name} has lora_down {list(down.shape)} and lora_up {list(up.shape)}, which do not fit; the file is damaged"
                 )
-            alpha = effective_alpha(inp.tensors.get(f"{name}.alpha"), rank)
+            alpha = effective_alpha(slots.get("alpha"), rank)
             factor = Factor(inp.path, down.float(), up.float(), inp.ratio * alpha / rank)
             if modules.get(name):
                 _check_fit(name, modules[name][0], factor)
@@ -195,25 +191,14 @@ def merge_lora_tensors(
     return out
 
 
-def _uniform(values) -> str:
-    values = sorted(set(values))
-    if not values:
-        return "None"
-    return f"{values[0]:g}" if len(values) == 1 else "Dynamic"
-
-
 def _family(inputs: list[LoRAInput], tensors: dict[str, torch.Tensor]) -> tuple[str, bool]:
     """(family, v_parameterization) from the inputs' metadata, else from the text-encoder width."""
     for inp in inputs:
-        version = inp.metadata.get("ss_base_model_version", "")
-        v = version.endswith("_v") or inp.metadata.get("modelspec.prediction_type") == "v"
-        if version.startswith("sdxl"):
-            return "sdxl", v
-        if version.startswith("sd_v2"):
-            return "sd2", v
-        if version.startswith("sd_v1"):
-            return "sd1", False
-    if any(k.startswith(("lora_te1_", "lora_te2_")) or "input_blocks" in k for k in tensors):
+        found = family_of_version(inp.metadata.get("ss_base_model_version", ""))
+        if found:
+            family, v = found
+            return family, family != "sd1" and (v or inp.metadata.get("modelspec.prediction_type") == "v")
+    if guess_lora_family(k.split(".")[0] for k in tensors) == "SDXL":
         return "sdxl", False
     widths = {v.shape[1] for k, v in tensors.items() if k.startswith("lora_te_") and k.endswith("lora_down.weight")}
     return ("sd2" if 1024 in widths else "sd1"), False
@@ -222,28 +207,20 @@ def _family(inputs: list[LoRAInput], tensors: dict[str, torch.Tensor]) -> tuple[
 def merged_metadata(inputs: list[LoRAInput], tensors: dict[str, torch.Tensor], save_to, recipe: dict) -> dict[str, str]:
     """kohya's minimum network metadata, modelspec, and the merge recipe; model hashes kept only if all inputs agree."""
     family, v = _family(inputs, tensors)
-    downs = {k[: -len(".lora_down.weight")]: t for k, t in tensors.items() if k.endswith(".lora_down.weight")}
-    linear = [t.shape[0] for t in downs.values() if not lora_svd.is_conv_kxk(t)]
-    conv = [t.shape[0] for t in downs.values() if lora_svd.is_conv_kxk(t)]
     title = Path(save_to).stem
-    meta = {
-        "ss_session_id": str(uuid.uuid4().int % 2**31),
-        "ss_output_name": title,
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": _uniform(linear),
-        "ss_network_alpha": _uniform(linear),
-        "ss_network_args": json.dumps({"conv_dim": _uniform(conv), "conv_alpha": _uniform(conv)}) if conv else "null",
-        "ss_v2": str(family == "sd2"),
-        "ss_base_model_version": "sdxl_base_v1-0" if family == "sdxl" else ("sd_v1" if family == "sd1" else "sd_v2" + ("_v" if v else "")),
-        "ss_training_comment": f"merged by lorasmith from {', '.join(i.path.name for i in inputs)}",
-    }
+    dim, alpha, conv_args = lora_format.network_summary(tensors)
+    meta = lora_format.minimum_network_metadata(family, base_model_version(family, v), "networks.lora", dim, alpha,
+                                                conv_args)
+    meta["ss_session_id"] = str(uuid.uuid4().int % 2**31)
+    meta["ss_output_name"] = title
+    meta["ss_training_comment"] = f"merged by lorasmith from {', '.join(i.path.name for i in inputs)}"
     for key in ("ss_sd_model_name", "ss_sd_model_hash", "ss_new_sd_model_hash", "ss_resolution", "ss_clip_skip"):
         values = {i.metadata.get(key) for i in inputs}
         if len(values) == 1 and None not in values:
             meta[key] = values.pop()
     res = inputs[0].metadata.get("modelspec.resolution", "")
-    size = tuple(int(x) for x in res.split("x")) if re.fullmatch(r"\d+x\d+", res) else _DEFAULT_RES["sd2_v" if family == "sd2" and v else family]
-    meta.update(modelspec(family, v, title, size))
+    size = tuple(int(x) for x in res.split("x")) if re.fullmatch(r"\d+x\d+", res) else lora_format.default_resolution(family, v)
+    meta.update(lora_format.modelspec(family, v, title, size))
     meta["modelspec.merged_from"] = ", ".join(i.path.stem for i in inputs)
     meta["lorasmith.merge"] = json.dumps(recipe)
     return meta
@@ -269,7 +246,7 @@ def merge_loras_to_file(
               "ratios": [i.ratio for i in inputs], "new_rank": new_rank, "new_conv_rank": new_conv_rank}
     meta = merged_metadata(inputs, tensors, save_to, recipe)
     if no_metadata:  # kohya keeps the minimum network metadata even then
-        meta = {k: v for k, v in meta.items() if k.startswith("ss_network") or k in ("ss_v2", "ss_base_model_version")}
+        meta = lora_format.keep_minimum(meta, with_modelspec=False)
     save_lora_file(tensors, str(save_to), meta, dtype=save_dtype)
     return tensors
 

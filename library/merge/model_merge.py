@@ -28,6 +28,7 @@ from library.models.checkpoint_file import open_checkpoint
 from library.models.detect import detect_family, reject_non_checkpoints
 from library.models.layout import UNET_PREFIX
 from library.models.single_file import declared_configs
+from library.vocabulary import is_network_key
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def open_source(path: str | os.PathLike) -> Source:
         raise MergeError(f"{p}: a folder; merge_models merges single-file checkpoints (.safetensors/.ckpt), pass those")
     reader = open_checkpoint(p)
     keys = reader.keys()
-    if "ss_network_module" in reader.metadata or any(k.startswith("lora_") for k in keys):
+    if "ss_network_module" in reader.metadata or any(is_network_key(k) for k in keys):
         raise MergeError(
             f"{p}: a LoRA file, not a checkpoint; to bake LoRAs into a checkpoint use tools/merge_lora.py --sd_model BASE --models LORA"
         )

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+from library.errors import UserError
 from library.models.build import Components
 from library.models.tokenizers import tokenizers_from_configs
+from library.vocabulary import base_model_version
 
 
 @dataclass
@@ -51,12 +53,20 @@ class BaseModel:
     def latent_downscale(self) -> int:
         return 2 ** (len(self.configs["vae"]["block_out_channels"]) - 1)
 
+    def check_clip_skip(self, clip_skip: int | None, option: str = "--clip_skip") -> None:
+        """Refuse a clip skip deeper than the text encoder, before any work (it would fail at the
+        first caption with an IndexError). SDXL always uses the penultimate layer and ignores it."""
+        if clip_skip is None or self.is_sdxl:
+            return
+        layers = self.text_encoders[0].config.num_hidden_layers
+        if not 1 <= clip_skip <= layers:
+            raise UserError(f"{option} {clip_skip}: this model's text encoder has {layers} layers; use 1 to {layers} "
+                            "(2 = the penultimate layer, kohya's usual setting)")
+
     @property
     def model_version(self) -> str:
         """kohya's ``ss_base_model_version``: sd_v1, sd_v2, sd_v2_v, sdxl_base_v1-0."""
-        if self.family == "sdxl":
-            return "sdxl_base_v1-0"
-        return ("sd_v1" if self.family == "sd1" else "sd_v2") + ("_v" if self.v_parameterization else "")
+        return base_model_version(self.family, self.v_parameterization)
 
 
 def assemble(

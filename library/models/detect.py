@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 
 from library.models.errors import ModelLoadError
 from library.models.layout import SDXL_REFINER_PREFIX, TEXT_ENCODER_LAYOUTS, UNET_PREFIX
+from library.vocabulary import is_network_key
 
 FAMILY_PREFIX = {family: layouts[-1][0] for family, layouts in TEXT_ENCODER_LAYOUTS.items()}
 CONTEXT_DIM = {"sd1": 768, "sd2": 1024, "sdxl": 2048}
-_LORA_HEADS = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_")
-_LORA_PARTS = (".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", ".hada_w1_a", ".lokr_w1", "lora.down.weight")
 _EXPECTED = (
     "model.diffusion_model. + first_stage_model. + one of cond_stage_model.transformer. (SD1), "
     "cond_stage_model.model. (SD2), conditioner.embedders.0.transformer. and conditioner.embedders.1.model. (SDXL)"
@@ -34,7 +33,7 @@ def reject_non_checkpoints(path, keys: Sequence[str], metadata: dict[str, str]) 
     """Raise for files that are clearly something other than a full SD base checkpoint."""
     if not keys:
         raise ModelLoadError(f"{path}: the file holds no tensors; re-download it or pick the right file")
-    if "ss_network_module" in metadata or any(k.startswith(_LORA_HEADS) or any(p in k for p in _LORA_PARTS) for k in keys):
+    if "ss_network_module" in metadata or any(is_network_key(k) for k in keys):
         raise ModelLoadError(
             f"{path}: this is a LoRA/network file, not a base model checkpoint; give it as the network weights "
             "(--network_weights) and pass an SD1/SD2/SDXL checkpoint as the base model"

@@ -8,21 +8,20 @@ the model's weights plus one tensor; the OS page cache still speeds up a second 
 charged to the process. torch's allocations are 64-byte aligned, so CPU kernels see the same
 layout as for weights built any other way.
 
-The format (https://github.com/huggingface/safetensors): 8-byte little-endian header length N,
-N bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``,
-then the data; offsets are relative to byte 8 + N. Everything here is checked before use, so a
-damaged or hostile header gives a clear error instead of a huge allocation or a wrong tensor.
+The header is read by library/safetensors_header.py (the one header reader); every entry is checked
+here before use, so a damaged or hostile header gives a clear error instead of a huge allocation or a
+wrong tensor.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import struct
 from pathlib import Path
 
 import torch
+
+from library.safetensors_header import SafetensorsFormatError, read_header  # noqa: F401  (SafetensorsFormatError re-exported)
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -33,11 +32,6 @@ for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"), (
                      ("U32", "uint32"), ("U64", "uint64")):
     if hasattr(torch, _attr):
         DTYPES[_name] = getattr(torch, _attr)
-MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
-
-
-class SafetensorsFormatError(ValueError):
-    """The file is not a well-formed safetensors file; ``str(e)`` says what is wrong."""
 
 
 class Entry:
@@ -74,27 +68,11 @@ class SafetensorsFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise SafetensorsFormatError("the file is shorter than a safetensors header")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(MAX_HEADER, size - 8):
-                raise SafetensorsFormatError(f"the header claims {n} bytes; the file is damaged or not safetensors")
-            try:
-                header = json.loads(f.read(n))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise SafetensorsFormatError(f"the header is not valid JSON ({e})") from None
-        if not isinstance(header, dict):
-            raise SafetensorsFormatError("the header is not a JSON object")
-        metadata = header.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            raise SafetensorsFormatError("__metadata__ must map names to strings")
-        self.metadata: dict[str, str] = metadata
-        self._data_start = 8 + n
-        data_size = size - self._data_start
-        self._entries = {name: _entry(name, info, data_size) for name, info in header.items()}
+        header = read_header(self.path)
+        self.metadata: dict[str, str] = header.metadata
+        self._data_start = header.data_start
+        data_size = header.file_size - self._data_start
+        self._entries = {name: _entry(name, info, data_size) for name, info in header.entries.items()}
 
     def keys(self) -> list[str]:
         return list(self._entries)

@@ -10,7 +10,8 @@ ComfyUI nodes and tests build options from plain values::
 
 Modules: ``schema`` (the Option record, type conversion), ``definitions`` (the list), ``config_file``
 (kohya TOML read/write), ``cli`` (argparse and the merge), ``validate`` (checks before any model loads),
-``kwargs`` (network/optimizer/scheduler key=value lists), ``docs`` (docs/options.md).
+``kwargs`` (network/optimizer/scheduler key=value lists), ``docs`` (docs/options.md), ``dataset_keys`` (the
+dataset_config tables' keys, from each option's ``level``), ``typed`` (the layers' frozen option objects).
 """
 
 from .cli import OptionParser, build_parser, check_value, defaults, namespace_from, options_for, parse_args
@@ -18,11 +19,11 @@ from .config_file import config_text, read_config_file, write_config_file
 from .definitions import BY_NAME, NETWORK_ARG_KEYS, OPTIONS
 from .docs import render_markdown
 from .kwargs import network_kwargs, split_key_values
-from .schema import GROUPS, SCRIPTS, Option, finite_float, parse_size
+from .schema import GROUPS, LEVELS, SCRIPTS, Option, finite_float, parse_size
 from .validate import check_paths, notices, validate
 
 __all__ = [
-    "BY_NAME", "GROUPS", "NETWORK_ARG_KEYS", "OPTIONS", "SCRIPTS", "Option", "OptionParser",
+    "BY_NAME", "GROUPS", "LEVELS", "NETWORK_ARG_KEYS", "OPTIONS", "SCRIPTS", "Option", "OptionParser",
     "build_parser", "check_paths", "check_value", "config_text", "defaults", "finite_float", "namespace_from", "network_kwargs", "notices",
     "options_for", "parse_args", "parse_size", "read_config_file", "render_markdown", "split_key_values",
     "validate", "write_config_file",

@@ -66,14 +66,19 @@ def build_parser(script: str = "train_network") -> OptionParser:
     parser = OptionParser(script, prog=f"{script}.py", description=_DESCRIPTION[script], epilog=_EPILOG)
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     for option in options_for(script):
-        group = groups[option.group]
-        help_text = _help(option).replace("%", "%%")
-        if option.is_flag:
-            group.add_argument(f"--{option.name}", action="store_true", default=argparse.SUPPRESS, help=help_text)
-        else:
-            group.add_argument(f"--{option.name}", type=_converter(option), nargs=option.nargs,
-                               default=argparse.SUPPRESS, metavar=_metavar(option), help=help_text)
+        add_option_argument(groups[option.group], option)
     return parser
+
+
+def add_option_argument(parser, option: Option, default: Any = argparse.SUPPRESS) -> None:
+    """``--name`` for one schema option on ``parser`` (or an argument group): the schema's converter, help and
+    metavar, so a tool that takes training options (tools/check_dataset.py) reads them as training does."""
+    help_text = _help(option).replace("%", "%%")
+    if option.is_flag:
+        parser.add_argument(f"--{option.name}", action="store_true", default=default, help=help_text)
+    else:
+        parser.add_argument(f"--{option.name}", type=_converter(option), nargs=option.nargs,
+                            default=default, metavar=_metavar(option), help=help_text)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, script: str = "train_network", *,
@@ -206,6 +211,9 @@ def _output_config(given: Dict[str, Any], config_file: Optional[str], script: st
     if not config_file:
         raise UserError("--output_config writes the options to the --config_file path; add --config_file NEW.toml")
     path = config_file if config_file.lower().endswith(".toml") else config_file + ".toml"
+    # a file that training would refuse is never written: the same rules, the inputs may come later
+    validate(_namespace(dict(given), {name: COMMAND_LINE for name in given}), script,
+             {name: COMMAND_LINE for name in given}, require_inputs=False)
     write_config_file(given, path, header=f"written by {script}.py --output_config")
     logger.info("wrote %s", path)
     raise SystemExit(0)

@@ -12,13 +12,13 @@ wrong type names the key, file and section, and a key set in two sections is an 
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .. import atomic
 from ..errors import UserError
+from . import toml_text
 from .definitions import BY_NAME, OPTIONS
 from .gui_config import GUI_ONLY_KEYS, apply_gui_keys, coerce_gui_value, unknown_key_warning
 from .schema import GROUPS, ConversionError, Option
@@ -142,20 +142,22 @@ def script_only_phrase(option: Option) -> str:
 
 # --------------------------------------------------------------------------------- writing
 def config_text(values: Mapping[str, Any], header: str = "") -> str:
-    """TOML text of the options in ``values`` that differ from their defaults, one section per group."""
-    by_group: Dict[str, list] = {}
+    """TOML text of the options in ``values`` that differ from their defaults, one section per group.
+
+    Each value goes through the option's own converter first (what the reader applies), so the file
+    reads back to the same values; sizes are written as kohya's ``"W,H"`` strings because kohya splits
+    ``resolution`` as a string when it loads a --config_file.
+    """
+    sections: Dict[str, Dict[str, Any]] = {}
     for option in OPTIONS:
         if option.name not in values or option.cli_only or option.alias_of or option.name in NEVER_WRITTEN:
             continue
-        value = values[option.name]
+        value = _normalised(option, values[option.name])
         if value is None or value == option.default:
             continue
-        by_group.setdefault(option.group, []).append(f"{option.name} = {_toml_value(value, option)}")
-    lines = [f"# {line}" for line in header.splitlines()] if header else []
-    for group in GROUPS:
-        if group in by_group:
-            lines += (["", f"[{group}_arguments]"] if lines else [f"[{group}_arguments]"]) + by_group[group]
-    return "\n".join(lines) + "\n"
+        sections.setdefault(option.group, {})[option.name] = _toml_ready(option, value)
+    ordered = {f"{group}_arguments": sections[group] for group in GROUPS if group in sections}
+    return toml_text.dumps(ordered, header)
 
 
 def write_config_file(values: Mapping[str, Any], path: str, header: str = "") -> None:
@@ -168,17 +170,19 @@ def write_config_file(values: Mapping[str, Any], path: str, header: str = "") ->
     atomic.write_text(path, config_text(values, header))
 
 
-def _toml_value(value: Any, option: Option) -> str:
-    if option.type == "size" and isinstance(value, tuple):
-        return str(value[0]) if value[0] == value[1] else json.dumps(f"{value[0]},{value[1]}")
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
-    return _toml_scalar(value)
+def _normalised(option: Option, value: Any) -> Any:
+    """The value as the reader would return it (paths as text, lists of one element type)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    elif isinstance(value, (list, tuple)) and option.nargs:
+        value = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    try:
+        return option.from_value(value)
+    except ConversionError as e:
+        raise UserError(f"cannot write {option.name}: it {e}") from None
 
 
-def _toml_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value), ensure_ascii=False)  # JSON string escapes are valid TOML basic strings
+def _toml_ready(option: Option, value: Any) -> Any:
+    if option.type == "size":
+        return str(value[0]) if value[0] == value[1] else f"{value[0]},{value[1]}"
+    return list(value) if isinstance(value, tuple) else value

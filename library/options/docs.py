@@ -56,7 +56,39 @@ def render_markdown() -> str:
         lines += [f"## {title}", "", "| Option | Type | Default | Description |", "|---|---|---|---|"]
         lines += [_row(o) for o in members]
         lines.append("")
+    lines += _dataset_keys_section()
     return "\n".join(lines)
+
+
+_TABLES = {"dataset": "`[general]` `[[datasets]]`", "subset": "`[general]` `[[datasets]]` `[[datasets.subsets]]`",
+           "subset_only": "`[[datasets.subsets]]`"}
+
+
+def _dataset_keys_section() -> list:
+    """Every key of a dataset_config TOML, the tables that take it and its option (from each option's level)."""
+    from .dataset_keys import KEYS  # imports definitions too; kept local so this module's import stays light
+
+    lines = ["## Dataset config keys", "",
+             "Keys of a `--dataset_config` TOML ([datasets.md](datasets.md#dataset_config-toml)), from each option's "
+             "level: a key in `[general]` or `[[datasets]]` is inherited by the subsets below it; a value is looked up "
+             "subset → dataset → `[general]` → command line → default. Ignored kohya keys only warn.", "",
+             "| Key | Tables | Command line | Default | Description |", "|---|---|---|---|---|"]
+    by_cli = {o.config_key: o.name for o in OPTIONS if o.level != "run"}
+    for level in ("dataset", "subset", "subset_only"):
+        for key, option in KEYS.items():
+            if option.level != level:
+                continue
+            cli = f"`--{by_cli[key]}`" if key in by_cli else "file only"
+            default = "off" if option.is_flag else "—" if option.default is None else f"`{format_value(option.default)}`"
+            text = ("**ignored** " if option.status == "ignored" else "") + option.help
+            limits = _limits(option)
+            if option.choices:
+                text += " Choices: " + ", ".join(f"`{c}`" for c in option.choices) + "."
+            if limits:
+                text += f" Range: {limits}."
+            lines.append(f"| `{key}` | {_TABLES[level]} | {cli} | {default} | {_cell(text)} |")
+    lines.append("")
+    return lines
 
 
 def _row(option: Option) -> str:
@@ -89,6 +121,8 @@ def _limits(option: Option) -> str:
         parts.append(f">= {format_value(option.min)}")
     if option.max is not None:
         parts.append(f"<= {format_value(option.max)}")
+    if option.lt is not None:
+        parts.append(f"< {format_value(option.lt)}")
     if option.unbounded:
         parts.append("any finite number")
     return ", ".join(parts)

@@ -11,6 +11,10 @@ Types (``Option.type``):
 - ``size``: ``512`` or ``512,768`` (width,height); always becomes a ``(width, height)`` tuple
 ``nargs="*"`` makes a list of that type (``--network_args a=1 b=2``; in TOML an array).
 
+``level`` says whether a dataset_config TOML may set the option too, and in which tables (``LEVELS``;
+library/options/dataset_keys.py turns the levels into the tables' keys); ``dataset_key`` is its name there
+when kohya renamed it (``train_batch_size`` is ``batch_size``). The GUI's forms read group, help and level.
+
 Numbers are finite: ``nan``, ``inf`` and ``1e999`` are refused for every float option (a NaN learning
 rate trains a LoRA full of NaN, a NaN ``max_grad_norm`` turns clipping off) unless the option sets
 ``finite=False`` because infinity means something there. Every float option states its range
@@ -48,6 +52,11 @@ TYPES = ("str", "path", "int", "float", "bool", "int_or_float", "size")
 # supported: the trainer honours it. ignored: accepted for kohya compatibility, a notice says it does
 # nothing. unsupported: accepted by name, but a non-default value is an error saying what to do instead.
 STATUSES = ("supported", "ignored", "unsupported")
+# Where a dataset_config TOML may set the option (kohya's config_util: "ascendable" keys may sit in any table
+# above the subset, "distinct" ones only in the subset). run: a training option only (command line and
+# --config_file); dataset: also in [general] and [[datasets]]; subset: also in [general], [[datasets]] and
+# [[datasets.subsets]], inherited downwards; subset_only: only inside [[datasets.subsets]].
+LEVELS = ("run", "dataset", "subset", "subset_only")
 
 _EXPECTED = {
     "str": ("a string", '"text"'),
@@ -78,6 +87,7 @@ class Option:
     min: Optional[float] = None  # inclusive
     max: Optional[float] = None  # inclusive
     gt: Optional[float] = None  # exclusive lower bound ("positive" is gt=0)
+    lt: Optional[float] = None  # exclusive upper bound (a fraction "below 1" is lt=1)
     scripts: Tuple[str, ...] = SCRIPTS
     status: str = "supported"
     ours: bool = False
@@ -86,6 +96,8 @@ class Option:
     metavar: Optional[str] = None
     finite: bool = True  # float options: nan/inf refused (False only where infinity means something)
     unbounded: bool = False  # float options with no range on purpose: any finite number
+    level: str = "run"  # which dataset_config tables take it (LEVELS)
+    dataset_key: Optional[str] = None  # its name in a dataset_config when that differs (batch_size)
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,6 +107,8 @@ class Option:
             problems.append(f"group {self.group!r} not in GROUPS")
         if self.status not in STATUSES:
             problems.append(f"status {self.status!r} not in {STATUSES}")
+        if self.level not in LEVELS:
+            problems.append(f"level {self.level!r} not in {LEVELS}")
         if self.nargs not in (None, "*"):
             problems.append("nargs must be None or '*'")
         if self.type == "bool" and (self.default is not False or self.nargs):
@@ -107,6 +121,11 @@ class Option:
             raise ValueError(f"option {self.name}: " + "; ".join(problems))
 
     # --- descriptions -------------------------------------------------------------------------
+    @property
+    def config_key(self) -> str:
+        """The option's key in a dataset_config TOML (kohya renames two: batch_size, num_repeats)."""
+        return self.dataset_key or self.name
+
     @property
     def is_flag(self) -> bool:
         return self.type == "bool"
@@ -201,6 +220,8 @@ class Option:
                 return f"must be at least {_show(self.min)}"
             if self.max is not None and x > self.max:
                 return f"must be at most {_show(self.max)}"
+            if self.lt is not None and not x < self.lt:
+                return f"must be below {_show(self.lt)}"
         return None
 
 

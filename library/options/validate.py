@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import os
 from argparse import Namespace
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import UserError
 from ..output_paths import check_output_name
-from .definitions import LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
+from .definitions import BY_NAME, LR_SCHEDULERS, OPTIONS, SCHEDULERS_WITHOUT_WARMUP
 from .kwargs import check_network_module, literal_value, network_kwargs, split_key_values
-from .schema import format_value
+from .schema import ConversionError, format_value
 
 _CAPTION_CHANGERS = (  # options that make a caption differ between steps (no text-encoder cache then)
     ("shuffle_caption", lambda v: bool(v)),
@@ -30,11 +30,16 @@ _CAPTION_CHANGERS = (  # options that make a caption differ between steps (no te
 _ADAPTIVE_OPTIMIZERS = ("prodigy", "dadapt")
 
 
-def validate(args: Namespace, script: str = "train_network", sources: Optional[Dict[str, str]] = None) -> None:
-    """Raise ``UserError`` for the first impossible or contradictory setting in ``args``."""
+def validate(args: Namespace, script: str = "train_network", sources: Optional[Dict[str, str]] = None,
+             *, require_inputs: bool = True) -> None:
+    """Raise ``UserError`` for the first impossible or contradictory setting in ``args``.
+
+    ``require_inputs=False`` checks a partial set (``--output_config`` writes a file that may get its
+    model, images and resolution later) by every rule except the presence of those."""
     sources = sources or {}
     _check_schema_rules(args, script, sources)
-    _check_required(args)
+    if require_inputs:
+        _check_required(args)
     _check_resolution(args, sources)
     _check_network(args, sources)
     _check_optimizer(args, script, sources)
@@ -170,42 +175,50 @@ def _check_required(args: Namespace) -> None:
         what = "--in_json needs --train_data_dir (the image folder)" if args.in_json else "no training images"
         raise UserError(f"{what}: pass --train_data_dir DIR (NN_name subfolders, NN = repeats) or "
                         f"--dataset_config FILE.toml")
+    if args.resolution is None and not args.dataset_config:
+        raise UserError("--resolution is not set; use 512 for SD1.x, 768 for SD2.x 768-v models, 1024 for SDXL")
 
 
 def _check_resolution(args: Namespace, sources: Dict[str, str]) -> None:
-    steps = args.bucket_reso_steps
+    problem = resolution_problem(args.resolution, args.enable_bucket, args.min_bucket_reso, args.max_bucket_reso,
+                                 args.bucket_reso_steps, lambda name: _from(sources, name))
+    if problem:
+        raise UserError(problem)
+
+
+def resolution_problem(resolution, enable_bucket: bool, min_bucket_reso: int, max_bucket_reso: int,
+                       bucket_reso_steps: int, source=lambda name: "") -> Optional[str]:
+    """The resolution and bucket rules (kohya's), as one message or None. The command line and every dataset of a
+    dataset_config are checked with it (``source(name)`` says where a value came from, for the message)."""
+    steps = bucket_reso_steps
     if steps % 8:
-        raise UserError(f"bucket_reso_steps {steps}{_from(sources, 'bucket_reso_steps')} must be a multiple of 8 "
-                        f"(the VAE works on 8-pixel blocks); use {_round_to(steps, 8)} or 64")
-    resolution = args.resolution
+        return (f"bucket_reso_steps {steps}{source('bucket_reso_steps')} must be a multiple of 8 "
+                f"(the VAE works on 8-pixel blocks); use {_round_to(steps, 8)} or 64")
     if resolution is None:
-        if not args.dataset_config:
-            raise UserError("--resolution is not set; use 512 for SD1.x, 768 for SD2.x 768-v models, 1024 for SDXL")
-        return
-    where = _from(sources, "resolution")
+        return None
     shown = format_value(resolution)
-    step = steps if args.enable_bucket else 8
-    why = f"bucket_reso_steps {steps} (enable_bucket is on)" if args.enable_bucket else "8 (the VAE's block size)"
+    step = steps if enable_bucket else 8
+    why = f"bucket_reso_steps {steps} (enable_bucket is on)" if enable_bucket else "8 (the VAE's block size)"
     for side in resolution:
         if side % step:
             fixes = " or ".join(format_value(_fix(resolution, step, up)) for up in (False, True))
-            raise UserError(f"resolution {shown}{where} must be a multiple of {why}; use {fixes}")
-    if not args.enable_bucket:
-        return
-    low, high = args.min_bucket_reso, args.max_bucket_reso
+            return f"resolution {shown}{source('resolution')} must be a multiple of {why}; use {fixes}"
+    if not enable_bucket:
+        return None
+    low, high = min_bucket_reso, max_bucket_reso
     if low > high:
-        raise UserError(f"min_bucket_reso {low} is larger than max_bucket_reso {high}; swap them")
+        return f"min_bucket_reso {low} is larger than max_bucket_reso {high}; swap them"
     for name, value, fixed in (("min_bucket_reso", low, low - low % steps),
                                ("max_bucket_reso", high, _round_to(high, steps, up=True))):
         if value % steps:
-            raise UserError(f"{name} {value}{_from(sources, name)} must be a multiple of bucket_reso_steps {steps}; "
-                            f"use {fixed}")
+            return f"{name} {value}{source(name)} must be a multiple of bucket_reso_steps {steps}; use {fixed}"
     if min(resolution) < low:
-        raise UserError(f"min_bucket_reso {low} is larger than the resolution {shown}; lower min_bucket_reso to "
-                        f"{min(resolution)} or less")
+        return (f"min_bucket_reso {low} is larger than the resolution {shown}; lower min_bucket_reso to "
+                f"{min(resolution)} or less")
     if max(resolution) > high:
-        raise UserError(f"max_bucket_reso {high} is smaller than the resolution {shown}; raise max_bucket_reso to "
-                        f"{max(resolution)} or more")
+        return (f"max_bucket_reso {high} is smaller than the resolution {shown}; raise max_bucket_reso to "
+                f"{max(resolution)} or more")
+    return None
 
 
 def _check_network(args: Namespace, sources: Dict[str, str]) -> None:
@@ -304,6 +317,27 @@ def _check_loss(args: Namespace) -> None:
                         f"[min_timestep, max_timestep), max_timestep excluded")
     check_snr_weighting(args.zero_terminal_snr, args.debiased_estimation_loss, args.v_pred_like_loss,
                         args.v_parameterization)
+
+
+def check_noise_and_loss(values: Mapping[str, Any], num_train_timesteps: int = 1000) -> None:
+    """The noise and loss options' rules on a set of values (missing options at their defaults): each value's
+    schema range and choices, then the combinations ``validate`` checks. The trainer runs it again once the model
+    is loaded, with the model's own prediction type and schedule length (library.train.losses.check_options)."""
+    for name, value in values.items():
+        option = BY_NAME[name]
+        try:
+            converted = option.from_value(value) if option.choices else value
+        except ConversionError as e:
+            raise UserError(f"{name} {e}") from None
+        problem = option.range_error(converted)
+        if problem:
+            raise UserError(f"{name} {problem}, got {format_value(converted)}")
+    _check_loss(Namespace(**{**{o.name: o.default for o in OPTIONS}, **values}))
+    for name in ("min_timestep", "max_timestep"):
+        value = values.get(name)
+        if value is not None and value > num_train_timesteps - (name == "min_timestep"):
+            raise UserError(f"{name} {value} is beyond the model's {num_train_timesteps} timesteps; use at most "
+                            f"{num_train_timesteps - (name == 'min_timestep')}")
 
 
 def check_snr_weighting(zero_terminal_snr, debiased_estimation_loss, v_pred_like_loss, v_parameterization) -> None:

@@ -8,7 +8,9 @@ State folder contents (no pickled code anywhere: tensors as safetensors, optimiz
 scheduler state through ``torch.save`` and read back with ``weights_only=True``):
 ``network.safetensors`` (fp32 LoRA weights), ``optimizer.pt``, ``scheduler.pt``,
 ``train_state.json`` (epoch, global step, the run's settings and id, loss history) — written last, so a
-folder holding a readable ``train_state.json`` is complete.
+folder holding a readable ``train_state.json`` is complete. ``epoch_finished`` says whether all of the
+epoch's batches were done (resume then starts the next epoch); states written before that field existed
+are read by ``epoch_finished``'s older rule.
 
 What a kill (SIGKILL, power loss) can leave, and how it is read back: ``<dir>.tmp`` (a state being
 written; ignored, or finished into place if complete and ``<dir>`` is gone), ``<dir>.old`` (the
@@ -235,11 +237,21 @@ def read_train_state(path: str) -> dict:
     return state
 
 
-# field -> (accepted types, required); bool is an int in Python, so it is refused explicitly
+# field -> (accepted types, required); bool is an int in Python, so it is refused where a number is expected
 _STATE_FIELDS = {"global_step": (int, True), "epoch": (int, True), "position": (int, True), "losses": (list, False),
                  "checkpoints": (list, False), "fingerprint": (dict, False), "run_id": (str, False),
                  "scaler": ((dict, type(None)), False), "max_train_steps": (int, False), "script": (str, False),
-                 "validation": (list, False)}
+                 "validation": (list, False), "epoch_finished": (bool, False)}
+
+
+def epoch_finished(state: dict, batches_per_epoch: int) -> bool:
+    """Whether the state was saved after its epoch's last batch, so a resume starts the next epoch.
+
+    ``epoch_finished`` is written with every state; older states only marked it by a ``position`` at (or
+    past) the epoch's batch count, which is only right while the dataset and batch size stay the same."""
+    if "epoch_finished" in state:
+        return state["epoch_finished"]
+    return state["position"] >= batches_per_epoch
 
 
 def _train_state_problem(state) -> str | None:
@@ -252,7 +264,7 @@ def _train_state_problem(state) -> str | None:
                 return f"'{key}' is missing"
             continue
         value = state[key]
-        if not isinstance(value, types) or isinstance(value, bool):
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
             return f"'{key}' is {type(value).__name__} {str(value)[:40]!r}"
         if isinstance(value, int) and value < 0:
             return f"'{key}' is negative"

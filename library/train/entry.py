@@ -95,19 +95,28 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
 
 
 def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResult:
+    """The run in named steps: data and model, the step settings, the trainer's parts, the trainer, the loop."""
+    base_sha256 = _start_base_hash(args) if acc.is_main_process else None
+    dataset, held_out, model = _load_data_and_model(args, script, acc)
+    cfg = _step_config(args, acc, model)
+    flag = stop_flag or StopFlag().install()
+    try:
+        trainer = _make_trainer(args, script, acc, model, held_out, dataset, cfg, base_sha256, flag, progress_callback)
+        return _run_trainer(args, acc, trainer, model)
+    finally:
+        if isinstance(flag, StopFlag):
+            flag.restore()
+
+
+def _load_data_and_model(args, script, acc):
+    """Scan the datasets (report shown on the main process), load the model, attach the caches."""
     import torch
 
-    from library.train.loop import Trainer, total_steps_text
-    from library.train.metadata import training_metadata
-    from library.train.outputs import RunOutputs
     from library.train.setup_data import attach_caches, build_dataset, prepare_data
-    from library.train.setup_model import load_for_training, save_dtype_for
-    from library.train.losses import check_options
-    from library.train.step import StepConfig, loss_options, noise_options
-    from library.train.validation import Validation, build_validation_dataset
+    from library.train.setup_model import load_for_training
+    from library.train.validation import build_validation_dataset
 
     rank, world = acc.process_index, acc.num_processes
-    base_sha256 = _start_base_hash(args) if acc.is_main_process else None
     prepared = prepare_data(args, world, show=(lambda text: logger.info("\n%s", text)) if acc.is_main_process else None)
     dataset = build_dataset(args, args.seed, prepared)
     held_out = build_validation_dataset(prepared, args.seed, args.stop_on_bad_image, bool(args.masked_loss))
@@ -115,6 +124,14 @@ def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResul
     model = load_for_training(args, script, acc.device)
     attach_caches(args, dataset, model, rank, world, acc.wait_for_everyone, progress=acc.is_local_main_process,
                   validation=held_out)
+    return dataset, held_out, model
+
+
+def _step_config(args, acc, model):
+    """The per-step settings (noise, loss, text encoding), checked against the loaded model."""
+    from library.train.losses import check_options
+    from library.train.step import StepConfig, loss_options, noise_options
+
     cfg = StepConfig(
         noise=noise_options(args, model.base.noise_scheduler.config.num_train_timesteps),
         loss=loss_options(args, model.base.v_parameterization),
@@ -125,40 +142,38 @@ def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResul
     # the options layer checked these rules before loading; again with the model's own timesteps and
     # prediction type (its warnings were already logged as notices)
     check_options(cfg.noise, cfg.loss, model.base.noise_scheduler.config.num_train_timesteps)
+    return cfg
 
-    def outputs_factory(opt_info, plan):
-        md = {}
-        if acc.is_main_process:  # only it writes files; the base file's sha256 is read once, here
-            summary = {**dataset.metadata(), "resolution": args.resolution, "enable_bucket": args.enable_bucket,
-                       "num_validation_images": len(held_out.records()) if held_out is not None else 0,
-                       "num_epochs": plan.num_epochs, "max_train_steps": plan.max_train_steps,
-                       "num_processes": world}
-            first = summary["datasets"][0] if summary["datasets"] else {}
-            summary.update({k: first.get(k) for k in ("bucket_info", "tag_frequency", "dataset_dirs")})
-            md = training_metadata(args, model.base, summary, model.network_args, opt_info.description,
-                                   base_sha256.result() if base_sha256 is not None else None)
-        return RunOutputs(args, model, md, save_dtype_for(args), opt_info)
 
-    flag = stop_flag or StopFlag().install()
-    try:
-        trainer = Trainer(args, acc, model, dataset, cfg, outputs_factory, flag)
-        trainer.script = script
-        if held_out is not None:
-            trainer.validation = Validation(args, model, held_out, cfg, acc, trainer.opt_info)
-        if acc.is_main_process:
-            logger.info("training: %s", total_steps_text(trainer.plan))
-        if args.resume:
-            trainer.resume(args.resume)
-        if progress_callback is not None:
-            trainer.progress_callback = progress_callback
-        t0 = time.perf_counter()
-        final = trainer.run()
-        if acc.is_main_process:
-            logger.info("done in %.0f s: %s", time.perf_counter() - t0, final)
-        return TrainResult(final, args.output_dir, trainer.global_step, trainer.losses, model.network)
-    finally:
-        if isinstance(flag, StopFlag):
-            flag.restore()
+def _make_trainer(args, script, acc, model, held_out, dataset, cfg, base_sha256, flag, progress_callback):
+    """The trainer's parts (library/train/run_parts.py: the files are read here, the base file's sha256 once,
+    on the main process), then the Trainer with its validation, resumed state and progress callback."""
+    from library.train.loop import Trainer, total_steps_text
+    from library.train.run_parts import build_optimization, build_outputs, build_run_folder
+    from library.train.validation import Validation
+
+    optimization = build_optimization(args, model, dataset, acc.num_processes)
+    outputs = build_outputs(args, acc, model, dataset, held_out, optimization, base_sha256)
+    trainer = Trainer(args, acc, model, dataset, cfg, optimization, outputs, build_run_folder(args, acc), flag)
+    trainer.script = script
+    if held_out is not None:
+        trainer.validation = Validation(args, model, held_out, cfg, acc, trainer.opt_info)
+    if acc.is_main_process:
+        logger.info("training: %s", total_steps_text(trainer.plan))
+    if args.resume:
+        trainer.resume(args.resume)
+    if progress_callback is not None:
+        trainer.progress_callback = progress_callback
+    return trainer
+
+
+def _run_trainer(args, acc, trainer, model) -> TrainResult:
+    """Train to the end and say how long it took."""
+    t0 = time.perf_counter()
+    final = trainer.run()
+    if acc.is_main_process:
+        logger.info("done in %.0f s: %s", time.perf_counter() - t0, final)
+    return TrainResult(final, args.output_dir, trainer.global_step, trainer.losses, model.network)
 
 
 def _start_base_hash(args):
@@ -227,7 +242,7 @@ def _run(args, script: str, debug: bool) -> int:
     from library.train.run_folder import run_status
 
     try:
-        with run_status(args):  # status.json: starting -> done / interrupted / failed (library/train/run_folder.py)
+        with run_status(args), stopping.sigterm_before_training():  # status.json (library/train/run_folder.py)
             result = train(args, script)
         print(f"LoRA written to {os.path.abspath(result.lora)}", flush=True)
         return EXIT_OK

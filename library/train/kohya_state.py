@@ -33,6 +33,7 @@ import torch
 from library.errors import UserError
 from library.models.checkpoint_file import torch_load_weights_only
 from library.models.errors import ModelLoadError
+from networks.lora_names import guess_lora_family
 
 logger = logging.getLogger("lorasmith.train")
 
@@ -110,19 +111,13 @@ def _read_weights(path: str) -> dict[str, torch.Tensor]:
                           "hold them — was it written with --deepspeed or cut short? Resume from another state")
 
 
-def _family(names) -> str:
-    names = list(names)
-    sdxl = any(n.startswith(("lora_te1_", "lora_te2_")) or "input_blocks" in n or "output_blocks" in n for n in names)
-    return "SDXL" if sdxl else "SD1.x/SD2.x"
-
-
 def _check_weights(path: str, state: dict, own: dict) -> None:
     """The state's LoRA must be this run's network: same modules, ranks and alphas (else what would train?)."""
     extra = sorted({k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in state if k not in own})
     missing = sorted({k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in own if k not in state})
-    if extra and _family(state) != _family(own):
-        raise KohyaStateError(f"--resume {path}: the state is a {_family(state)} LoRA but this run's base model is "
-                              f"{_family(own)}; resume with the base model the state was trained on")
+    if extra and guess_lora_family(state) != guess_lora_family(own):
+        raise KohyaStateError(f"--resume {path}: the state is a {guess_lora_family(state)} LoRA but this run's base model is "
+                              f"{guess_lora_family(own)}; resume with the base model the state was trained on")
     if extra:
         raise KohyaStateError(f"--resume {path}: {len(extra)} LoRA modules of the state are not in this run (e.g. {extra[0]}); "
                               "resume with the state's network settings (--network_module, conv_dim in --network_args, "

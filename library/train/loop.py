@@ -30,11 +30,9 @@ from library.train import stopping
 from library.train.ownership import new_run_id
 from library.train.run_settings import check_resume_settings, run_settings
 from library.train import kohya_state
-from library.train.run_folder import RunFolder, poll_controls
-from library.train.optimizers import build_optimizer, current_lrs
-from library.train.schedulers import build_scheduler
+from library.train.run_folder import poll_controls
+from library.train.optimizers import current_lrs
 from library.data.dataset import make_dataloader
-from library.train.setup_data import plan_steps
 from library.train.step import batch_loss
 
 logger = logging.getLogger("lorasmith.train")
@@ -61,26 +59,16 @@ def step_seed(seed: int, epoch: int, position: int, rank: int) -> int:
 class Trainer:
     """One run. ``run()`` trains to the end (or raises Interrupted / NonFiniteLoss)."""
 
-    def __init__(self, args, accelerator, model, dataset, step_cfg, outputs_factory, stop_flag):
+    def __init__(self, args, accelerator, model, dataset, step_cfg, optimization, outputs, run_folder, stop_flag):
+        """Assemble the built parts (library/train/run_parts.py); reads and writes no file."""
         self.args, self.acc, self.model, self.dataset, self.cfg = args, accelerator, model, dataset, step_cfg
         self.stop_flag = stop_flag  # callable -> bool: Ctrl-C seen
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.accum = max(1, args.gradient_accumulation_steps)
-        self.plan = plan_steps(len(dataset), self.world, self.accum, args.max_train_epochs, args.max_train_steps)
-        te_lr = args.text_encoder_lr if model.train_text_encoder else None
-        groups, descriptions = model.contract.optimizer_params(te_lr, args.unet_lr if model.train_unet else None, args.learning_rate)
-        if not groups:
-            raise UserError("no parameters to train: every learning rate is 0 (check --unet_lr / --text_encoder_lr)")
-        self.opt_info = build_optimizer(args.optimizer_type, groups, args.learning_rate, args.optimizer_args,
-                                        args.max_grad_norm, descriptions)
-        self.scheduler = build_scheduler(
-            args.lr_scheduler_type or args.lr_scheduler, self.opt_info, self.plan.max_train_steps, args.lr_warmup_steps,
-            args.lr_scheduler_num_cycles, args.lr_scheduler_power, args.lr_scheduler_min_lr_ratio, args.lr_scheduler_args,
-            args.lr_decay_steps or None, None, args.lr_scheduler_timescale,
-        )
+        self.plan, self.opt_info, self.scheduler = optimization.plan, optimization.opt_info, optimization.scheduler
         self.optimizer = accelerator.prepare(self.opt_info.optimizer)  # gradient scaling for fp16
         self.params = [p for g in self.opt_info.optimizer.param_groups for p in g["params"]]
-        self.outputs = outputs_factory(self.opt_info, self.plan)
+        self.outputs = outputs
         self.name = self.outputs.name
         self.global_step, self.epoch, self.position = 0, 1, 0
         self.losses: list[float] = []
@@ -94,7 +82,7 @@ class Trainer:
         self.progress_callback = None  # (step, total, loss) -> None, e.g. ComfyUI's progress bar
         self.stop_cause = None  # what the progress callback raised: a host's Cancel, handled like Ctrl-C
         self.validation = None  # a validation.Validation when images are held out (--validation_split)
-        self.run_folder = RunFolder(args.output_dir, enabled=accelerator.is_main_process)  # status/metrics/controls
+        self.run_folder = run_folder  # status/metrics/controls
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
@@ -116,13 +104,14 @@ class Trainer:
         self.outputs.checkpoints = list(state.get("checkpoints", []))
         if state.get("scaler") and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(state["scaler"])
-        if self.position >= self.plan.micro_per_rank:
+        if ck.epoch_finished(state, self.plan.micro_per_rank):
             self.epoch, self.position = self.epoch + 1, 0
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.global_step, self.epoch, self.position)
 
     def _train_state(self) -> dict:
         return {
             "global_step": self.global_step, "epoch": self.epoch, "position": self.position, "losses": self.losses,
+            "epoch_finished": self.position >= self.plan.micro_per_rank,  # resume starts the next epoch
             "fingerprint": self.fp, "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
             "max_train_steps": self.plan.max_train_steps, "run_id": self.run_id, "script": self.script,
             "validation": self.validation.history if self.validation is not None else [],
@@ -188,7 +177,9 @@ class Trainer:
             torch.manual_seed(step_seed(self.seed, self.epoch, pos, self.rank))
             gen = torch.Generator("cpu").manual_seed(step_seed(self.seed, self.epoch, pos, self.rank) ^ 1)
             self.model.contract.on_step_start(self.model.text_encoders, self.model.base.unet)
-            loss = batch_loss(self.model, batch, self.cfg, gen)
+            items: list = []  # per-image losses, for the run folder's item_losses.jsonl (the GUI's outliers)
+            loss = batch_loss(self.model, batch, self.cfg, gen, items=items)
+            self.run_folder.record_items(self.global_step + 1, batch.get("image_keys"), items)
             bad = not bool(torch.isfinite(loss))
             if self.world > 1:
                 bad = bool(self.acc.reduce(torch.tensor(float(bad), device=self.acc.device), "max") > 0)
@@ -315,8 +306,7 @@ class Trainer:
         if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
             self._samples(f"{self.name}_e{epoch:06d}")
         every = epochs_between_saves(args, self.plan.num_epochs)
-        if every and epoch % every == 0:
-            self.position = self.plan.micro_per_rank  # the state resumes at the next epoch
+        if every and epoch % every == 0:  # all batches are done: the state says epoch_finished
             self._save(ck.epoch_name(args.output_name, epoch), "epoch", bool(args.save_state))
 
     def _interrupt_requested(self) -> bool:

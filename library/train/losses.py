@@ -15,14 +15,17 @@ SNR comes from ``noise.snr_at``, i.e. from the scheduler's current ``alphas_cump
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import dataclasses
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from library.errors import UserError
-from library.options.validate import check_snr_weighting
+from library.options.definitions import BY_NAME
+from library.options.typed import typed_config
+from library.options.validate import check_noise_and_loss, check_snr_weighting
+from library.vocabulary import HUBER_SCHEDULES, LOSS_TYPES
 from library.train.noise import NoiseOptions, snr_at
 
 __all__ = [
@@ -39,58 +42,30 @@ __all__ = [
     "total_loss",
 ]
 
-LOSS_TYPES = ("l2", "l1", "huber", "smooth_l1")
-HUBER_SCHEDULES = ("constant", "exponential", "snr")
 SNR_CLAMP = 1000.0
 """kohya caps SNR at this value for scale_v_pred_loss_like_noise_pred, v_pred_like_loss and the debiased
 weight (SNR at t = 0 of the SD schedule is about 1175)."""
 
 
-@dataclass(frozen=True)
-class LossOptions:
-    """Loss options, with kohya sd-scripts' names, meanings and defaults."""
+def _validate(self) -> None:
+    """Raise ``UserError`` for values or combinations that cannot work (the options layer's rules)."""
+    check_noise_and_loss(dataclasses.asdict(self))
 
-    loss_type: str = "l2"
-    huber_schedule: str = "snr"
-    huber_c: float = 0.1
-    huber_scale: float = 1.0
-    min_snr_gamma: Optional[float] = None
-    scale_v_pred_loss_like_noise_pred: bool = False
-    v_pred_like_loss: Optional[float] = None
-    debiased_estimation_loss: bool = False
-    v_parameterization: bool = False
 
-    @property
-    def prediction_type(self) -> str:
-        """The diffusers prediction type the model is trained for."""
-        return "v_prediction" if self.v_parameterization else "epsilon"
-
-    @property
-    def uses_huber_c(self) -> bool:
-        return self.loss_type in ("huber", "smooth_l1")
-
-    def validate(self) -> None:
-        """Raise ``UserError`` for values or combinations that cannot work."""
-        if self.loss_type not in LOSS_TYPES:
-            raise UserError(f"--loss_type must be one of {', '.join(LOSS_TYPES)} (got {self.loss_type!r})")
-        if self.huber_schedule not in HUBER_SCHEDULES:
-            raise UserError(f"--huber_schedule must be one of {', '.join(HUBER_SCHEDULES)} "
-                            f"(got {self.huber_schedule!r})")
-        if self.uses_huber_c and not self.huber_c > 0:  # kohya reads huber_c only for these losses
-            raise UserError(f"--huber_c must be > 0 (got {self.huber_c}); the default is 0.1")
-        if not self.huber_scale > 0:
-            raise UserError(f"--huber_scale must be > 0 (got {self.huber_scale}); the default is 1.0")
-        if self.min_snr_gamma is not None and self.min_snr_gamma < 0:
-            raise UserError(f"--min_snr_gamma must be positive (got {self.min_snr_gamma}); "
-                            "the paper recommends 5, leave it unset to turn it off")
-        if self.v_pred_like_loss is not None and self.v_pred_like_loss < 0:
-            raise UserError(f"--v_pred_like_loss must be >= 0 (got {self.v_pred_like_loss})")
-        if self.scale_v_pred_loss_like_noise_pred and not self.v_parameterization:
-            raise UserError("--scale_v_pred_loss_like_noise_pred only applies to v-prediction: "
-                            "add --v_parameterization or remove it")
-        if self.v_pred_like_loss and self.v_parameterization:
-            raise UserError("--v_pred_like_loss adds a v-prediction-like term to an epsilon model's loss: "
-                            "remove it or remove --v_parameterization")
+LossOptions = typed_config(
+    "LossOptions", [(n, BY_NAME[n]) for n in (
+        "loss_type", "huber_schedule", "huber_c", "huber_scale", "min_snr_gamma", "scale_v_pred_loss_like_noise_pred",
+        "v_pred_like_loss", "debiased_estimation_loss", "v_parameterization")],
+    "Loss options, with kohya sd-scripts' names, meanings and (schema) defaults; ``v_parameterization`` is the "
+    "model's prediction type as trained.",
+    namespace={
+        "validate": _validate,
+        # the diffusers prediction type the model is trained for
+        "prediction_type": property(lambda self: "v_prediction" if self.v_parameterization else "epsilon"),
+        "uses_huber_c": property(lambda self: self.loss_type in ("huber", "smooth_l1")),
+    },
+    module=__name__,
+)
 
 
 def check_options(noise: NoiseOptions, loss: LossOptions, num_train_timesteps: int = 1000) -> List[str]:
@@ -101,8 +76,7 @@ def check_options(noise: NoiseOptions, loss: LossOptions, num_train_timesteps: i
     combined with zero terminal SNR: they would reach ~1e3 (debiased) and ~1e6 (v_pred_like_loss)
     at t = 998 and infinity at t = 999.
     """
-    noise.validate(num_train_timesteps)
-    loss.validate()
+    check_noise_and_loss({**dataclasses.asdict(noise), **dataclasses.asdict(loss)}, num_train_timesteps)
     warnings = []  # options without effect are library.options.notices' (logged when the options are parsed)
     if noise.zero_terminal_snr:
         if not loss.v_parameterization:

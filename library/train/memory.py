@@ -88,7 +88,8 @@ def release_text_encoders(args, model, main_process: bool) -> None:
     """Text-encoder outputs are cached: encode the sample prompts (main process), then free the encoders."""
     base = model.base
     if main_process and args.sample_prompts:
-        from library.train.sampling import encode_sample_prompts, read_prompt_file
+        from library.inference.prompts import read_prompt_file
+        from library.train.sampling import encode_sample_prompts
 
         prompts = read_prompt_file(args.sample_prompts)
         autocast = (torch.autocast(model.device.type, dtype=model.weight_dtype)

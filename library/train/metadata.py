@@ -1,90 +1,19 @@
-"""The ``ss_*`` and ``modelspec.*`` metadata written into every LoRA file.
+"""The ``ss_*`` metadata of a trained LoRA file: the run's settings, data and base model.
 
-A1111 shows these in its LoRA info page and uses ``ss_output_name`` as alias and
-``ss_base_model_version`` (``sdxl_*``) to tell SDXL LoRAs apart; kohya's GUI tools read
-the rest. All values are strings (safetensors metadata is str -> str).
+The network keys, the modelspec and the value formats are the LoRA file format's
+(networks/lora_format.py), shared with merge, resize, extract and convert. A1111 shows these in its
+LoRA info page and uses ``ss_output_name`` as alias and ``ss_base_model_version`` (``sdxl_*``) to tell
+SDXL LoRAs apart; kohya's GUI tools read the rest. All values are strings (safetensors metadata is str -> str).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import time
 import uuid
 
-ARCHITECTURES = {
-    "sd1": "stable-diffusion-v1",
-    "sd2": "stable-diffusion-v2-512",
-    "sd2_v": "stable-diffusion-v2-768-v",
-    "sdxl": "stable-diffusion-xl-v1-base",
-}
-
-
-def _s(value) -> str:
-    if value is None:
-        return "None"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value)
-    return str(value)
-
-
-IMPLEMENTATION_VERSION = "lorasmith/0.1.0"
-# modelspec fields taken from --metadata_* options as they are (thumbnail is turned into a data URL)
-_SPEC_TEXT_FIELDS = ("author", "description", "license", "tags", "usage_hint", "merged_from", "trigger_phrase",
-                     "preprocessor", "is_negative_embedding")
-
-
-def modelspec(family: str, v_parameterization: bool, title: str, resolution, args=None) -> dict[str, str]:
-    """Stability AI's model-spec 1.0.1 fields for a LoRA adapter (kohya's sai_model_spec.build_metadata).
-
-    With training options (``args``): ``--metadata_title`` wins over ``title``; the other ``--metadata_*``
-    options, ``timestep_range`` (from --min/--max_timestep) and ``encoder_layer`` (--clip_skip) are added.
-    """
-    arch = ARCHITECTURES["sd2_v" if family == "sd2" and v_parameterization else family]
-    w, h = resolution if isinstance(resolution, (tuple, list)) else (resolution, resolution)
-    opt = (lambda name: getattr(args, name, None)) if args is not None else (lambda name: None)
-    spec = {
-        "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": f"{arch}/lora",
-        "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if family == "sdxl" else "diffusers",
-        "modelspec.implementation_version": IMPLEMENTATION_VERSION,
-        "modelspec.title": opt("metadata_title") or title,
-        "modelspec.resolution": f"{w}x{h}",
-        "modelspec.prediction_type": "v" if v_parameterization else "epsilon",
-        "modelspec.date": datetime.datetime.now().replace(microsecond=0).isoformat(),
-    }
-    for key in _SPEC_TEXT_FIELDS:
-        value = opt(f"metadata_{key}")
-        if value:
-            spec[f"modelspec.{key}"] = str(value)
-    if opt("metadata_thumbnail"):
-        spec["modelspec.thumbnail"] = thumbnail_data_url(opt("metadata_thumbnail"))
-    if opt("min_timestep") is not None or opt("max_timestep") is not None:
-        low = opt("min_timestep") if opt("min_timestep") is not None else 0
-        high = opt("max_timestep") if opt("max_timestep") is not None else 1000
-        spec["modelspec.timestep_range"] = f"{low},{high}"
-    if opt("clip_skip") is not None:
-        spec["modelspec.encoder_layer"] = str(opt("clip_skip"))
-    return spec
-
-
-def thumbnail_data_url(value: str) -> str:
-    """``--metadata_thumbnail``: a data: URL as it is, an image file as a base64 data URL (kohya's rule)."""
-    if value.startswith("data:"):
-        return value
-    import base64
-    import mimetypes
-
-    from library.errors import UserError
-
-    try:
-        with open(value, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise UserError(f"--metadata_thumbnail {value}: cannot read it ({e.strerror}); give an image file or a data: URL") from None
-    mime = mimetypes.guess_type(value)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+from networks.lora_format import (IMPLEMENTATION_VERSION, keep_minimum, metadata_value, minimum_network_metadata,
+                                  modelspec)
 
 
 def model_file_hashes(source: str, sha256: str | None = None) -> tuple[str, str]:
@@ -101,73 +30,82 @@ def model_file_hashes(source: str, sha256: str | None = None) -> tuple[str, str]
     return a1111_legacy_hash(source), sha256 or sha256_file_cached(source)
 
 
-# what kohya keeps under --no_metadata (train_util.SS_METADATA_MINIMUM_KEYS), so tools can still filter
-MINIMUM_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
-                "ss_network_args")
-
-
-def minimum_network_metadata(family: str, model_version: str, network_module: str, dim, alpha,
-                             network_args: dict | None) -> dict[str, str]:
-    """kohya's ``build_minimum_network_metadata``: the keys every LoRA file carries (tools write it too)."""
-    md = {"ss_v2": family == "sd2", "ss_base_model_version": model_version, "ss_network_module": network_module,
-          "ss_network_dim": dim, "ss_network_alpha": alpha}
-    if network_args is not None:
-        md["ss_network_args"] = network_args
-    return {k: _s(v) for k, v in md.items()}
-
-
 def training_metadata(args, model, data_summary: dict, network_args: dict, optimizer_description: str,
                       base_sha256: str | None = None) -> dict[str, str]:
     """The fixed part of the metadata, computed once when training starts: every ``ss_*`` key kohya's
     train_network.py writes (ss_validation_* aside), folder runs and ``--dataset_config`` runs alike.
-    ``base_sha256``: the base file's sha256 when already known (see model_file_hashes)."""
+    ``base_sha256``: the base file's sha256 when already known (see model_file_hashes). The network keys
+    and the modelspec are the LoRA file format's (networks/lora_format.py), as every tool writes them."""
     res = data_summary.get("resolution") or (512, 512)
-    legacy_hash, new_hash = model_file_hashes(getattr(model, "source", ""), base_sha256)
     md = {
         "ss_session_id": str(uuid.uuid4().int % 2**31),
         "ss_training_started_at": str(time.time()),
         "ss_output_name": args.output_name,
+        "ss_sd_scripts_commit_hash": IMPLEMENTATION_VERSION,  # kohya writes its git commit; we name our build
+        "ss_optimizer": optimizer_description,
+        "ss_training_comment": args.training_comment,
+        **_schedule_keys(args, data_summary),
+        **_noise_and_loss_keys(args),
+        **_validation_keys(args, data_summary),
+    }
+    datasets = data_summary.get("datasets") or []
+    if args.dataset_config:
+        md.update(_dataset_config_keys(datasets))
+    else:
+        md.update(_folder_run_keys(args, datasets[0] if datasets else {}, data_summary, res))
+    md.update(_base_model_keys(args, model, base_sha256))
+    md = {k: metadata_value(v) for k, v in md.items()}
+    md.update(minimum_network_metadata(model.family, model.model_version, args.network_module, args.network_dim,
+                                       args.network_alpha, network_args or None))
+    md.update(modelspec(model.family, model.v_parameterization, args.output_name, res, args))
+    return md
+
+
+def _schedule_keys(args, summary: dict) -> dict:
+    """Learning rates, step counts, precision and memory settings of the run."""
+    return {
         "ss_learning_rate": args.learning_rate,
         "ss_text_encoder_lr": _first_lr(args.text_encoder_lr),
         "ss_unet_lr": args.unet_lr,
-        "ss_num_train_images": data_summary.get("num_train_images", 0),
-        "ss_num_reg_images": data_summary.get("num_reg_images", 0),
-        "ss_num_batches_per_epoch": data_summary.get("num_batches_per_epoch", 0),
-        "ss_num_epochs": data_summary.get("num_epochs", 0),
+        "ss_num_train_images": summary.get("num_train_images", 0),
+        "ss_num_reg_images": summary.get("num_reg_images", 0),
+        "ss_num_batches_per_epoch": summary.get("num_batches_per_epoch", 0),
+        "ss_num_epochs": summary.get("num_epochs", 0),
         "ss_gradient_checkpointing": bool(args.gradient_checkpointing),
         "ss_gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "ss_max_train_steps": data_summary.get("max_train_steps", 0),
+        "ss_max_train_steps": summary.get("max_train_steps", 0),
         "ss_lr_warmup_steps": args.lr_warmup_steps,
         "ss_lr_scheduler": args.lr_scheduler,
-        "ss_network_module": args.network_module,
-        "ss_network_dim": args.network_dim,
-        "ss_network_alpha": args.network_alpha,
         "ss_network_dropout": args.network_dropout,
         "ss_mixed_precision": args.mixed_precision,
         "ss_full_fp16": bool(getattr(args, "full_fp16", False)),
-        "ss_v2": model.family == "sd2",
-        "ss_base_model_version": model.model_version,
         "ss_clip_skip": args.clip_skip,
         "ss_max_token_length": args.max_token_length,
         "ss_cache_latents": bool(args.cache_latents),
         "ss_seed": args.seed,
         "ss_lowram": bool(args.lowram),
+        "ss_max_grad_norm": args.max_grad_norm,
+        "ss_scale_weight_norms": args.scale_weight_norms,
+        "ss_fp8_base": bool(args.fp8_base),
+        "ss_fp8_base_unet": bool(args.fp8_base_unet),
+        "ss_resize_interpolation": args.resize_interpolation,
+    }
+
+
+def _noise_and_loss_keys(args) -> dict:
+    """Noise, caption dropout and loss settings."""
+    return {
         "ss_noise_offset": args.noise_offset,
         "ss_multires_noise_iterations": args.multires_noise_iterations,
         "ss_multires_noise_discount": args.multires_noise_discount,
         "ss_adaptive_noise_scale": args.adaptive_noise_scale,
         "ss_zero_terminal_snr": bool(args.zero_terminal_snr),
-        "ss_training_comment": args.training_comment,
-        "ss_sd_scripts_commit_hash": IMPLEMENTATION_VERSION,  # kohya writes its git commit; we name our build
-        "ss_optimizer": optimizer_description,
-        "ss_max_grad_norm": args.max_grad_norm,
         "ss_caption_dropout_rate": args.caption_dropout_rate,
         "ss_caption_dropout_every_n_epochs": args.caption_dropout_every_n_epochs,
         "ss_caption_tag_dropout_rate": args.caption_tag_dropout_rate,
         "ss_face_crop_aug_range": args.face_crop_aug_range,
         "ss_prior_loss_weight": args.prior_loss_weight,
         "ss_min_snr_gamma": args.min_snr_gamma,
-        "ss_scale_weight_norms": args.scale_weight_norms,
         "ss_ip_noise_gamma": args.ip_noise_gamma,
         "ss_debiased_estimation": bool(args.debiased_estimation_loss),
         "ss_noise_offset_random_strength": bool(args.noise_offset_random_strength),
@@ -176,30 +114,27 @@ def training_metadata(args, model, data_summary: dict, network_args: dict, optim
         "ss_huber_schedule": args.huber_schedule,
         "ss_huber_scale": args.huber_scale,
         "ss_huber_c": args.huber_c,
-        "ss_fp8_base": bool(args.fp8_base),
-        "ss_fp8_base_unet": bool(args.fp8_base_unet),
+    }
+
+
+def _validation_keys(args, summary: dict) -> dict:
+    return {
         "ss_validation_seed": args.validation_seed,
         "ss_validation_split": args.validation_split,
         "ss_max_validation_steps": args.max_validation_steps,
         "ss_validate_every_n_steps": args.validate_every_n_steps,
         "ss_validate_every_n_epochs": args.validate_every_n_epochs,
-        "ss_num_validation_images": data_summary.get("num_validation_images", 0),
-        "ss_resize_interpolation": args.resize_interpolation,
+        "ss_num_validation_images": summary.get("num_validation_images", 0),
     }
-    datasets = data_summary.get("datasets") or []
-    if args.dataset_config:
-        md.update(_dataset_config_keys(datasets))
-    else:
-        md.update(_folder_run_keys(args, datasets[0] if datasets else {}, data_summary, res))
-    if network_args:
-        md["ss_network_args"] = network_args
-    md["ss_sd_model_name"] = os.path.basename(str(args.pretrained_model_name_or_path))
-    md["ss_sd_model_hash"], md["ss_new_sd_model_hash"] = legacy_hash, new_hash
+
+
+def _base_model_keys(args, model, base_sha256: str | None) -> dict:
+    """Names and hashes of the base model and VAE, so a LoRA can be matched to its base."""
+    md = {"ss_sd_model_name": os.path.basename(str(args.pretrained_model_name_or_path))}
+    md["ss_sd_model_hash"], md["ss_new_sd_model_hash"] = model_file_hashes(getattr(model, "source", ""), base_sha256)
     if args.vae:
         md["ss_vae_name"] = os.path.basename(os.path.normpath(str(args.vae)))
         md["ss_vae_hash"], md["ss_new_vae_hash"] = model_file_hashes(args.vae)
-    md = {k: _s(v) for k, v in md.items()}
-    md.update(modelspec(model.family, model.v_parameterization, args.output_name, res, args))
     return md
 
 
@@ -278,6 +213,4 @@ def checkpoint_metadata(base: dict[str, str], epoch: int, step: int, title: str,
     md["ss_steps"] = str(step)
     md["ss_training_finished_at"] = str(time.time())
     md["modelspec.title"] = title
-    if no_metadata:
-        md = {k: v for k, v in md.items() if k in MINIMUM_KEYS or k.startswith("modelspec.")}
-    return md
+    return keep_minimum(md) if no_metadata else md

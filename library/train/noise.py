@@ -24,14 +24,16 @@ they cannot go stale after ``apply_zero_terminal_snr`` (kohya caches its table b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
 
-from library.errors import UserError
+from library.options.definitions import BY_NAME
+from library.options.typed import typed_config
+from library.options.validate import check_noise_and_loss
 
 __all__ = [
     "NoiseOptions",
@@ -46,47 +48,21 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class NoiseOptions:
-    """Noise and timestep options, with kohya sd-scripts' names and meanings.
+def _validate(self, num_train_timesteps: int = 1000) -> None:
+    """Raise ``UserError`` for values or combinations that cannot work (the options layer's rules)."""
+    check_noise_and_loss(dataclasses.asdict(self), num_train_timesteps)
 
-    A value of ``None`` (or 0 for the float/int options) turns an option off, as in kohya.
-    """
 
-    noise_offset: Optional[float] = None
-    noise_offset_random_strength: bool = False
-    adaptive_noise_scale: Optional[float] = None
-    multires_noise_iterations: Optional[int] = None
-    multires_noise_discount: float = 0.3
-    ip_noise_gamma: Optional[float] = None
-    ip_noise_gamma_random_strength: bool = False
-    min_timestep: int = 0
-    max_timestep: int = 1000
-    zero_terminal_snr: bool = False
-
-    def validate(self, num_train_timesteps: int = 1000) -> None:
-        """Raise ``UserError`` for values or combinations that cannot work."""
-        if self.noise_offset is not None and self.noise_offset < 0:
-            raise UserError(f"--noise_offset must be >= 0 (got {self.noise_offset}); typical values are 0.05-0.1")
-        if self.adaptive_noise_scale is not None and not self.noise_offset:
-            raise UserError("--adaptive_noise_scale needs --noise_offset: set --noise_offset (e.g. 0.05) "
-                            "or remove --adaptive_noise_scale")
-        if self.multires_noise_iterations is not None and self.multires_noise_iterations < 0:
-            raise UserError(f"--multires_noise_iterations must be >= 0 (got {self.multires_noise_iterations}); "
-                            "typical values are 6-10")
-        if self.multires_noise_iterations and not 0.0 <= self.multires_noise_discount <= 1.0:
-            raise UserError(f"--multires_noise_discount must be between 0 and 1 (got {self.multires_noise_discount}); "
-                            "the default is 0.3")
-        if self.ip_noise_gamma is not None and self.ip_noise_gamma < 0:
-            raise UserError(f"--ip_noise_gamma must be >= 0 (got {self.ip_noise_gamma}); the paper uses 0.1")
-        if not 0 <= self.min_timestep < num_train_timesteps:
-            raise UserError(f"--min_timestep must be in 0..{num_train_timesteps - 1} (got {self.min_timestep})")
-        if not 0 < self.max_timestep <= num_train_timesteps:
-            raise UserError(f"--max_timestep must be in 1..{num_train_timesteps} (got {self.max_timestep}); "
-                            "it is exclusive, so use it to leave out the noisiest timesteps")
-        if self.min_timestep >= self.max_timestep:
-            raise UserError(f"--min_timestep ({self.min_timestep}) must be below --max_timestep "
-                            f"({self.max_timestep}): timesteps are drawn from [min_timestep, max_timestep)")
+NoiseOptions = typed_config(
+    "NoiseOptions", [(n, BY_NAME[n]) for n in (
+        "noise_offset", "noise_offset_random_strength", "adaptive_noise_scale", "multires_noise_iterations",
+        "multires_noise_discount", "ip_noise_gamma", "ip_noise_gamma_random_strength", "zero_terminal_snr")],
+    "Noise and timestep options, with kohya sd-scripts' names, meanings and (schema) defaults. A value of ``None`` "
+    "(or 0 for the float/int options) turns an option off, as in kohya. ``min_timestep``/``max_timestep`` are "
+    "resolved: [0, the schedule's length) when unset.",
+    extra=[("min_timestep", int, 0), ("max_timestep", int, 1000)],
+    namespace={"validate": _validate}, module=__name__,
+)
 
 
 # --------------------------------------------------------------------------------------------------

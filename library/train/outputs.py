@@ -16,7 +16,8 @@ from library.train import checkpoints as ck
 from library.train.metadata import checkpoint_metadata
 from library.train.ownership import RUN_ID_KEY, prune_own
 from library.train.report import write_report
-from library.train.sampling import generate_samples, read_prompt_file
+from library.inference.prompts import read_prompt_file
+from library.train.sampling import generate_samples
 
 logger = logging.getLogger("lorasmith.train")
 

@@ -8,7 +8,10 @@ talking to its process. The trainer (main process only) writes into ``--output_d
 - ``metrics.jsonl`` one JSON line per optimizer step: step, epoch, loss, ``lr/<group>`` and any other
   scalar a caller records (``record_scalars``: validation loss, max-norm, ...). After a resume a step
   may appear twice: the later line wins;
-- ``samples.jsonl`` one line per sample image: step, prompt, file (relative to the run folder).
+- ``samples.jsonl`` one line per sample image: step, prompt, file (relative to the run folder);
+- ``item_losses.jsonl`` one line per trained batch: step and ``[[image key (its path), loss], ...]`` (each
+  image's loss before the batch mean; finite values only; an image repeated in a batch appears twice),
+  so outlier images can be found.
 
 Control files (created by the GUI or by hand, e.g. ``touch output/save-now``) are read between steps
 and deleted when acted on: ``save-now`` (a LoRA + resumable state now), ``sample-now`` (sample images
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -29,6 +33,7 @@ from library import atomic
 logger = logging.getLogger("lorasmith.train")
 
 STATUS_FILE, METRICS_FILE, SAMPLES_FILE = "status.json", "metrics.jsonl", "samples.jsonl"
+ITEM_LOSSES_FILE = "item_losses.jsonl"
 CONTROL_FILES = ("save-now", "sample-now", "stop")
 FINAL_PHASES = ("done", "interrupted", "failed")
 
@@ -144,6 +149,16 @@ class RunFolder:
         for entry in history[self._validation_seen:]:
             self.record_scalars(entry["step"], {f"loss/validation/{entry['kind']}_average": entry["loss"]})
         self._validation_seen = len(history)
+
+    def record_items(self, step: int, keys, losses: list) -> None:
+        """One ``item_losses.jsonl`` line: each image's loss in a batch (``losses``: the B-value tensors batch_loss
+        handed out), by image key."""
+        if not self.enabled or not keys or not losses:
+            return
+        values = [float(v) for t in losses for v in t.detach().float().cpu().reshape(-1).tolist()]
+        items = [[str(k), round(v, 6)] for k, v in zip(keys, values) if math.isfinite(v)]
+        if items:
+            self._append(ITEM_LOSSES_FILE, {"step": step, "items": items})
 
     def record_samples(self, step: int, prompts: list[str], paths: list[str]) -> None:
         if not self.enabled:

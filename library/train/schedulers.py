@@ -37,7 +37,9 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from library.errors import UserError
+from library.options.definitions import SCHEDULERS_WITHOUT_WARMUP
 from library.train.optimizers import OptimizerInfo, is_schedule_free_class, parse_optimizer_args
+from library.vocabulary import LR_SCHEDULERS
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +48,8 @@ __all__ = ["SCHEDULER_NAMES", "SchedulerError", "build_scheduler", "resolve_step
 DEFAULT_SCHEDULER = "constant"
 
 #: names accepted by ``--lr_scheduler`` (a dotted class path such as torch.optim.lr_scheduler.StepLR works too).
-SCHEDULER_NAMES: tuple = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "warmup_stable_decay",
-    "piecewise_constant",
-    "adafactor",
-)
-_NO_WARMUP = ("constant", "piecewise_constant", "adafactor")
+SCHEDULER_NAMES: tuple = LR_SCHEDULERS
+_NO_WARMUP = SCHEDULERS_WITHOUT_WARMUP
 
 
 class SchedulerError(UserError):

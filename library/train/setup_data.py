@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -19,19 +19,19 @@ from library.data.cache import latent_cache_for, make_vae_encoder
 from library.data.dataset import TrainDataset
 from library.data.errors import Issues
 from library.data.params import DataOptions
+from library.options.typed import from_args
 from library.data.prepare import prepare_datasets
 from library.data.preflight import build_report, check_caching, compute_steps
 from library.data.text_cache import TextEncoderOutputCache
 from library.train.memory import after_latent_cache, release_text_encoders
-from library.train.text_encoding import encode_captions
+from library.inference.text_encoding import encode_captions
 
 logger = logging.getLogger("lorasmith.train")
 
 
 def data_options(args) -> DataOptions:
     """The dataset options out of the full option namespace (same names, one schema)."""
-    values = {f.name: getattr(args, f.name) for f in fields(DataOptions) if hasattr(args, f.name)}
-    return DataOptions(**values)
+    return from_args(DataOptions, args)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from library.devices import dtype_of
 from library.errors import UserError
 from library.models import load_base_model
 from library.models.base_model import BaseModel
@@ -23,9 +24,6 @@ from library.train.noise import apply_zero_terminal_snr
 from library.train.speed import apply_levers, check_levers
 
 logger = logging.getLogger("lorasmith.train")
-
-DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-SAVE_DTYPES = {"float": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -133,6 +131,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     for note in device_notices(args, device):
         logger.warning(note)
     base = _load_base(args, script, load_device(args, device))
+    base.check_clip_skip(args.clip_skip)
     if args.base_weights:
         network_module.merge_base_weights(module, args.base_weights, list(args.base_weights_multiplier or []),
                                           base.text_encoders, base.unet, base.vae, torch.float32, load_device(args, device))
@@ -145,7 +144,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
     if not list(network.parameters()):
         raise UserError("the network has no modules to train (check --network_args block_dims / block_lr_zero_threshold)")
 
-    weight_dtype = DTYPES[args.mixed_precision]
+    weight_dtype = dtype_of(args.mixed_precision)
     vae_dtype = torch.float32 if (args.no_half_vae or args.mixed_precision == "no") else weight_dtype
     for m in (base.unet, base.vae, *base.text_encoders):
         m.requires_grad_(False)
@@ -169,7 +168,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
         te.train(train_te)
     base.vae.eval()
 
-    net_dtype = torch.bfloat16 if args.full_bf16 else torch.float16 if args.full_fp16 else torch.float32
+    net_dtype = dtype_of("bf16" if args.full_bf16 else "fp16" if args.full_fp16 else "float")
     network.to(device, dtype=net_dtype)
     contract.prepare_grad_etc(network_module.text_encoders_for_module(base.text_encoders), base.unet)
     network.train()
@@ -181,5 +180,5 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu") -> 
 def save_dtype_for(args) -> torch.dtype | None:
     """dtype of saved LoRA files: ``--save_precision``, else what the network trains in (None keeps it)."""
     if args.save_precision:
-        return SAVE_DTYPES[args.save_precision]
+        return dtype_of(args.save_precision)
     return None

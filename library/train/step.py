@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from library.train.losses import LossOptions, target_for, total_loss
+from library.options.typed import from_args
+from library.train.losses import LossOptions, per_sample_loss, target_for
 from library.train.noise import NoiseOptions, noise_noisy_latents_and_timesteps
-from library.train.text_encoding import Conditioning, encode_captions, sdxl_time_ids
+from library.inference.text_encoding import Conditioning, encode_captions
+from library.train.text_encoding import sdxl_time_ids
 
 
 @dataclass
@@ -32,24 +34,14 @@ class StepConfig:
 
 
 def noise_options(args, num_train_timesteps: int = 1000) -> NoiseOptions:
-    return NoiseOptions(
-        noise_offset=args.noise_offset, noise_offset_random_strength=bool(args.noise_offset_random_strength),
-        adaptive_noise_scale=args.adaptive_noise_scale, multires_noise_iterations=args.multires_noise_iterations,
-        multires_noise_discount=args.multires_noise_discount, ip_noise_gamma=args.ip_noise_gamma,
-        ip_noise_gamma_random_strength=bool(args.ip_noise_gamma_random_strength),
-        min_timestep=args.min_timestep or 0,
-        max_timestep=args.max_timestep if args.max_timestep is not None else num_train_timesteps,
-        zero_terminal_snr=bool(args.zero_terminal_snr),
-    )
+    """The noise options of a run, timesteps resolved against the model's schedule."""
+    return from_args(NoiseOptions, args, min_timestep=args.min_timestep or 0,
+                     max_timestep=args.max_timestep if args.max_timestep is not None else num_train_timesteps)
 
 
 def loss_options(args, v_parameterization: bool) -> LossOptions:
-    return LossOptions(
-        loss_type=args.loss_type, huber_schedule=args.huber_schedule, huber_c=args.huber_c, huber_scale=args.huber_scale,
-        min_snr_gamma=args.min_snr_gamma, scale_v_pred_loss_like_noise_pred=bool(args.scale_v_pred_loss_like_noise_pred),
-        v_pred_like_loss=args.v_pred_like_loss, debiased_estimation_loss=bool(args.debiased_estimation_loss),
-        v_parameterization=v_parameterization,
-    )
+    """The loss options of a run, with the model's own prediction type."""
+    return from_args(LossOptions, args, v_parameterization=v_parameterization)
 
 
 def batch_latents(model, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
@@ -77,8 +69,19 @@ def batch_conditioning(model, batch: dict, cfg: StepConfig) -> Conditioning:
 
 
 def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
-               timesteps: torch.Tensor | None = None) -> torch.Tensor:
-    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation)."""
+               timesteps: torch.Tensor | None = None, items: list | None = None) -> torch.Tensor:
+    """The scalar loss of one batch (float32), every random draw from ``generator``; ``timesteps`` fixes them (validation).
+    ``items``, when given, receives the per-image losses (detached) whose mean this is."""
+    per_item = batch_item_losses(model, batch, cfg, generator, timesteps)
+    if items is not None:
+        items.append(per_item.detach())
+    return per_item.mean()
+
+
+def batch_item_losses(model, batch: dict, cfg: StepConfig, generator: torch.Generator | None,
+                      timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of each image of a batch (B values, float32); their mean is ``batch_loss``. The trainer logs
+    them per image (run folder ``item_losses.jsonl``) to find outlier images."""
     base = model.base
     latents = batch_latents(model, batch, generator)
     cond = batch_conditioning(model, batch, cfg)
@@ -96,5 +99,5 @@ def batch_loss(model, batch: dict, cfg: StepConfig, generator: torch.Generator |
         ).sample
     target = target_for(base.noise_scheduler, latents, noise, timesteps, cfg.loss.prediction_type)
     mask = batch.get("masks")  # --masked_loss: kohya's apply_masked_loss, area-resized to the latents in losses.py
-    return total_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss, batch["loss_weights"].to(model.device),
-                      mask.to(model.device) if mask is not None else None)
+    return per_sample_loss(pred.float(), target.float(), timesteps, base.noise_scheduler, cfg.loss,
+                           batch["loss_weights"].to(model.device), mask.to(model.device) if mask is not None else None)

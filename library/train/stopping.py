@@ -91,6 +91,25 @@ def saving(flag):
         flag.saving = False
 
 
+@contextlib.contextmanager
+def sigterm_before_training():
+    """Until a StopFlag takes over (and after it hands back), SIGTERM ends the run at once, as a second
+    Ctrl-C does: there is nothing to save before step 0, and a silent death would leave no word of
+    why (``docker stop`` during model load). Main thread only; elsewhere signals are the host's."""
+    def handler(signum, frame):
+        raise StopNow("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def reason_of(flag) -> str:
     return flag.reason if isinstance(flag, StopFlag) and flag.reason else "Ctrl-C"
 

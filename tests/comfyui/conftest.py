@@ -4,6 +4,7 @@ says which ComfyUI behaviour they reproduce), and the node pack imported the way
 
 import importlib.util
 import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.comfyui.fake_comfy import make_comfy
-from tools.make_tiny_model import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "custom_nodes" / "lorasmith_trainer"
@@ -35,11 +35,11 @@ def pack():
 
 
 @pytest.fixture(scope="session")
-def checkpoints_dir(tmp_path_factory):
-    """ComfyUI's models/checkpoints for every test: tiny SD1 and SDXL single-file models."""
+def checkpoints_dir(tmp_path_factory, tiny_ckpt):
+    """ComfyUI's models/checkpoints for every test: copies of the suite's tiny SD1 and SDXL models."""
     folder = tmp_path_factory.mktemp("checkpoints")
     for family in ("sd1", "sdxl"):
-        make_tiny_model(family, folder / f"tiny_{family}.safetensors", seed=0)
+        shutil.copyfile(tiny_ckpt(family), folder / f"tiny_{family}.safetensors")
     return folder
 
 

@@ -1,5 +1,6 @@
 """Latent and text-encoder caches: memory/disk, flip, keyed rebuilds, corrupt files, atomic writes, sharding."""
 
+import dataclasses
 import glob
 import logging
 import os
@@ -96,6 +97,22 @@ def test_changed_image_rebuilds(prepared, tiny_vae):
     assert cache.cache(ds.records).encoded == 1
 
 
+def test_another_resize_interpolation_rebuilds(tmp_path, tiny_vae):
+    """The latents hold resized pixels: a cache made with one filter is stale under another."""
+    make_folder(tmp_path / "img", "1_cat", 2, size=(96, 64), caption="a cat", ext=".txt")
+
+    def records(interpolation):
+        opts = DataOptions(train_data_dir=str(tmp_path / "img"), resolution=64, caption_extension=".txt",
+                           resize_interpolation=interpolation)
+        return prepare_datasets(opts)[0].records
+
+    cache = _cache(tiny_vae, to_disk=True)
+    assert cache.cache(records(None)).encoded == 2
+    rec = records("bicubic")[0]
+    assert stale_fields(cache.disk_path(rec), cache.entry_key(rec)) == ["resize"]
+    assert cache.cache(records("bicubic")).stale == 2
+
+
 @pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 broken zip", b"definitely not npz"])
 def test_corrupt_cache_file_is_rebuilt_with_warning(prepared, tiny_vae, caplog, garbage):
     (ds,) = prepared
@@ -169,11 +186,11 @@ def test_color_aug_and_random_crop_turn_latent_caching_off(tmp_path, caplog):
     (ds,) = prepare_datasets(opts)
     cache = latent_cache_for(opts, [ds], lambda x: x, {"model_hash": "m"})
     assert isinstance(cache, LatentCache) and cache.vae_batch_size == 3 and not cache.to_disk
-    ds.subsets[1].subset.random_crop = True
+    ds.subsets[1].subset = dataclasses.replace(ds.subsets[1].subset, random_crop=True)
     with caplog.at_level(logging.WARNING, logger="lorasmith.data"):
         assert latent_cache_for(opts, [ds], lambda x: x, {}) is None
     assert latent_caching_blockers([ds]) == ["1_b"] and any("latent caching is off" in m and "1_b" in m for m in caplog.messages)
-    opts.cache_latents = False
+    opts = dataclasses.replace(opts, cache_latents=False)
     assert latent_cache_for(opts, [ds], lambda x: x, {}) is None
 
 

@@ -55,6 +55,23 @@ def test_reproducible_per_seed_and_epoch(mixed):
     assert x["captions"] == y["captions"] and x["flipped"] == y["flipped"] and torch.equal(x["images"], y["images"])
 
 
+def test_caption_shuffle_and_dropout_follow_the_runs_seed(tmp_path):
+    """One image, one repeat, batch 1: the plan is the same for every seed, so only the caption
+    stream's seed can change the caption. Same seed: same captions; another seed: others."""
+    make_folder(tmp_path / "img", "1_one", 1, size=(64, 64), caption="a, b, c, d, e, f, g, h", ext=".txt")
+    (ds,) = prepare_datasets(DataOptions(train_data_dir=str(tmp_path / "img"), resolution=64, caption_extension=".txt",
+                                         shuffle_caption=True, caption_tag_dropout_rate=0.2))
+
+    def captions(seed):
+        train = TrainDataset([ds], seed=seed)
+        assert all(train.plan(epoch) == [(0, (0,))] for epoch in (1, 2, 3))  # nothing else depends on the seed
+        return [train[(epoch, 0)]["captions"][0] for epoch in (1, 2, 3)]
+
+    assert captions(5) == captions(5)
+    runs = {tuple(captions(seed)) for seed in range(6)}
+    assert len(runs) == 6, runs  # a seed-blind caption stream gives one tuple for all six seeds
+
+
 def test_flip_and_sdxl_size_conditioning(mixed):
     train = TrainDataset(mixed, seed=1)
     flips = []

@@ -28,10 +28,11 @@ caption_extension = ".txt"
 keep_tokens = 1
 
 [[datasets]]
-resolution = [96, 64]
+resolution = [128, 64]
 batch_size = 4
 keep_tokens = 2
 enable_bucket = true
+min_bucket_reso = 64
 
   [[datasets.subsets]]
   image_dir = '{a}'
@@ -47,7 +48,7 @@ enable_bucket = true
     )
     opts = DataOptions(dataset_config=path, caption_prefix="cli prefix", shuffle_caption=False, train_batch_size=1, resolution=512)
     (ds,) = resolve_datasets(opts, Issues(log=False))
-    assert ds.resolution == (96, 64) and ds.batch_size == 4 and ds.enable_bucket
+    assert ds.resolution == (128, 64) and ds.batch_size == 4 and ds.enable_bucket
     s1, s2 = ds.subsets
     assert (s1.num_repeats, s1.keep_tokens, s1.class_tokens, s1.is_reg) == (10, 3, "sks dog", False)
     assert (s2.num_repeats, s2.keep_tokens, s2.is_reg) == (1, 2, True)  # dataset value beats general
@@ -88,7 +89,7 @@ def test_unknown_key_names_the_subset_table(tmp_path):
 
 def test_wrong_types_are_explained(tmp_path):
     path = _config(tmp_path, "[[datasets]]\n[[datasets.subsets]]\nimage_dir='x'\nnum_repeats = '10'\n")
-    with pytest.raises(DatasetError, match="num_repeats must be a int.*num_repeats = 10"):
+    with pytest.raises(DatasetError, match="num_repeats must be an integer.*num_repeats = 10"):
         resolve_datasets(DataOptions(dataset_config=path), Issues(log=False))
     path = _config(tmp_path, "[[datasets]]\nresolution = 'big'\n[[datasets.subsets]]\nimage_dir='x'\n")
     with pytest.raises(DatasetError, match="resolution must be a size like 512"):

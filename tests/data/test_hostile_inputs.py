@@ -5,6 +5,7 @@ Everything goes through the data layer's entry points (``prepare_datasets`` and 
 or tools/check_dataset.py, as training and the preflight do.
 """
 
+import dataclasses
 import json
 import os
 import threading
@@ -171,8 +172,7 @@ def test_metadata_paths_outside_the_dataset_are_refused_unless_allowed(tmp_path,
     with pytest.raises(DatasetError, match="metadata.jsonl line 1 names .*outside the dataset folder.*"
                                            "--allow_paths_outside_dataset"):
         prepare_datasets(_jsonl(tmp_path, name))
-    options = _jsonl(tmp_path, name)
-    options.allow_paths_outside_dataset = True
+    options = dataclasses.replace(_jsonl(tmp_path, name), allow_paths_outside_dataset=True)
     (ds,) = prepare_datasets(options)
     (rec,) = ds.records
     assert os.path.abspath(rec.path) == str(tmp_path / "outside.png")

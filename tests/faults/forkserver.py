@@ -16,9 +16,10 @@ SIGXFSZ ignored so write() fails with EFBIG, as on a full disk); ``{"signal_at":
 makes the child send itself that signal at the n-th EVENT and carry on. Events:
 ``safetensors_write`` (half a .safetensors written), ``torch_save`` (half an optimizer/scheduler
 file), ``json_write`` (half a train_state.json), ``replace`` (before a rename into place),
-``replaced`` (just after one), ``rmtree`` (a folder half deleted), ``step`` (inside a micro-batch).
+``replaced`` (just after one), ``rmtree`` (a folder half deleted), ``step`` (inside a micro-batch),
+``load`` (as the models start loading, before training).
 Writes and renames are reached through library.atomic's public fault hook (the one writer);
-``shutil.rmtree`` and ``loop.batch_loss`` are public names.
+``shutil.rmtree``, ``loop.batch_loss`` and ``setup_model.load_for_training`` are public names.
 """
 
 import json
@@ -80,9 +81,10 @@ def _install_faults(faults: dict) -> None:
     import shutil
 
     import library.train.loop as loop
+    import library.train.setup_model as setup_model
     from library import atomic
 
-    real_rmtree, real_loss = shutil.rmtree, loop.batch_loss
+    real_rmtree, real_loss, real_load = shutil.rmtree, loop.batch_loss, setup_model.load_for_training
     written_events = {".safetensors": "safetensors_write", ".pt": "torch_save", ".json": "json_write"}
 
     def hook(event, src, dst):  # library.atomic's public fault hook: every write and rename passes here
@@ -106,8 +108,13 @@ def _install_faults(faults: dict) -> None:
             _die()
         return real_loss(*a, **kw)
 
+    def load_for_training(*a, **kw):
+        if due("load"):
+            _die()
+        return real_load(*a, **kw)
+
     atomic.set_fault_hook(hook)
-    shutil.rmtree, loop.batch_loss = rmtree, batch_loss
+    shutil.rmtree, loop.batch_loss, setup_model.load_for_training = rmtree, batch_loss, load_for_training
 
 
 def _child(job: dict) -> int:

@@ -92,7 +92,7 @@ def test_output_name_from_a_config_file_is_checked_too(tiny_ckpt, session_data, 
 
 def test_sample_prompts_cannot_name_files(tmp_path):
     """A prompt line holds generation settings only; an option that could name a path is refused."""
-    from library.train.sampling import parse_prompt_line
+    from library.inference.prompts import parse_prompt_line
 
     with pytest.raises(UserError, match="unknown option '--o'"):
         parse_prompt_line("a cat --o ../../x.png", "p.txt:1")

@@ -101,3 +101,16 @@ def test_prune_never_touches_another_runs_states(tmp_path):
     make_state(tmp_path / "t-step00000003-state", 3, run_id="mine")
     assert prune_own(str(tmp_path), "t", "step", 10, "mine", state=True) == [str(tmp_path / "t-step00000003-state")]
     assert sorted(os.listdir(tmp_path)) == ["t-step00000001-state", "t-step00000002-state"]
+
+
+def test_epoch_finished_is_a_true_or_false_field_of_the_state(tmp_path):
+    state = make_state(tmp_path / "t-state", 10)
+    base = {"global_step": 10, "epoch": 1, "position": 10}
+    (state / "train_state.json").write_text(json.dumps({**base, "epoch_finished": False}))
+    assert ck.epoch_finished(ck.read_train_state(str(state)), 10) is False  # the field wins over the position
+    (state / "train_state.json").write_text(json.dumps(base))
+    assert ck.epoch_finished(ck.read_train_state(str(state)), 10) is True  # older states: position at the end
+    assert ck.epoch_finished({**base, "position": 4}, 10) is False
+    (state / "train_state.json").write_text(json.dumps({**base, "epoch_finished": 1}))
+    with pytest.raises(ck.CheckpointError, match="'epoch_finished' is int"):
+        ck.read_train_state(str(state))

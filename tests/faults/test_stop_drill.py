@@ -49,3 +49,13 @@ def test_a_second_signal_during_the_stop_save_does_not_cut_it(fork_server, refer
     assert is_complete_state(str(state)) and "continue with --resume" in log
     assert set(load_file(out / "t-step00000003.safetensors")) == set(expected)
     check_no_partial_files(out, set(expected))
+
+
+def test_sigterm_before_training_quits_at_once_with_a_message_and_leaves_no_files(fork_server, reference, tmp_path):
+    options, expected = reference
+    out = tmp_path / "out"
+    status, log = fork_server.run(options(out), faults={"signal_at": [["load", 1, "SIGTERM"]]})
+    assert status == EXIT_TERMINATED, log[-3000:]
+    assert "Traceback" not in log
+    assert "stopped at once (SIGTERM) without saving; no resumable state was saved" in log, log[-3000:]
+    assert not any(n.endswith(".safetensors") or n.endswith("-state") for n in os.listdir(out)) if out.exists() else True

@@ -80,7 +80,12 @@ def test_a_failing_run_shows_the_one_line_error_with_help(gui_root):
     view = client.get(f"/api/jobs/{job['id']}").json()
     assert done["status"] == "failed" and done["exit_code"] == 2
     assert view["error"] and "\n" not in view["error"] and "Traceback" not in view["error"]
-    assert view["help"] == "/help/troubleshooting.md" and client.get(view["help"]).status_code == 200
+    # the deep link goes to the catalogue row of that message ("empty folder"), in the docs served as HTML
+    page, anchor = view["help"].split("#")
+    assert page == "/help/troubleshooting.md" and anchor.startswith("row-")
+    html = client.get(page).text
+    row = html.split(f'id="{anchor}"', 1)[1].split("</tr>", 1)[0]
+    assert "holds no images" in row and "10_&lt;token&gt;" in row
 
 
 def test_invalid_values_are_refused_at_the_field_before_a_run(gui_root):
@@ -166,3 +171,23 @@ def test_kohya_folder_from_a_flat_folder(gui_root):
     again = client.post("/api/dataset/kohya-folder", json={"source": "flat", "dest": "img2", "repeats": 5, "trigger": "zwx",
                                                            "class_name": "dog"})
     assert again.status_code == 400 and "exists" in again.json()["error"]
+
+
+def test_caption_job_from_the_dataset_page(gui_root):
+    """The Dataset page's Caption button queues tools/caption.py on the folder (an argument list, paths in the root)."""
+    client, app = make_client(gui_root)
+    (gui_root / "models" / "blip").mkdir(parents=True)
+    r = client.post("/api/dataset/caption-job", json={"folder": "data/img", "caption_weights": "models/blip",
+                                                      "prefix": "sks, ", "overwrite": True})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["kind"] == "caption" and job["status"] == "queued"
+    assert job["options"] == [str(gui_root / "data" / "img"), "--caption_weights", str(gui_root / "models" / "blip"),
+                              "--caption_extension", ".txt", "--prefix=sks, ", "--recursive", "--overwrite"]
+    assert app.state.runner.command(app.state.store.get(job["id"]))[1].endswith("tools/caption.py")
+    missing = client.post("/api/dataset/caption-job", json={"folder": "data/img", "caption_weights": "models/none"})
+    assert missing.status_code in (400, 403, 404) and "models/none" in missing.json()["error"]
+    outside = client.post("/api/dataset/caption-job", json={"folder": "../", "caption_weights": "models/blip"})
+    assert outside.status_code == 403
+    not_folder = client.post("/api/dataset/caption-job", json={"folder": "tiny.safetensors", "caption_weights": "models/blip"})
+    assert not_folder.status_code == 400 and "is not a folder" in not_folder.json()["error"]

@@ -81,8 +81,18 @@ def _shot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+# records the page's notifications (headless Chromium shows none): window.__notes
+NOTIFICATION_STUB = """
+window.__notes = [];
+window.Notification = class { constructor(title, opts) { window.__notes.push(title); } };
+window.Notification.permission = "granted";
+window.Notification.requestPermission = async () => "granted";
+"""
+
+
 def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script(NOTIFICATION_STUB)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
 
@@ -130,6 +140,7 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page.click("#stop")
     page.wait_for_function("document.querySelector('#job-status').textContent === 'interrupted'", timeout=240_000)
     stopped_at = int(page.inner_text("#step"))
+    page.wait_for_function("window.__notes.some(t => t.endsWith('demo_lora interrupted'))")  # the run-ended notification
     assert 0 < stopped_at < 120
     _shot(page, "run-stopped")
 
@@ -159,4 +170,55 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page.wait_for_timeout(1000)
     assert page.query_selector("#tool-models") is None  # not merge_lora's form, loaded first
     _shot(page, "tools")
+    assert not errors, errors
+
+
+def test_compare_page_grid_and_phone_layout(browser, gui, tmp_path, tiny_ckpt, demo_data):
+    """A finished tiny run: the Compare page makes a checkpoint x strength x prompt grid and shows its
+    images, a checkpoint is chosen; the run page on a phone-sized screen has no sideways scrolling."""
+    import httpx
+
+    shutil.copy(tiny_ckpt("sd1"), tmp_path / "tiny.safetensors")  # demo_data is tmp_path/data already
+    headers = {"x-lorasmith": "1"}
+    values = {"pretrained_model_name_or_path": "tiny.safetensors", "train_data_dir": "data/img", "resolution": "64",
+              "caption_extension": ".txt", "network_dim": 4, "network_alpha": 4, "learning_rate": 1e-3,
+              "max_train_steps": 4, "save_every_n_steps": 3, "train_batch_size": 2, "seed": 3, "output_name": "c",
+              "max_data_loader_n_workers": 0, "optimizer_type": "AdamW"}
+    job = httpx.post(gui + "/api/jobs", json={"values": values}, headers=headers, timeout=60).json()
+    for _ in range(600):
+        status = httpx.get(f"{gui}/api/jobs/{job['id']}", timeout=10).json()["status"]
+        if status not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    assert status == "done", httpx.get(f"{gui}/api/jobs/{job['id']}/log", timeout=10).json()["log"][-2000:]
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: d.accept())  # "also copy it to best/?": yes
+    page.goto(f"{gui}/compare?job={job['id']}")
+    page.wait_for_selector("#checkpoints input[value='c-step00000003.safetensors']")
+    assert page.is_checked("#checkpoints input[value='c.safetensors']")
+    page.fill("#strengths", "0 1")
+    page.fill("#steps", "2")
+    page.fill("#prompts", "sks shape, red circle --w 64 --h 64\nsks shape, green background --w 64 --h 64")
+    page.click("#make-grid")
+    # 2 checkpoints x 2 strengths x 2 prompts, filled in as the job writes them
+    page.wait_for_function("document.querySelectorAll('#grids table.compare td img').length === 8", timeout=240_000)
+    page.wait_for_function("[...document.querySelectorAll('#grids table.compare td img')].every(i => i.complete && i.naturalWidth === 64)")
+    assert page.inner_text("#grids table.compare caption") == "sks shape, red circle --w 64 --h 64"
+    page.click("#grids table.compare button.choose[data-file='c-step00000003.safetensors']")
+    page.wait_for_function("document.querySelector('#best').textContent.includes('c-step00000003.safetensors')")
+    assert "best/c-step00000003.safetensors" in page.inner_text("#best")
+    assert (tmp_path / "output" / "c" / "best" / "c-step00000003.safetensors").is_file()
+    assert "★" in page.inner_text("#grids table.compare tr.best th")
+    _shot(page, "compare")
+
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    phone.on("pageerror", lambda e: errors.append(str(e)))
+    phone.goto(f"{gui}/runs/{job['id']}")
+    phone.wait_for_function("document.querySelector('#job-status').textContent === 'done'")
+    phone.wait_for_function("Number(document.querySelector('#loss-chart').dataset.points || 0) >= 2")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    _shot(phone, "run-phone")
     assert not errors, errors

@@ -1,27 +1,19 @@
-"""Tiny checkpoints written once per session by tools/make_tiny_model.py, plus a forward helper."""
+"""Tiny checkpoints (the suite-wide tiny_ckpt, made once per session), plus a forward helper."""
+
+from pathlib import Path
 
 import pytest
 import torch
-
-from tools.make_tiny_model import make_tiny_model
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("tiny_models")
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tiny_dir):
-    """tiny_path(family) -> path of a seeded tiny single-file checkpoint of that family."""
-    made = {}
+def tiny_path(tiny_ckpt):
+    """tiny_path(family, v=False) -> Path of a seeded tiny single-file checkpoint (the suite-wide tiny_ckpt)."""
 
     def get(family, v=False):
-        if (family, v) not in made:
-            made[(family, v)] = make_tiny_model(family, tiny_dir / f"tiny_{family}{'_v' if v else ''}.safetensors", seed=0, v_parameterization=v)
-        return made[(family, v)]
+        return Path(tiny_ckpt(family, seed=0, v=v))
 
     return get
 

@@ -80,7 +80,7 @@ def load_lora(tensors: dict, kmap: dict) -> tuple[dict[str, tuple[str, dict]], l
 
 
 def patched_weight(weight: torch.Tensor, kind: str, parts: dict, strength: float = 1.0) -> torch.Tensor:
-    """ComfyUI's ``calculate_weight`` for plain LoRA and OFT patches (float32)."""
+    """ComfyUI's ``calculate_weight`` for LoRA, OFT, LoHa and LoKr patches (float32)."""
     weight = weight.float().clone()
     alpha = float(parts["alpha"]) if "alpha" in parts else None
     if kind == "lora":
@@ -99,4 +99,34 @@ def patched_weight(weight: torch.Tensor, kind: str, parts: dict, strength: float
         r = (eye + q) @ (eye - q).float().inverse()
         diff = torch.einsum("knm,kn...->km...", r * strength - strength * eye, weight.view(k, b, *weight.shape[1:]))
         return weight + strength * diff.reshape(weight.shape)
+    if kind in ("loha", "lokr"):
+        return weight + strength * _product_diff(kind, {k: v.float() for k, v in parts.items()}, alpha, weight.shape)
     raise NotImplementedError(kind)
+
+
+def _tucker(t, b, a):
+    return torch.einsum("i j k l, j r, i p -> p r k l", t, b, a)
+
+
+def _product_diff(kind: str, p: dict, alpha, shape) -> torch.Tensor:
+    """ComfyUI's LoHa (Hadamard product, scaled alpha / rank of w1_b) and LoKr (Kronecker product,
+    scaled alpha / rank only when a factor is decomposed) weight differences."""
+    if kind == "loha":
+        if "hada_t1" in p:
+            m1, m2 = _tucker(p["hada_t1"], p["hada_w1_b"], p["hada_w1_a"]), _tucker(p["hada_t2"], p["hada_w2_b"], p["hada_w2_a"])
+        else:
+            m1, m2 = p["hada_w1_a"] @ p["hada_w1_b"], p["hada_w2_a"] @ p["hada_w2_b"]
+        scale = alpha / p["hada_w1_b"].shape[0] if alpha is not None else 1.0
+        return scale * (m1 * m2).reshape(shape)
+    dim = None
+    w1 = p.get("lokr_w1")
+    if w1 is None:
+        dim, w1 = p["lokr_w1_b"].shape[0], p["lokr_w1_a"] @ p["lokr_w1_b"]
+    w2 = p.get("lokr_w2")
+    if w2 is None:
+        dim = p["lokr_w2_b"].shape[0]
+        w2 = _tucker(p["lokr_t2"], p["lokr_w2_b"], p["lokr_w2_a"]) if "lokr_t2" in p else p["lokr_w2_a"] @ p["lokr_w2_b"]
+    if w2.ndim == 4:
+        w1 = w1[:, :, None, None]
+    scale = alpha / dim if alpha is not None and dim is not None else 1.0
+    return scale * torch.kron(w1, w2).reshape(shape)

@@ -214,12 +214,33 @@ def test_dropouts_only_in_training():
     assert not torch.allclose(a, c)
 
 
-def test_rank_dropout_rescales():
+@pytest.mark.parametrize("p", [0.25, 0.5])
+def test_rank_dropout_masks_ranks_and_rescales_by_one_over_keep(p):
+    """kohya: drop whole ranks of the down output and scale the rest by 1/(1-p), so the expected
+    delta equals the eval-mode delta. Checked exactly (same RNG draw) and on average over a batch."""
     from networks.lora_math import rank_dropout_mask
+
     torch.manual_seed(0)
-    mask = rank_dropout_mask(1000, 64, 0.25, 3, "cpu")
-    assert mask.shape == (1000, 1, 64)
-    assert abs(mask.float().mean().item() - 0.75) < 0.01
+    base = torch.nn.Linear(6, 5)
+    m = lora_mod.LoRAModule("lora_unet_x", base, multiplier=0.7, lora_dim=8, alpha=2, rank_dropout=p)
+    torch.nn.init.normal_(m.lora_up.weight)
+    m.apply_to()
+    x = torch.randn(4000, 3, 6)  # [batch, tokens, in]: the mask is per sample and rank, shared over tokens
+    x[:] = x[:1]  # every sample the same input, so the batch mean estimates the expectation
+    m.eval()
+    with torch.no_grad():
+        org = torch.nn.functional.linear(x, base.weight, base.bias)
+        full = m(x) - org
+        m.train()
+        torch.manual_seed(1)
+        dropped = m(x) - org
+        torch.manual_seed(1)
+        keep = rank_dropout_mask(x.size(0), 8, p, 3, "cpu")
+    down = m.lora_down(x) * keep
+    expected = down @ m.lora_up.weight.T * (0.7 * 2 / 8) / (1 - p)
+    torch.testing.assert_close(dropped, expected, rtol=1e-5, atol=1e-5)
+    assert 0 < keep.float().mean() < 1 and not torch.allclose(dropped[0], full[0])
+    torch.testing.assert_close(dropped.mean(0), full.mean(0), rtol=0.05, atol=0.05 * full.abs().max().item())
 
 
 def test_block_dims_and_lr_weights():

@@ -184,3 +184,15 @@ def test_output_config_leaves_the_wandb_key_out(tmp_path):
         parse_args(["--config_file", str(target), "--output_config", "--wandb_api_key", "secret", "--network_dim", "8"])
     text = target.read_text(encoding="utf-8")
     assert "network_dim = 8" in text and "secret" not in text
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["--text_encoder_lr", "1e-4", "2e-4"], "text_encoder_lr"),
+    (["--min_timestep", "500", "--max_timestep", "100"], "min_timestep"),
+    (["--bucket_reso_steps", "60"], "bucket_reso_steps 60"),
+])
+def test_output_config_refuses_settings_training_would_refuse_and_writes_nothing(tmp_path, bad, words):
+    target = tmp_path / "new.toml"
+    with pytest.raises(UserError, match=words):
+        parse_args(["--config_file", str(target), "--output_config", "--network_dim", "8", *bad])
+    assert not target.exists()

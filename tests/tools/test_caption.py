@@ -12,7 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from library import captioning as cap
+from library.captioning.caption_files import write_caption
+from library.captioning.images import load_in_order
+from library.captioning.model_folder import resolve_model_folder
+from library.errors import UserError
 from tools.caption import main
 
 GREEDY = ["--beam_search", "--num_beams", "1", "--max_length", "8", "--min_length", "2"]
@@ -268,7 +271,7 @@ def test_hub_cache_folder_with_one_snapshot(blip_dir, tmp_path):
     snap = tmp_path / "models--Salesforce--blip" / "snapshots" / "abc123"
     snap.parent.mkdir(parents=True)
     os.symlink(blip_dir, snap)
-    assert cap.resolve_model_folder(str(tmp_path / "models--Salesforce--blip")) == str(snap)
+    assert resolve_model_folder(str(tmp_path / "models--Salesforce--blip")) == str(snap)
 
 
 def test_blip2(blip2_dir, tmp_path):
@@ -323,7 +326,7 @@ def test_load_in_order_reads_ahead_and_keeps_order():
 
     paths = ["a", "bad", "c", "d", "e", "f"]
     for workers in (0, 2):
-        got = list(cap.load_in_order(paths, load, workers))
+        got = list(load_in_order(paths, load, workers))
         assert [p for p, _ in got] == paths
         assert isinstance(got[1][1], ValueError) and got[2][1] == "C"
 
@@ -336,6 +339,6 @@ def test_write_caption_is_atomic(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(cap.UserError, match="a.txt"):
-        cap.write_caption(str(target), "new")
+    with pytest.raises(UserError, match="a.txt"):
+        write_caption(str(target), "new")
     assert read(target) == "old\n" and os.listdir(tmp_path) == ["a.txt"]

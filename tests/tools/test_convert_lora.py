@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from library.models import load_base_model
-from library.train.sampling import make_pipeline
+from library.inference.pipelines import make_pipeline
 from networks import lora_names
 from networks.lora import create_network_from_weights
 from networks.lora_file import read_lora_file, save_lora_file

@@ -23,7 +23,7 @@ def test_bad_device_is_refused_before_any_file_is_read(tool, device, says, tmp_p
 
 
 def test_captioning_uses_the_same_check():
-    from library.captioning import pick_device
+    from library.captioning.captioner import pick_device
     from library.errors import UserError
 
     with pytest.raises(UserError, match="--device gpu0 is not a device name"):

@@ -10,7 +10,7 @@ from library.errors import UserError
 from library.inference.generate import LoraStack, LoraUse, generate, plan_jobs
 from library.inference.lora_tags import LoraTag, resolve_lora, split_lora_tags
 from library.models import load_base_model
-from library.train.sampling import SamplePrompt, parse_prompt_line
+from library.inference.prompts import SamplePrompt, parse_prompt_line
 from tools import gen_img
 
 from .lora_utils import make_lora
@@ -158,6 +158,9 @@ def test_prompt_file_and_command_line_defaults(tmp_path):
     (["--prompt", "a --l nan"], "--l (scale) must be between"),
     (["--prompt", "a", "--W", "8192"], "at most 4096"),
     (["--prompt", "a", "--steps", "5000"], "between 1 and 1000"),
+    (["--prompt", "a", "--W", "0"], "width (--W / --w) 0 must be a positive multiple of 8"),
+    (["--prompt", "a", "--clip_skip", "99"], "--clip_skip 99: this model's text encoder has"),
+    (["--prompt", "a", "--clip_skip", "0"], "--clip_skip 0: this model's text encoder has"),
 ])
 def test_sizes_and_steps_have_upper_bounds(sd1, tmp_path, capsys, argv, words):
     out = tmp_path / "out"

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from library.merge.lora_merge import KEY_RE
+from networks.lora_format import is_kohya_key
 from library.models import load_base_model
-from library.train.sampling import make_pipeline
+from library.inference.pipelines import make_pipeline
 from networks.lora import create_network_from_weights
 from networks.lora_file import read_lora_file
 from networks.lora_math import delta_weight, effective_alpha
@@ -130,14 +130,14 @@ def test_concat_merge_is_the_exact_sum(sd1_loras, tmp_path, capsys):
     out = tmp_path / "ab.safetensors"
     assert merge_lora.main(["--models", a, b, "--ratios", "0.5", "-1.5", "--save_to", str(out)]) == 0
     tensors, meta = read_lora_file(str(out))
-    assert all(KEY_RE.match(k) for k in tensors)
+    assert all(is_kohya_key(k) for k in tensors)
     _assert_same_deltas(_deltas(out), _summed((a, 0.5), (b, -1.5)), atol=1e-6)
     # ranks add up where both files have the module; conv modules come from a alone
     assert tensors["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"].shape[0] == 6
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_base_model_version"] == "sd_v1"
     # resnet linears / 1x1 convs are in a only (rank 4), attention ones in both (rank 6)
     assert meta["ss_network_dim"] == "Dynamic" and meta["ss_network_alpha"] == "Dynamic"
-    assert meta["ss_network_args"] == '{"conv_dim": "2", "conv_alpha": "2"}'
+    assert meta["ss_network_args"] == '{"conv_dim": "2", "conv_alpha": "2.0"}'  # kohya's format: alpha as float
 
     assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora" and meta["ss_output_name"] == "ab"
     assert meta["sshs_model_hash"] and meta["modelspec.merged_from"] == "a, b"
@@ -157,7 +157,7 @@ def test_svd_merge_full_rank_reproduces_concat_and_lower_rank_is_optimal(sd1_lor
     argv = ["--models", a, b, "--ratios", "0.8", "0.6", "--new_rank", "3", "--new_conv_rank", "1", "--clamp_quantile", "1"]
     assert merge_lora.main(argv + ["--save_to", str(low)]) == 0
     tensors, meta = read_lora_file(str(low))
-    assert all(KEY_RE.match(k) for k in tensors)
+    assert all(is_kohya_key(k) for k in tensors)
     approx = _deltas(low)
     for name, d in exact.items():
         down = tensors[f"{name}.lora_down.weight"]
@@ -170,7 +170,7 @@ def test_svd_merge_full_rank_reproduces_concat_and_lower_rank_is_optimal(sd1_lor
 
     clamped = tmp_path / "clamped.safetensors"  # kohya's default 0.99 clamp
     assert merge_lora.main(argv[:-2] + ["--save_to", str(clamped)]) == 0
-    assert all(KEY_RE.match(k) for k in read_lora_file(str(clamped))[0])
+    assert all(is_kohya_key(k) for k in read_lora_file(str(clamped))[0])
 
 
 def test_ratio_zero_and_single_file_scaling(sd1_loras, tmp_path):

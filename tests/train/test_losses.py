@@ -287,14 +287,14 @@ def test_total_loss_backpropagates():
 
 
 @pytest.mark.parametrize("kw, option", [
-    (dict(loss_type="mse"), "--loss_type"),
-    (dict(huber_schedule="linear"), "--huber_schedule"),
-    (dict(huber_c=0.0, loss_type="huber"), "--huber_c"),  # l2 does not read huber_c (kohya neither)
-    (dict(huber_scale=-1.0), "--huber_scale"),
-    (dict(min_snr_gamma=-5.0), "--min_snr_gamma"),
-    (dict(v_pred_like_loss=-0.1), "--v_pred_like_loss"),
-    (dict(scale_v_pred_loss_like_noise_pred=True), "--scale_v_pred_loss_like_noise_pred"),
-    (dict(v_pred_like_loss=0.2, v_parameterization=True), "--v_pred_like_loss"),
+    (dict(loss_type="mse"), "loss_type"),
+    (dict(huber_schedule="linear"), "huber_schedule"),
+    (dict(huber_c=0.0, loss_type="huber"), "huber_c"),  # l2 does not read huber_c (kohya neither)
+    (dict(huber_scale=-1.0), "huber_scale"),
+    (dict(min_snr_gamma=-5.0), "min_snr_gamma"),
+    (dict(v_pred_like_loss=-0.1), "v_pred_like_loss"),
+    (dict(scale_v_pred_loss_like_noise_pred=True), "scale_v_pred_loss_like_noise_pred"),
+    (dict(v_pred_like_loss=0.2, v_parameterization=True), "v_pred_like_loss"),
 ])
 def test_loss_validation_errors_name_the_option(kw, option):
     with pytest.raises(UserError, match=option) as err:
@@ -320,5 +320,5 @@ def test_check_options_zero_terminal_snr():
         with pytest.raises(UserError, match=option):
             check_options(zt, loss)
         check_options(NoiseOptions(), loss)
-    with pytest.raises(UserError, match="--adaptive_noise_scale"):
+    with pytest.raises(UserError, match="adaptive_noise_scale"):
         check_options(NoiseOptions(adaptive_noise_scale=0.1), LossOptions())

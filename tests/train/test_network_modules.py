@@ -77,7 +77,7 @@ def test_our_modules_train_and_patch_like_comfyui(family, module, net_args, tiny
 @pytest.mark.parametrize("module", ["networks.dylora", "networks.lora_fa"])
 def test_dylora_and_lora_fa_files_load_in_diffusers(module, tiny_ckpt, demo_data, tmp_path, caplog):
     pytest.importorskip("peft", reason="diffusers needs peft to load LoRA files")
-    from library.train.sampling import make_pipeline
+    from library.inference.pipelines import make_pipeline
     from networks.lora import create_network_from_weights
 
     result = _train(tiny_ckpt, demo_data, tmp_path / "out", network_module=module, learning_rate=5e-2,
@@ -104,7 +104,7 @@ LYCORIS = [("sd1", "locon", {"lora"}), ("sd1", "loha", {"loha"}), ("sd1", "lokr"
 def test_lycoris_trains_through_the_contract_and_its_file_is_comfyui_native(family, algo, kinds, tiny_ckpt, demo_data, tmp_path):
     pytest.importorskip("lycoris", reason="LyCORIS (pip install lycoris-lora) is optional")
     result = _train(tiny_ckpt, demo_data, tmp_path / "out", family, network_module="lycoris.kohya",
-                    network_args=[f"algo={algo}", "preset=attn-mlp"])
+                    network_args=[f"algo={algo}", "preset=attn-mlp"], network_dim=4, network_alpha=2)
     assert result.steps == 2 and all(map(torch.isfinite, map(torch.tensor, result.losses)))
     md = _metadata(result.lora)
     assert md["ss_network_module"] == "lycoris.kohya" and json.loads(md["ss_network_args"])["algo"] == algo
@@ -114,6 +114,33 @@ def test_lycoris_trains_through_the_contract_and_its_file_is_comfyui_native(fami
     te_prefixes = {"lora_te"} if family == "sd1" else {"lora_te1", "lora_te2"}
     assert {k.split("_text_model")[0] for k in load_file(result.lora) if "_text_model_" in k} == te_prefixes
     assert not [f for f in os.listdir(tmp_path / "out") if "tmp" in f]
+    _assert_comfyui_weights_equal_lycoris(tiny_ckpt(family), result)
+
+
+def _assert_comfyui_weights_equal_lycoris(ckpt, result):
+    """What the trained LyCORIS modules compute equals the base layer with ComfyUI's patch from the file
+    (linear UNet layers, module by module: the file means what was trained)."""
+    base = load_base_model(ckpt)
+    kmap = comfy_lora.key_map(ckpt, dict(base.unet.config))
+    tensors, original = load_file(result.lora), load_file(ckpt)
+    result.network.eval()  # no dropout
+    compared = 0
+    for module in result.network.loras:
+        target = kmap.get(module.lora_name)
+        if target is None or not target.startswith("model.diffusion_model.") or original[target].ndim != 2:
+            continue
+        patches, _ = comfy_lora.load_lora({k: v for k, v in tensors.items() if k.startswith(module.lora_name + ".")},
+                                          {module.lora_name: target})
+        kind, parts = patches[target]
+        patched = comfy_lora.patched_weight(original[target], kind, parts)
+        bias = original.get(target[: -len("weight")] + "bias")
+        x = torch.randn(3, patched.shape[1], generator=torch.Generator().manual_seed(compared))
+        with torch.no_grad():
+            ours = module(x.to(next(module.parameters()).dtype)).float()
+        torch.testing.assert_close(ours, torch.nn.functional.linear(x, patched, None if bias is None else bias.float()),
+                                   atol=1e-5, rtol=1e-4)
+        compared += int(not torch.equal(patched, original[target].float()))
+    assert compared > 0
 
 
 def test_lycoris_default_preset_on_diffusers_unet_is_a_clear_error(tiny_ckpt, demo_data, tmp_path):

@@ -315,17 +315,17 @@ def test_snr_follows_zero_terminal_snr_whenever_it_is_applied():
 
 
 @pytest.mark.parametrize("kw, option", [
-    (dict(adaptive_noise_scale=0.1), "--adaptive_noise_scale"),
-    (dict(noise_offset=0.0, adaptive_noise_scale=0.1), "--adaptive_noise_scale"),
-    (dict(noise_offset=-0.1), "--noise_offset"),
-    (dict(multires_noise_iterations=-1), "--multires_noise_iterations"),
-    (dict(multires_noise_iterations=6, multires_noise_discount=1.5), "--multires_noise_discount"),
-    (dict(ip_noise_gamma=-0.1), "--ip_noise_gamma"),
-    (dict(min_timestep=500, max_timestep=500), "--min_timestep"),
-    (dict(min_timestep=600, max_timestep=500), "--min_timestep"),
-    (dict(min_timestep=-1), "--min_timestep"),
-    (dict(max_timestep=1001), "--max_timestep"),
-    (dict(max_timestep=0), "--max_timestep"),
+    (dict(adaptive_noise_scale=0.1), "adaptive_noise_scale"),
+    (dict(noise_offset=0.0, adaptive_noise_scale=0.1), "adaptive_noise_scale"),
+    (dict(noise_offset=-0.1), "noise_offset"),
+    (dict(multires_noise_iterations=-1), "multires_noise_iterations"),
+    (dict(multires_noise_iterations=6, multires_noise_discount=1.5), "multires_noise_discount"),
+    (dict(ip_noise_gamma=-0.1), "ip_noise_gamma"),
+    (dict(min_timestep=500, max_timestep=500), "min_timestep"),
+    (dict(min_timestep=600, max_timestep=500), "min_timestep"),
+    (dict(min_timestep=-1), "min_timestep"),
+    (dict(max_timestep=1001), "max_timestep"),
+    (dict(max_timestep=0), "max_timestep"),
 ])
 def test_validation_errors_name_the_option(kw, option):
     with pytest.raises(UserError, match=option) as err:
@@ -337,6 +337,6 @@ def test_valid_options_pass():
     NoiseOptions(noise_offset=0.1, adaptive_noise_scale=-0.5, multires_noise_iterations=6,
                  ip_noise_gamma=0.1, min_timestep=0, max_timestep=1000).validate()
     NoiseOptions(max_timestep=500).validate(num_train_timesteps=500)
-    with pytest.raises(UserError, match="--max_timestep"):
+    with pytest.raises(UserError, match="max_timestep"):
         NoiseOptions().validate(num_train_timesteps=500)
     # options without effect are noticed by the options layer: tests/options/test_values.py

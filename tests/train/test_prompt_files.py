@@ -8,7 +8,7 @@ import pytest
 from library.errors import UserError
 from library.options import namespace_from
 from library.train.entry import train
-from library.train.sampling import read_prompt_file
+from library.inference.prompts import read_prompt_file
 from tests.train.conftest import base_values
 from tools import gen_img
 

@@ -46,7 +46,8 @@ def test_cached_text_encoder_outputs_free_the_encoders_and_samples_stay_the_same
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_prompts_encoded_up_front_give_the_same_sample_images(family, tiny_ckpt, tmp_path):
     from library.models import load_base_model
-    from library.train.sampling import encode_sample_prompts, generate_samples, parse_prompt_line
+    from library.inference.prompts import parse_prompt_line
+    from library.train.sampling import encode_sample_prompts, generate_samples
 
     base = load_base_model(tiny_ckpt(family))
     prompts = [parse_prompt_line(line) for line in ("sks shape, red --w 32 --h 32 --s 2 --d 5 --l 4",

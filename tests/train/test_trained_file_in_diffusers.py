@@ -8,7 +8,7 @@ import torch
 from library.models import load_base_model
 from library.options import namespace_from
 from library.train.entry import train
-from library.train.sampling import make_pipeline
+from library.inference.pipelines import make_pipeline
 from networks.lora import create_network_from_weights
 from tests.train.conftest import base_values
 

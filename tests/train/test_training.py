@@ -126,6 +126,13 @@ def test_wrong_script_for_the_model_family_is_a_clear_error(tiny_ckpt, demo_data
         train(namespace_from(values), "train_network")
 
 
+def test_clip_skip_deeper_than_the_text_encoder_is_refused_before_training(tiny_ckpt, demo_data, tmp_path):
+    values = base_values(tiny_ckpt("sd1"), demo_data, tmp_path / "a", clip_skip=99)
+    with pytest.raises(UserError, match="--clip_skip 99: this model's text encoder has 3 layers; use 1 to 3"):
+        train(namespace_from(values))
+    assert not any(n.endswith(".safetensors") for n in os.listdir(tmp_path / "a")) if (tmp_path / "a").exists() else True
+
+
 @pytest.mark.parametrize("extra", [{"fp8_base": True}, {"full_bf16": True}], ids=["fp8_base", "full_bf16"])
 def test_bf16_paths_train_on_cpu(extra, tiny_ckpt, demo_data, tmp_path):
     """bf16 autocast with an fp8-stored UNet, and bf16 LoRA weights: both step and save (slow kernels, 2 steps)."""

@@ -174,7 +174,7 @@ def test_dataset_config_split_is_dataset_level(tiny_ckpt, demo_data, tmp_path):
     ok = _config(tmp_path, demo_data, "validation_split = 0.5\nvalidation_seed = 1")
     prepared = prepare_data(namespace_from({**values, "dataset_config": ok}))
     assert len(prepared[0].validation) == 4 and len(prepared[0].records) == 4
-    with pytest.raises(UserError, match="validation_split must be at least 0 and below 1"):
+    with pytest.raises(UserError, match="validation_split must be below 1"):
         prepare_data(namespace_from({**values, "dataset_config": _config(tmp_path, demo_data, "validation_split = 1.0")}))
 
 

@@ -7,9 +7,11 @@ import torch
 from library.inference.prompt_weights import has_weights, parse_prompt_weights, plain_text
 from library.options import namespace_from
 from library.train.entry import train
-from library.train.sampling import SamplePrompt, generate_samples, prompt_kwargs
+from library.inference.pipelines import prompt_kwargs
+from library.inference.prompts import SamplePrompt
+from library.train.sampling import generate_samples
 from library.train.setup_model import load_for_training
-from library.train.text_encoding import _core, encode_captions, tokenize, tokenize_weighted
+from library.inference.text_encoding import _core, encode_captions, tokenize, tokenize_weighted
 from tests.train.conftest import base_values
 
 SCRIPTS = {"sd1": "train_network", "sdxl": "sdxl_train_network"}

@@ -66,6 +66,12 @@ const LS = (() => {
     });
   }
 
+  // a browser notification when a job this page saw running has ended (permission asked by "Queue run")
+  function notifyEnded(before, j) {
+    if (!before || before.status !== "running" || j.status === "running" || !window.Notification || Notification.permission !== "granted") return;
+    new Notification(`lorasmith: #${j.id} ${j.name} ${j.status}`, {body: j.error || `step ${(j.run || {}).step || 0}`, tag: `lorasmith-${j.id}`});
+  }
+
   // --- Runs -----------------------------------------------------------------------------------------
   function progressText(j) {
     const r = j.run || {};
@@ -73,11 +79,16 @@ const LS = (() => {
     return `${r.step || 0}/${r.total}` + (r.it_s ? ` · ${fmtNum(r.it_s, 3)} it/s · ETA ${fmtTime(r.eta_s)}` : "");
   }
   async function runsPage() {
+    const seen = new Map();
     async function refresh() {
       const {jobs} = await api("/api/jobs");
+      jobs.forEach(j => { notifyEnded(seen.get(j.id), j); seen.set(j.id, j); });
       const queued = jobs.filter(j => j.status === "queued").map(j => j.id);
       const rows = jobs.map(j => {
-        const link = j.kind === "train" ? el("a", {href: withToken(`/runs/${j.id}`)}, "open") : "";
+        const link = j.kind === "compare_grid" ? el("a", {href: withToken(`/compare?job=${j.parent}`)}, "grid")
+          : j.kind !== "train" ? "" : ["done", "interrupted"].includes(j.status)
+          ? el("span", {}, el("a", {href: withToken(`/runs/${j.id}`)}, "open"), " ", el("a", {href: withToken(`/compare?job=${j.id}`)}, "compare"))
+          : el("a", {href: withToken(`/runs/${j.id}`)}, "open");
         const acts = [];
         if (j.status === "queued") {
           const i = queued.indexOf(j.id);
@@ -120,8 +131,7 @@ const LS = (() => {
     const addRows = (list) => list.forEach(r => rows.set(r.step, Object.assign(rows.get(r.step) || {}, r)));
 
     function showJob(j) {
-      if (job && job.status === "running" && j.status !== "running" && window.Notification && Notification.permission === "granted")
-        new Notification(`lorasmith: run #${j.id} ${j.status}`, {body: j.error || `${j.name}: step ${(j.run || {}).step || 0}`});
+      notifyEnded(job, j);
       job = j;
       const r = j.run || {};
       $("#job-name").textContent = `#${j.id} ${j.name}`;
@@ -141,14 +151,25 @@ const LS = (() => {
     }
     async function slow() {  // samples, files and log: every few seconds, not per event
       try {
-        const [s, f, l] = await Promise.all([api(`/api/jobs/${id}/samples`), api(`/api/jobs/${id}/files`), api(`/api/jobs/${id}/log?lines=60`)]);
-        showSamples(s.samples);
+        const [s, f, l, il] = await Promise.all([api(`/api/jobs/${id}/samples`), api(`/api/jobs/${id}/files`), api(`/api/jobs/${id}/log?lines=60`),
+          api(`/api/jobs/${id}/image-losses?top=12`)]);
+        showSamples(s.samples); showImageLosses(il);
         $("#files").replaceChildren(...f.files.map(x => el("li", {}, x.dir ? x.name + "/" :
           el("a", {href: withToken("/api/file?path=" + encodeURIComponent(f.folder + "/" + x.name)), target: "_blank"}, x.name),
           el("small", {}, x.dir ? "" : ` ${(x.size / 1024).toFixed(0)} KiB`))));
         const log = $("#log"); const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 5;
         log.textContent = l.log; if (atEnd) log.scrollTop = log.scrollHeight;
       } catch (e) { /* the next round shows it */ }
+    }
+    function showImageLosses(r) {
+      if (!r.images.length) return;
+      const dir = (p) => p.slice(0, p.lastIndexOf("/"));
+      $("#image-losses").replaceChildren(el("p", {class: "hint"}, `${r.count} images, mean ${fmtNum(r.mean)} ± ${fmtNum(r.std)}`),
+        el("table", {class: "grid image-losses"}, el("thead", {}, el("tr", {}, el("th", {}, "image"), el("th", {}, "mean loss"), el("th", {}, "z"), el("th", {}, "steps"))),
+          el("tbody", {}, ...r.images.map(i => el("tr", {class: i.z >= 2 ? "outlier" : ""},
+            el("td", {}, i.path ? el("a", {href: withToken(`/dataset?folder=${encodeURIComponent(dir(i.path))}&focus=${encodeURIComponent(i.path)}`), title: "open in the caption editor"},
+              el("img", {src: withToken("/api/file?path=" + encodeURIComponent(i.path)), alt: i.path, loading: "lazy"}), " ", i.path) : i.key),
+            el("td", {}, fmtNum(i.mean)), el("td", {}, i.z.toFixed(2)), el("td", {}, i.n))))));
     }
     function showSamples(list) {
       if (!list.length) return;
@@ -189,6 +210,7 @@ const LS = (() => {
         location.href = withToken(`/runs/${j.id}`);
       } catch (e) { toast(e.message, true); }
     };
+    $("#compare-link").href = withToken(`/compare?job=${id}`);
     $("#resume").addEventListener("click", () => follow(0));
     $("#extend").addEventListener("click", () => follow(Number($("#extend-steps").value)));
     start().catch(e => toast(e.message, true));
@@ -295,6 +317,17 @@ const LS = (() => {
         $("#plan").replaceChildren(planTable(r.plan), $("#plan-btn"));
       } catch (e) { toast(e.message, true); }
     });
+    $("#memory-btn").addEventListener("click", async () => {
+      try {
+        const r = await api("/api/memory", {body: {values: getValues()}});
+        const gib = (b) => (b / 2 ** 30).toFixed(2) + " GiB";
+        $("#memory").replaceChildren(el("table", {class: "plan-table"},
+          ...Object.entries(r.parts).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, gib(v)))),
+          el("tr", {class: "total"}, el("th", {}, "total (rough, ±30 %)"), el("td", {}, el("b", {}, gib(r.total_bytes))))),
+          el("p", {class: "hint"}, `${r.family}, ${(r.lora_parameters / 1e6).toFixed(2)} M LoRA parameters, ${r.resolution.join("×")} × batch ${r.batch}`),
+          $("#memory-btn"));
+      } catch (e) { toast(e.message, true); }
+    });
     $("#queue").addEventListener("click", async () => {
       if (window.Notification && Notification.permission === "default") Notification.requestPermission();  // "run ended" notices
       try {
@@ -326,6 +359,7 @@ const LS = (() => {
       if ($("#reg-dir").value) v.reg_data_dir = $("#reg-dir").value;
       if ($("#min-bucket").value) v.min_bucket_reso = Number($("#min-bucket").value);
       if ($("#max-bucket").value) v.max_bucket_reso = Number($("#max-bucket").value);
+      if ($("#bucket-steps").value) v.bucket_reso_steps = Number($("#bucket-steps").value);
       return v;
     };
     $("#check").addEventListener("click", async () => {
@@ -352,6 +386,7 @@ const LS = (() => {
         const r = await api("/api/demo", {body: {}});
         $("#train-dir").value = r.train_data_dir; $("#reg-dir").value = r.reg_data_dir; $("#resolution").value = "64"; $("#batch").value = 2;
         $("#min-bucket").value = r.values.min_bucket_reso || ""; $("#max-bucket").value = r.values.max_bucket_reso || "";
+        $("#bucket-steps").value = r.values.bucket_reso_steps || "";
         sessionStorage.setItem("lsDemo", JSON.stringify(r));
         toast(`demo dataset in ${r.folder}; the tiny model is made by job #${r.job}`);
       } catch (e) { toast(e.message, true); }
@@ -404,7 +439,22 @@ const LS = (() => {
         $("#train-dir").value = r.train_data_dir; toast("made " + r.folder);
       } catch (e) { toast(e.message, true); }
     });
+    $("#cap-run").addEventListener("click", async () => {
+      try {
+        const j = await api("/api/dataset/caption-job", {body: {folder: $("#train-dir").value, caption_weights: $("#cap-model").value,
+          ext: $("#ext").value, prefix: $("#cap-prefix").value, suffix: $("#cap-suffix").value, overwrite: $("#cap-overwrite").checked}});
+        toast(`queued captioning as job #${j.id} (Runs page)`);
+      } catch (e) { toast(e.message, true); }
+    });
     $("#load-captions").addEventListener("click", () => loadCaptions().catch(e => toast(e.message, true)));
+    const asked = new URLSearchParams(location.search);  // from the run page's per-image loss: open that image's caption
+    if (asked.get("folder")) {
+      $("#train-dir").value = asked.get("folder");
+      loadCaptions().then(() => {
+        const card = [...document.querySelectorAll(".cap img")].find(i => i.alt === asked.get("focus"));
+        if (card) { card.parentElement.classList.add("focus"); card.parentElement.scrollIntoView({block: "center"}); }
+      }).catch(e => toast(e.message, true));
+    }
     $("#bulk-apply").addEventListener("click", async () => {
       const pre = $("#bulk-prefix").value, suf = $("#bulk-suffix").value, find = $("#bulk-find").value, repl = $("#bulk-repl").value;
       for (let i = 0; i < items.length; i++) {
@@ -416,6 +466,88 @@ const LS = (() => {
       }
       toast(`${items.length} captions saved`);
     });
+  }
+
+  // --- Compare: checkpoint x strength x prompt grids, the chosen checkpoint, run history and diff ---------
+  function comparePage() {
+    const params = new URLSearchParams(location.search);
+    let id = Number(params.get("job")) || null, info = null, timer = null;
+    const img = (path, alt) => el("a", {href: withToken("/api/file?path=" + encodeURIComponent(path)), target: "_blank"},
+      el("img", {src: withToken("/api/file?path=" + encodeURIComponent(path)), alt, loading: "lazy"}));
+    async function loadHistory() {
+      const {runs} = await api("/api/history");
+      const finished = runs.filter(r => ["done", "interrupted", "failed"].includes(r.status));
+      if (!id && finished.length) id = finished[0].id;
+      $("#run").replaceChildren(...runs.map(r => el("option", {value: r.id, selected: r.id === id}, `#${r.id} ${r.name} (${r.status})`)));
+      $("#history tbody").replaceChildren(...runs.map((r, i) => el("tr", {"data-id": r.id},
+        el("td", {}, el("input", {type: "radio", name: "diff-a", value: r.id, checked: i === 1 || (runs.length === 1 && i === 0)})),
+        el("td", {}, el("input", {type: "radio", name: "diff-b", value: r.id, checked: i === 0})),
+        el("td", {}, el("a", {href: withToken(`/runs/${r.id}`)}, r.id)), el("td", {}, r.name),
+        el("td", {}, el("span", {class: "badge " + r.status}, r.status)),
+        el("td", {}, r.total ? `${r.step || 0}/${r.total}` : ""), el("td", {}, fmtNum(r.loss)),
+        el("td", {}, r.best ? "★ " + r.best.file : ""), el("td", {}, r.folder || ""))));
+    }
+    function showGrid(g) {
+      const req = g.request, best = info.best && info.best.file;
+      const at = new Map(g.images.map(i => [`${i.checkpoint}\u0000${i.strength}\u0000${i.prompt}`, i]));
+      const label = new Map(info.checkpoints.map(c => [c.file, c.label]));
+      const tables = req.prompts.map(p => el("table", {class: "grid compare"},
+        el("caption", {}, p),
+        el("thead", {}, el("tr", {}, el("th", {}, "checkpoint \\ strength"), ...req.strengths.map(s => el("th", {}, String(s))))),
+        el("tbody", {}, ...req.checkpoints.map(c => el("tr", {class: c === best ? "best" : ""},
+          el("th", {}, el("div", {}, (c === best ? "★ " : "") + (label.get(c) || "")), el("small", {}, c), el("br"),
+            el("button", {class: "small choose", "data-file": c, onclick: () => choose(c)}, c === best ? "chosen" : "choose")),
+          ...req.strengths.map(s => { const i = at.get(`${c}\u0000${s}\u0000${p}`);
+            return el("td", {}, i ? img(`${info.folder}/${i.file}`, `${c} at ${s}: ${p}`) : el("span", {class: "hint"}, "…")); }))))));
+      return el("div", {class: "grid-block", "data-grid": g.name}, el("h3", {}, `${g.name}: ${g.images.length}/${req.checkpoints.length * req.strengths.length * req.prompts.length} images · seed ${req.seed} · ${req.steps} steps`), ...tables);
+    }
+    async function choose(file) {
+      const copy = confirm(`Mark ${file} as the chosen checkpoint.\nAlso copy it to best/ (never over an existing file)?`);
+      try { await api(`/api/jobs/${id}/best`, {body: {file, keep_copy: copy}}); toast(`${file} chosen`); await load(false); await loadHistory(); }
+      catch (e) { toast(e.message, true); }
+    }
+    async function load(fillForm) {
+      if (!id) { $("#grid-form").hidden = true; return; }
+      info = await api(`/api/jobs/${id}/compare`);
+      $("#grid-form").hidden = false;
+      if (fillForm) {
+        $("#checkpoints").replaceChildren(...info.checkpoints.map(c => el("label", {},
+          el("input", {type: "checkbox", value: c.file, checked: true}), ` ${c.label} `, el("small", {}, c.file))));
+        if (!info.checkpoints.length) $("#checkpoints").replaceChildren(el("p", {class: "hint"}, "this run has no LoRA file yet"));
+        $("#prompts").value = info.prompts.join("\n");
+      }
+      $("#best").textContent = info.best ? `chosen: ★ ${info.best.file}` + (info.best.copy ? ` (copy: ${info.best.copy})` : "") : "no checkpoint chosen yet";
+      $("#grids").replaceChildren(...(info.grids.length ? info.grids.map(showGrid) : [el("p", {class: "hint"}, "no grid yet")]));
+      const pending = info.grid_jobs.filter(j => j.status === "queued" || j.status === "running");
+      const failed = info.grid_jobs.filter(j => j.status === "failed").slice(-1);
+      $("#grid-status").textContent = pending.length ? `grid job #${pending[0].id} ${pending[0].status}…` :
+        failed.length ? `grid job #${failed[0].id} failed: ${failed[0].error}` : "";
+      clearTimeout(timer);
+      if (pending.length) timer = setTimeout(() => load(false).catch(e => toast(e.message, true)), 2000);
+    }
+    $("#run").addEventListener("change", () => { id = Number($("#run").value); history.replaceState(null, "", `?job=${id}`); load(true).catch(e => toast(e.message, true)); });
+    $("#make-grid").addEventListener("click", async () => {
+      const num = (s) => s.trim() === "" ? null : Number(s);
+      const body = {checkpoints: [...document.querySelectorAll("#checkpoints input:checked")].map(i => i.value),
+        strengths: $("#strengths").value.trim().split(/[\s,]+/).filter(Boolean).map(Number),
+        prompts: $("#prompts").value.split("\n").map(s => s.trim()).filter(Boolean),
+        steps: Number($("#steps").value), seed: Number($("#seed").value), scale: Number($("#scale").value),
+        width: num($("#width").value), height: num($("#height").value), sampler: $("#sampler").value.trim()};
+      try { const r = await api(`/api/jobs/${id}/grid`, {body}); toast(`queued ${r.grid} (job #${r.job.id})`); await load(false); }
+      catch (e) { toast(e.message, true); }
+    });
+    $("#diff").addEventListener("click", async () => {
+      const a = document.querySelector("input[name=diff-a]:checked"), b = document.querySelector("input[name=diff-b]:checked");
+      if (!a || !b) return toast("pick run A and run B", true);
+      try {
+        const r = await api(`/api/diff?a=${a.value}&b=${b.value}`);
+        const show = (v) => v === null || v === undefined ? "—" : Array.isArray(v) ? v.join(" ") : String(v);
+        $("#diff-out").replaceChildren(el("p", {}, `${r.diff.length} settings differ, ${r.same} are the same`),
+          el("table", {class: "grid diff"}, el("thead", {}, el("tr", {}, el("th", {}, "setting"), el("th", {}, `#${r.a}`), el("th", {}, `#${r.b}`))),
+            el("tbody", {}, ...r.diff.map(d => el("tr", {}, el("th", {}, d.name), el("td", {}, show(d.a)), el("td", {}, show(d.b)))))));
+      } catch (e) { toast(e.message, true); }
+    });
+    loadHistory().then(() => load(true)).catch(e => toast(e.message, true));
   }
 
   // --- Tools ----------------------------------------------------------------------------------------
@@ -466,5 +598,5 @@ const LS = (() => {
     });
   }
 
-  return {api, runsPage, runPage, configurePage, datasetPage, toolsPage, withToken};
+  return {api, runsPage, runPage, configurePage, datasetPage, comparePage, toolsPage, withToken};
 })();
