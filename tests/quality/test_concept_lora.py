@@ -37,9 +37,9 @@ def shapes_model(shapes_model_path):
     return load_base_model(shapes_model_path)
 
 
-def _check(base_path, model, data, tmp_path, clip_skip=None, **options):
+def _check(base_path, model, data, tmp_path, gen_clip_skip=None, **options):
     lora = train_concept_lora(base_path, data, tmp_path / "out", **options)
-    rates = concept_rates(model, lora, N, tmp_path / "gen_lora", clip_skip=clip_skip)
+    rates = concept_rates(model, lora, N, tmp_path / "gen_lora", clip_skip=gen_clip_skip)
     (tmp_path / "rates.json").write_text(json.dumps(rates, indent=1))
     print("with the LoRA:", rates["concept"], rates["class_base_colour"], rates["seen_sks"], rates["seen_class"])
     assert rates["concept"] >= 0.8, rates
@@ -90,8 +90,8 @@ def test_concept_across_training_options(case, shapes_model_path, shapes_model, 
         pytest.importorskip("bitsandbytes")
     if options.get("optimizer_type") == "Prodigy":
         pytest.importorskip("prodigyopt")
-    clip_skip = int(options["clip_skip"]) if "clip_skip" in options else None
-    _check(shapes_model_path, shapes_model, concept_data, tmp_path, clip_skip=clip_skip, **options)
+    gen_clip_skip = int(options["clip_skip"]) if "clip_skip" in options else None  # generate as trained
+    _check(shapes_model_path, shapes_model, concept_data, tmp_path, gen_clip_skip=gen_clip_skip, **options)
 
 
 def _pixels(folder):
