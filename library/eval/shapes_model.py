@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from library.eval import shapes_data
 from library.models import assemble, build_models, save_base_model, tiny_configs
 from library.models.configs import with_prediction_type
-from library.train.text_encoding import encode, tokenize
+from library.inference.text_encoding import encode, tokenize
 
 
 @dataclass(frozen=True)
