@@ -109,10 +109,16 @@ def random_spec(rng: random.Random, shapes=SHAPES, colours=tuple(COLOURS), posit
     )
 
 
-def base_dataset(n: int, seed: int = 0) -> list[ShapeSpec]:
-    """``n`` specs of the base world (every shape x base colour x position), deterministic."""
+def base_dataset(n: int, seed: int = 0, star_share: float | None = None) -> list[ShapeSpec]:
+    """``n`` specs of the base world (every shape x base colour x position), deterministic.
+
+    ``star_share`` (e.g. 0.4) draws that fraction as stars and the rest evenly from the other
+    shapes: the star is the hardest shape at 8x8 latents and the one the concept test needs."""
     rng = random.Random(seed)
-    return [random_spec(rng) for _ in range(n)]
+    if star_share is None:
+        return [random_spec(rng) for _ in range(n)]
+    others = tuple(s for s in SHAPES if s != "star")
+    return [random_spec(rng, shapes=("star",) if rng.random() < star_share else others) for _ in range(n)]
 
 
 def vae_specs(n: int, seed: int = 0) -> list[ShapeSpec]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from library.eval import shapes_data
 from library.models import assemble, build_models, save_base_model, tiny_configs
 from library.models.configs import with_prediction_type
-from library.train.text_encoding import encode, tokenize
+from library.inference.text_encoding import encode, tokenize
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,11 @@ class Budget:
     """How much training each part gets; the defaults fit a few CPU minutes on 2 cores."""
 
     images: int = 1000
-    vae_steps: int = 800
+    star_share: float | None = 0.4  # stars are the hardest shape and the concept test's class
+    vae_steps: int = 1200
     vae_batch: int = 8
     vae_lr: float = 3e-3
-    unet_steps: int = 1000
+    unet_steps: int = 1800
     unet_batch: int = 32
     unet_lr: float = 2e-3
     drop_caption: float = 0.1  # empty prompt, for classifier-free guidance
@@ -57,7 +58,7 @@ class Budget:
 
 
 # A few steps of everything: for tests of the machinery (determinism, layout), not of quality.
-SMOKE = Budget(images=16, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
+SMOKE = Budget(images=16, star_share=None, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
 BUDGETS = {"default": Budget(), "smoke": SMOKE}
 
 
@@ -193,28 +194,35 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
     """Train the shapes base model from ``seed`` and save it to ``out``; returns the path."""
     t0 = time.time()
     configs = shapes_configs(prediction_type)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        model = assemble(configs, build_models(configs, device="cpu", seed=seed))
-        specs = shapes_data.base_dataset(budget.images, seed=seed)
-        pixels = _pixels(specs)
-        vae_pixels = torch.cat([pixels, _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
-        log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
+    threads = torch.get_num_threads()
+    # One thread: these small kernels gain little from two, and on a shared machine two
+    # threads spin against other jobs (measured 0.12 s vs > 10 s per VAE step under load).
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            model = assemble(configs, build_models(configs, device="cpu", seed=seed))
+            specs = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share)
+            pixels = _pixels(specs)
+            vae_pixels = torch.cat([pixels, _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
+            log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
 
-        train_vae(model.vae, vae_pixels, budget, gen, log)
-        normalise_latents(model.vae, pixels, model.vae_scale_factor)
-        with torch.no_grad():
-            latents = torch.cat([model.vae.encode(pixels[i : i + 256]).latent_dist.mean
-                                 for i in range(0, len(pixels), 256)]) * model.vae_scale_factor
-        log(f"vae done, latent std {latents.std():.3f} ({time.time() - t0:.0f}s)")
+            train_vae(model.vae, vae_pixels, budget, gen, log)
+            normalise_latents(model.vae, pixels, model.vae_scale_factor)
+            with torch.no_grad():
+                latents = torch.cat([model.vae.encode(pixels[i : i + 256]).latent_dist.mean
+                                     for i in range(0, len(pixels), 256)]) * model.vae_scale_factor
+            log(f"vae done, latent std {latents.std():.3f} ({time.time() - t0:.0f}s)")
 
-        table, variants = caption_table(specs, budget)
-        with torch.no_grad():
-            ids = tokenize(model.tokenizers[0], table)
-            contexts = encode(model.text_encoders, [ids], "sd1").context
-        train_unet(model.unet, latents, contexts, variants, model.noise_scheduler, budget, gen, log)
-        log(f"unet done ({time.time() - t0:.0f}s)")
+            table, variants = caption_table(specs, budget)
+            with torch.no_grad():
+                ids = tokenize(model.tokenizers[0], table)
+                contexts = encode(model.text_encoders, [ids], "sd1").context
+            train_unet(model.unet, latents, contexts, variants, model.noise_scheduler, budget, gen, log)
+            log(f"unet done ({time.time() - t0:.0f}s)")
+    finally:
+        torch.set_num_threads(threads)
     meta = {"lorasmith.shapes": f"seed={seed} source={source_hash()} budget={asdict(budget)}"}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

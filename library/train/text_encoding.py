@@ -1,15 +1,11 @@
 """Training's own text conditioning: SDXL's size/crop vector. Captions are encoded by the inference
 layer's encoder (library/inference/text_encoding.py), the one sample prompts and tools/gen_img.py use.
-
-``encode`` and ``tokenize`` are re-exported for library/eval/shapes_model.py (another area's file),
-until it imports them from library.inference.text_encoding.
 """
 
 from __future__ import annotations
 
 import torch
 
-from library.inference.text_encoding import encode, tokenize  # noqa: F401 - re-exported, see above
 
 
 def sdxl_time_ids(original_sizes, crop_top_lefts, target_sizes, device=None, dtype=torch.float32) -> torch.Tensor:

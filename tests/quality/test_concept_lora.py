@@ -4,9 +4,13 @@
 never outlines), in a kohya folder ``10_sks star``, with a reg folder ``1_star`` that
 tools/make_class_images.py fills from the base model (library/eval/concept_run.py).
 Images are generated through library.inference and read by the pixel scorer.
+
+The option matrix trains the same concept with each option that changes the training maths;
+a case that fails is a bug in that option's maths, not a threshold to lower.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -22,22 +26,72 @@ pytestmark = pytest.mark.quality
 N = 12  # images per prompt and setting
 
 
-# Known failure, not a lowered threshold: the shapes base is not yet good enough for the concept
-# (measured rates in docs/quality.md, "Status"). Remove this mark when the builder passes it.
-@pytest.mark.xfail(reason="shapes base model too weak yet: purple star 25 % with the LoRA (docs/quality.md, Status)",
-                   strict=False)
-def test_lora_teaches_an_unseen_concept_and_keeps_the_class(shapes_model_path, tmp_path):
-    data = prepare_concept_data(shapes_model_path, tmp_path / "data")
-    lora = train_concept_lora(shapes_model_path, data, tmp_path / "out")
-    model = load_base_model(shapes_model_path)
-    with_lora = concept_rates(model, lora, N, tmp_path / "gen_lora")
-    without = concept_rates(model, None, N, tmp_path / "gen_base")
-    report = {"with_lora": with_lora, "without_lora": without}
-    (tmp_path / "rates.json").write_text(json.dumps(report, indent=1))
-    print("concept rates:", {k: (v["concept"], v["class_base_colour"]) for k, v in report.items()})
-    assert with_lora["concept"] >= 0.8, report
-    assert without["concept"] <= 0.1, report
-    assert with_lora["class_base_colour"] >= 0.8, report
+@pytest.fixture(scope="session")
+def concept_data(shapes_model_path, tmp_path_factory):
+    """The concept folder and the class images, made once (the class images come from the base)."""
+    return prepare_concept_data(shapes_model_path, tmp_path_factory.mktemp("concept") / "data")
+
+
+@pytest.fixture(scope="session")
+def shapes_model(shapes_model_path):
+    return load_base_model(shapes_model_path)
+
+
+def _check(base_path, model, data, tmp_path, gen_clip_skip=None, **options):
+    lora = train_concept_lora(base_path, data, tmp_path / "out", **options)
+    rates = concept_rates(model, lora, N, tmp_path / "gen_lora", clip_skip=gen_clip_skip)
+    (tmp_path / "rates.json").write_text(json.dumps(rates, indent=1))
+    print("with the LoRA:", rates["concept"], rates["class_base_colour"], rates["seen_sks"], rates["seen_class"])
+    assert rates["concept"] >= 0.8, rates
+    assert rates["class_base_colour"] >= 0.8, rates
+    return rates
+
+
+# Known failure, not a lowered threshold (measured rates in docs/quality.md, "Status"): the base now
+# draws stars (a red star 11/12) but its colourless "a star" mixes hues (orange, cyan, purple) and the
+# LoRA's purple lands on the purple/magenta/blue borders. Remove this mark when the builder passes it.
+@pytest.mark.xfail(reason="shapes base not good enough yet: purple star 42-75 % with the LoRA, class 8-75 % "
+                          "(docs/quality.md, Status)", strict=False)
+def test_lora_teaches_an_unseen_concept_and_keeps_the_class(shapes_model_path, shapes_model, concept_data, tmp_path):
+    without = concept_rates(shapes_model, None, N, tmp_path / "gen_base")
+    print("without the LoRA:", without["concept"], without["seen_sks"])
+    assert without["concept"] <= 0.1, without
+    _check(shapes_model_path, shapes_model, concept_data, tmp_path)
+
+
+# Each option that changes the training maths, on the same concept (docs/quality.md, "Option matrix").
+OPTION_CASES = {
+    "noise_offset": {"noise_offset": "0.05"},
+    "min_snr_gamma": {"min_snr_gamma": "5"},
+    "debiased_estimation": {"debiased_estimation_loss": None},
+    "huber_loss": {"loss_type": "huber", "huber_schedule": "snr", "huber_c": "0.1"},
+    "clip_skip_2": {"clip_skip": "2"},
+    "locon_conv_dim": {"network_args": ["conv_dim=4", "conv_alpha=4"]},
+    "uncached_latents": {"cache_latents": False},
+    "adamw8bit": {"optimizer_type": "AdamW8bit"},
+    "prodigy": {"optimizer_type": "Prodigy", "learning_rate": "1.0"},
+    "adafactor": {"optimizer_type": "Adafactor",
+                  "optimizer_args": ["relative_step=False", "scale_parameter=False", "warmup_init=False"]},
+    "grad_accum_2": {"gradient_accumulation_steps": "2"},
+}
+
+
+# Opt-in until the main concept test passes strictly: each case costs about a minute of CPU and,
+# on the present base, would only repeat the main test's known failure.
+MATRIX = os.environ.get("LORASMITH_QUALITY_MATRIX") == "1"
+
+
+@pytest.mark.skipif(not MATRIX, reason="option matrix is opt-in (LORASMITH_QUALITY_MATRIX=1) until the base "
+                                       "passes the concept test (docs/quality.md, Option matrix)")
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_concept_across_training_options(case, shapes_model_path, shapes_model, concept_data, tmp_path):
+    options = OPTION_CASES[case]
+    if options.get("optimizer_type") == "AdamW8bit":
+        pytest.importorskip("bitsandbytes")
+    if options.get("optimizer_type") == "Prodigy":
+        pytest.importorskip("prodigyopt")
+    gen_clip_skip = int(options["clip_skip"]) if "clip_skip" in options else None  # generate as trained
+    _check(shapes_model_path, shapes_model, concept_data, tmp_path, gen_clip_skip=gen_clip_skip, **options)
 
 
 def _pixels(folder):
