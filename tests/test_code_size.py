@@ -15,13 +15,11 @@ MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 60
 
 LONG_FILES = {
-    "library/train/optimizers.py": "the optimizer table; parity is adding kohya's optimizers to it now, split after that merge",
 }
 
 LONG_FUNCTIONS = {
     "library/data/folders.py::scan_image_folder": "one pass over a folder tree with its error messages; split after the values merge",
     "library/data/prepare.py::prepare_dataset": "dataset wiring; owned by the data helpers, split after the values merge",
-    "library/train/optimizers.py::build_optimizer": "becomes a table of specs with the optimizers split after the parity merge",
 }
 
 

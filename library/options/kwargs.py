@@ -2,10 +2,10 @@
 
 Why: kohya passes these lists straight to the network factory, the optimizer and the scheduler; a
 malformed entry then fails deep inside training, and a misspelt network key (``conv_dims=8``) is
-silently ignored. Checking them here catches both before any model loads. The values of
-optimizer/scheduler arguments are read by ``library.train.optimizers.parse_optimizer_args``; this
-module only splits entries the same way (one string may hold several: ``"weight_decay=0.01
-decouple=True"``, as GUIs write them) and builds the string kwargs ``networks.lora`` takes.
+silently ignored. Checking them here catches both before any model loads. This module is the one
+reader of such lists: it splits entries (one string may hold several: ``"weight_decay=0.01
+decouple=True"``, as GUIs write them), reads optimizer/scheduler values as Python literals
+(``parse_key_values``) and builds the string kwargs ``networks.lora`` takes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import difflib
 import importlib.util
 import math
 import re
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 from ..errors import UserError
 from .definitions import OWN_NETWORK_ARG_KEYS
@@ -72,12 +72,59 @@ def value_is_finite(text: str) -> bool:
     return True
 
 
+_WORDS = {"true": True, "false": False, "none": None}
+
+
 def literal_value(text: str) -> Any:
-    """A Python literal (``0.01``, ``False``, ``0.9,0.99`` -> tuple); true/false/none in any case; else the text."""
+    """A Python literal (``0.01``, ``False``, ``[0.9, 0.99]``, ``0.9,0.99`` -> tuple); true/false/none in any
+    case; ``a,b`` with parts that are not literals -> a tuple of each part read alone; else the text."""
+    value = _literal_or(text, None)
+    if value is not None or text.strip().lower() == "none":
+        return value
+    if "," in text:  # e.g. "0.9,true" or "a,b": each part on its own, as a tuple (kohya: literal_eval tuple)
+        return tuple(_word(part) for part in text.split(","))
+    return _word(text)
+
+
+def _literal_or(text: str, default: Any) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {"true": True, "false": False, "none": None}.get(text.strip().lower(), text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return default
+
+
+def _word(text: str) -> Any:
+    value = _literal_or(text, None)
+    if value is not None:
+        return value
+    lowered = text.strip().lower()
+    return _WORDS[lowered] if lowered in _WORDS else text.strip()
+
+
+def parse_key_values(args: Any, option: str) -> Dict[str, Any]:
+    """kohya's ``--optimizer_args "weight_decay=0.01" "betas=0.9,0.999"`` (and ``--lr_scheduler_args``) ->
+    ``{"weight_decay": 0.01, "betas": (0.9, 0.999)}``: entries split as ``split_key_values`` splits them,
+    each value read by ``literal_value``. A mapping (from a TOML config) is taken as already parsed; its
+    keys must be argument names and its values finite."""
+    if args is None:
+        return {}
+    if isinstance(args, Mapping):
+        bad = [k for k in args if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise UserError(f"{option} key {bad[0]!r} is not a valid argument name; use names like weight_decay")
+        for key, value in args.items():
+            if not is_finite(value) or (isinstance(value, str) and not value_is_finite(value)):
+                raise UserError(f"{option} {key}={value}: the value must be {FINITE}")
+        return dict(args)
+    items = [args] if isinstance(args, str) else list(args)
+    for raw in items:
+        if not isinstance(raw, str):
+            raise UserError(f"{option} entry {raw!r} is not a string; write it like {_example(option)}")
+    texts = split_key_values([raw for raw in items if raw.strip()], option)
+    for key, text in texts.items():
+        if not text:
+            raise UserError(f"{option} entry '{key}=' has no value after '='; write it like \"{key}=0.01\"")
+    return {key: literal_value(text) for key, text in texts.items()}
 
 
 def network_kwargs(args) -> Dict[str, str]:
@@ -156,4 +203,4 @@ def _example(option: str) -> str:
         "network_args": "conv_dim=4",
         "optimizer_args": "weight_decay=0.01",
         "lr_scheduler_args": "T_max=100",
-    }.get(option, "key=value")
+    }.get(option.lstrip("-"), "key=value")

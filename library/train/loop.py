@@ -31,7 +31,7 @@ from library.train.ownership import new_run_id
 from library.train.run_settings import check_resume_settings, run_settings
 from library.train import kohya_state
 from library.train.run_folder import poll_controls
-from library.train.optimizers import current_lrs
+from library.train.optimizer_logs import current_lrs
 from library.data.dataset import make_dataloader
 from library.train.step import batch_loss
 

@@ -19,13 +19,11 @@ transformers take seconds to import). Nothing here keeps module-level mutable st
 
 from __future__ import annotations
 
-import ast
 import difflib
 import importlib
 import inspect
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -33,8 +31,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 
 from library.errors import UserError
-from library.options.kwargs import value_is_finite
-from library.options.schema import FINITE, is_finite
+from library.options.kwargs import parse_key_values
 from library.train.speed import fast_step_kwargs
 
 logger = logging.getLogger(__name__)
@@ -44,7 +41,6 @@ __all__ = [
     "OptimizerInfo",
     "OPTIMIZER_TYPES",
     "build_optimizer",
-    "current_lrs",
     "is_schedule_free_class",
     "optimizer_table",
     "optimizer_type_names",
@@ -153,90 +149,19 @@ def optimizer_table() -> list:
 
 # --- --optimizer_args ---------------------------------------------------------------------------
 
-_WORDS = {"true": True, "false": False, "none": None}
-
-
-def _literal(text: str):
-    """One value: a Python literal, true/false/none in any case, else the raw text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        pass
-    lowered = text.strip().lower()
-    if lowered in _WORDS:
-        return _WORDS[lowered]
-    return text.strip()
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        pass
-    if "," in text:  # e.g. "0.9,true" or "a,b": each part on its own, as a tuple (kohya: literal_eval tuple)
-        return tuple(_literal(part) for part in text.split(","))
-    return _literal(text)
-
-
-_ENTRY_START = re.compile(r"(?:^|(?<=\s))([A-Za-z_]\w*)\s*=")
-
-
-def _split_entries(entry: str, option: str) -> list:
-    """One string may hold several ``k=v`` (``"weight_decay=0.01 decouple=True"``, how GUIs pass them).
-
-    A new entry starts only where whitespace is followed by ``name=``; other text continues the previous
-    value (``"betas=0.9, 0.999"``). Spaces around ``=`` are allowed.
-    """
-    text = entry.strip()
-    starts = [m.start() for m in _ENTRY_START.finditer(text)]
-    if not starts or starts[0] != 0:
-        raise OptimizerError(f"{option} entry {entry!r} is not key=value; write it like \"weight_decay=0.01\"")
-    return [text[a:b].strip() for a, b in zip(starts, starts[1:] + [len(text)])]
-
 
 def parse_optimizer_args(args: Union[Sequence[str], Mapping[str, Any], str, None], option: str = "--optimizer_args") -> dict:
     """kohya's ``--optimizer_args "weight_decay=0.01" "betas=0.9,0.999"`` -> ``{"weight_decay": 0.01, "betas": (0.9, 0.999)}``.
 
-    Each entry is split on the first ``=``; the value goes through ``ast.literal_eval`` (so a value with
-    commas becomes a tuple, ``[..]`` a list, quoted text a string), falling back to the raw string.
-    ``true/false/none`` in any case become ``True/False/None``. A mapping (from a TOML config) is taken
-    as already parsed. ``option`` names the CLI option in error messages (also used for
-    ``--lr_scheduler_args``).
+    Read by the options layer's one ``key=value`` reader (library/options/kwargs.parse_key_values: a
+    value with commas becomes a tuple, ``[..]`` a list, quoted text a string, true/false/none in any case
+    ``True/False/None``, else the raw string); its errors are OptimizerErrors here. ``option`` names the
+    CLI option in error messages (also used for ``--lr_scheduler_args``).
     """
-    if args is None:
-        return {}
-    if isinstance(args, Mapping):
-        bad = [k for k in args if not isinstance(k, str) or not k.isidentifier()]
-        if bad:
-            raise OptimizerError(f"{option} key {bad[0]!r} is not a valid argument name; use names like weight_decay")
-        return _finite(dict(args), option)
-    if isinstance(args, str):
-        args = [args]
-    parsed: dict = {}
-    for raw in args:
-        if not isinstance(raw, str):
-            raise OptimizerError(f"{option} entry {raw!r} is not a string; write it like \"weight_decay=0.01\"")
-        if not raw.strip():
-            continue
-        for entry in _split_entries(raw, option):
-            key, _, text = entry.partition("=")
-            key, text = key.strip(), text.strip()
-            if not key.isidentifier():
-                raise OptimizerError(f"{option} entry {entry!r}: {key!r} is not a valid argument name; write it like \"weight_decay=0.01\"")
-            if not text:
-                raise OptimizerError(f"{option} entry {entry!r} has no value after '='; write it like \"{key}=0.01\"")
-            if key in parsed:
-                raise OptimizerError(f"{option} sets {key!r} twice; keep one")
-            parsed[key] = _value(text)
-    return _finite(parsed, option)
-
-
-def _finite(parsed: dict, option: str) -> dict:
-    """nan/inf in any value (``betas=(0.9, nan)`` from a mapping too) only ever trains NaN weights."""
-    for key, value in parsed.items():
-        if not is_finite(value) or (isinstance(value, str) and not value_is_finite(value)):
-            raise OptimizerError(f"{option} {key}={value}: the value must be {FINITE}")
-    return parsed
+    try:
+        return parse_key_values(args, option)
+    except UserError as e:
+        raise OptimizerError(str(e)) from None
 
 
 # --- the result ---------------------------------------------------------------------------------
@@ -508,6 +433,32 @@ def build_optimizer(
     groups = _copy_groups(param_groups, lr)
     descriptions = list(descriptions) if descriptions is not None else None
 
+    cls, label, kind, group_lrs, fixed = _resolve_type(label, kwargs)
+    pass_lr, initial_lr, fused = lr, None, False
+    if kind == _ADAFACTOR:
+        kwargs, pass_lr, initial_lr, fused = _adafactor_kwargs(kwargs, groups, lr, max_grad_norm, descriptions)
+    elif kind == _ADAPTIVE:
+        _check_adaptive(label, group_lrs, groups, lr, descriptions)
+    _check_learning_rate(label, kind, groups, pass_lr)
+
+    reported = dict(kwargs)
+    fixed.update(fast_step_kwargs(cls, groups, kwargs))  # speed only: fused/foreach step, not reported
+    optimizer = _construct(cls, label, groups, pass_lr, {**fixed, **kwargs})
+    if kind == _SCHEDULE_FREE:
+        optimizer.train()  # kohya: start in train mode; eval() before sampling/saving, train() after
+
+    name = f"{cls.__module__}.{cls.__name__}"
+    args_text = ",".join(f"{k}={v}" for k, v in reported.items())
+    description = f"{name}({args_text})" if args_text else name
+    logger.info("optimizer: %s", description)
+    return OptimizerInfo(optimizer=optimizer, type=label, name=name, args=reported, description=description,
+                         learning_rate=pass_lr, initial_lr=initial_lr, is_adaptive=kind == _ADAPTIVE,
+                         is_schedule_free=kind == _SCHEDULE_FREE, fused_lr_schedule=fused, descriptions=descriptions)
+
+
+def _resolve_type(label: str, kwargs: dict):
+    """(class, shown name, kind, group-lr rule, fixed kwargs) for a kohya name (its defaults go into
+    ``kwargs`` where not given) or a dotted/torch class name."""
     spec = _BY_LOWER.get(label.lower())
     if spec is not None:
         cls = _import_class(spec)
@@ -533,74 +484,11 @@ def build_optimizer(
         else:
             kind = _PLAIN
         group_lrs = _GROUP_LRS_ANY
+    return cls, label, kind, group_lrs, fixed
 
-    pass_lr, initial_lr, fused = lr, None, False
-    if kind == _ADAFACTOR:
-        kwargs, pass_lr, initial_lr, fused = _adafactor_kwargs(kwargs, groups, lr, max_grad_norm, descriptions)
-    elif kind == _ADAPTIVE:
-        _check_adaptive(label, group_lrs, groups, lr, descriptions)
-    if pass_lr is None and kind != _ADAFACTOR and any("lr" not in g for g in groups):
+
+def _check_learning_rate(label: str, kind: str, groups: list, lr) -> None:
+    if lr is None and kind != _ADAFACTOR and any("lr" not in g for g in groups):
         raise OptimizerError(f"--optimizer_type={label} needs a learning rate: set --learning_rate")
-    if pass_lr is not None and (not isinstance(pass_lr, (int, float)) or isinstance(pass_lr, bool) or not math.isfinite(pass_lr) or pass_lr < 0):
-        raise OptimizerError(f"--learning_rate={pass_lr!r} is not a usable learning rate; give a number such as 1e-4")
-
-    reported = dict(kwargs)
-    fixed.update(fast_step_kwargs(cls, groups, kwargs))  # speed only: fused/foreach step, not reported
-    optimizer = _construct(cls, label, groups, pass_lr, {**fixed, **kwargs})
-    if kind == _SCHEDULE_FREE:
-        optimizer.train()  # kohya: start in train mode; eval() before sampling/saving, train() after
-
-    name = f"{cls.__module__}.{cls.__name__}"
-    args_text = ",".join(f"{k}={v}" for k, v in reported.items())
-    description = f"{name}({args_text})" if args_text else name
-    logger.info("optimizer: %s", description)
-    return OptimizerInfo(
-        optimizer=optimizer,
-        type=label,
-        name=name,
-        args=reported,
-        description=description,
-        learning_rate=pass_lr,
-        initial_lr=initial_lr,
-        is_adaptive=kind == _ADAPTIVE,
-        is_schedule_free=kind == _SCHEDULE_FREE,
-        fused_lr_schedule=fused,
-        descriptions=descriptions,
-    )
-
-
-# --- logging ------------------------------------------------------------------------------------
-
-
-def _labels(n: int, descriptions) -> list:
-    if descriptions is not None and len(descriptions) == n:
-        return [str(d) for d in descriptions]
-    if n == 1:
-        return ["unet"]
-    if n == 2:
-        return ["textencoder", "unet"]
-    return [f"group{i}" for i in range(n)]
-
-
-def current_lrs(info: OptimizerInfo, scheduler=None, descriptions: Optional[Sequence[str]] = None) -> dict:
-    """Scalars for the logger: ``lr/<label>`` per param group and, for Prodigy/D-Adaptation, ``lr/d*lr/<label>``.
-
-    Labels are ``descriptions`` (or ``info.descriptions``), e.g. "textencoder", "unet", "unet plus";
-    without them kohya's defaults: one group -> "unet", two -> "textencoder", "unet", more -> "group<i>".
-    The lr is the scheduler's last lr (the Adafactor schedule reports Adafactor's own step size); for
-    schedule-free optimizers it is the lr after their built-in warmup.
-    """
-    groups = info.optimizer.param_groups
-    labels = _labels(len(groups), descriptions if descriptions is not None else info.descriptions)
-    lrs = list(scheduler.get_last_lr()) if scheduler is not None else []
-    if len(lrs) != len(groups):  # no scheduler, or the Adafactor schedule before every group had a gradient
-        lrs = [g.get("lr") for g in groups]
-    logs: dict = {}
-    for label, group, lr in zip(labels, groups, lrs):
-        if info.is_schedule_free and group.get("k", 0) > 0 and "scheduled_lr" in group:
-            lr = group["scheduled_lr"]
-        lr = float(lr) if lr is not None else float(info.initial_lr or 0.0)
-        logs[f"lr/{label}"] = lr
-        if info.is_adaptive and "d" in group:
-            logs[f"lr/d*lr/{label}"] = float(group["d"]) * float(group["lr"])
-    return logs
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0):
+        raise OptimizerError(f"--learning_rate={lr!r} is not a usable learning rate; give a number such as 1e-4")

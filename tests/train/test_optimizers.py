@@ -14,9 +14,9 @@ from library.train.optimizers import (
     OPTIMIZER_TYPES,
     OptimizerError,
     build_optimizer,
-    current_lrs,
     parse_optimizer_args,
 )
+from library.train.optimizer_logs import current_lrs
 from library.train.schedulers import build_scheduler
 
 pytestmark = pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
