@@ -18,8 +18,6 @@ LONG_FILES = {
 }
 
 LONG_FUNCTIONS = {
-    "library/data/folders.py::scan_image_folder": "one pass over a folder tree with its error messages; split after the values merge",
-    "library/data/prepare.py::prepare_dataset": "dataset wiring; owned by the data helpers, split after the values merge",
 }
 
 

@@ -163,6 +163,19 @@ def normalize_extension(ext: str) -> str:
 def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]:
     """Records for every image in ``subset.image_dir`` with its caption (file, class tokens or fixed)."""
     folder = subset.image_dir
+    _check_image_dir(folder)
+    specials: List[str] = []
+    images, others, unused_dirs = list_images(folder, subset.recursive, specials)
+    _report_skipped(folder, specials, unused_dirs, issues)
+    if not images:
+        issues.warning("folder_without_images", f"folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}); it is skipped", folder)
+        return []
+    records, missing, empty = _records_with_captions(subset, images, set(others), issues)
+    _report_captions(subset, images, others, missing, empty, issues)
+    return records
+
+
+def _check_image_dir(folder) -> None:
     if folder is None:
         raise DatasetError("a subset has no image_dir; set image_dir to the folder holding its images")
     if not os.path.exists(folder):
@@ -170,8 +183,9 @@ def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]
     if not os.path.isdir(folder):
         raise DatasetError(f"image_dir {folder} is a file, not a folder")
 
-    specials: List[str] = []
-    images, others, unused_dirs = list_images(folder, subset.recursive, specials)
+
+def _report_skipped(folder: str, specials: List[str], unused_dirs, issues: Issues) -> None:
+    """Entries that are not regular files, and image folders below a non-recursive one."""
     if specials:
         issues.warning(
             "not_a_regular_file",
@@ -187,14 +201,19 @@ def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]
             "(as in kohya). Move them up one level, or set recursive = true for this subset.",
             sub,
         )
-    if not images:
-        issues.warning("folder_without_images", f"folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}); it is skipped", folder)
-        return []
 
+
+def _fallback_caption(subset: SubsetParams) -> str:
+    return subset.fixed_caption if subset.fixed_caption is not None else (subset.class_tokens or "")
+
+
+def _records_with_captions(subset: SubsetParams, images: List[str], top_level: set, issues: Issues):
+    """(records, images without a caption file, empty caption files). ``top_level``: the names in the
+    folder itself, so caption lookups there need no extra system call."""
+    folder = subset.image_dir
     ext = normalize_extension(subset.caption_extension)
-    top_level = set(others)  # caption lookups in the top folder need no extra system call
     abs_folder = os.path.abspath(folder)
-    fallback = subset.fixed_caption if subset.fixed_caption is not None else (subset.class_tokens or "")
+    fallback = _fallback_caption(subset)
     missing, empty, records = [], [], []
     for rel in images:
         path = os.path.join(folder, rel)
@@ -224,7 +243,14 @@ def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]
                 num_repeats=subset.num_repeats,
             )
         )
+    return records, missing, empty
 
+
+def _report_captions(subset: SubsetParams, images, others, missing, empty, issues: Issues) -> None:
+    """Missing caption files (an error without class tokens to fall back on) and empty ones."""
+    folder = subset.image_dir
+    ext = normalize_extension(subset.caption_extension)
+    fallback = _fallback_caption(subset)
     use = f'the class tokens "{fallback}"' if fallback else "an empty caption"
     if missing and not fallback:  # kohya trains these on "" with a warning; almost always a mistake
         issues.error(
@@ -237,7 +263,7 @@ def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]
             len(missing),
         )
         _hint_caption_extension(folder, others, images, ext, len(missing), issues)
-        return records
+        return
     if missing:
         # reg images normally have no captions: their class tokens are the caption
         (issues.info if subset.is_reg and fallback else issues.warning)(
@@ -256,7 +282,6 @@ def scan_image_folder(subset: SubsetParams, issues: Issues) -> List[ImageRecord]
             folder,
             len(empty),
         )
-    return records
 
 
 def _hint_caption_extension(folder, others, images, ext, n_missing, issues: Issues) -> None:

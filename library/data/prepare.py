@@ -170,30 +170,13 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
     ``seed`` shuffles the validation split when the dataset has no ``validation_seed`` (the run's --seed)."""
     issues = issues if issues is not None else Issues()
     validate_bucket_options(params.resolution, params.enable_bucket, params.min_bucket_reso, params.max_bucket_reso, params.bucket_reso_steps, where)
-    summaries, train, reg, seen, bad, held_out = [], [], [], set(), [], []
+    summaries, train, reg, bad, held_out = [], [], [], [], []
     split_seed = params.validation_seed if params.validation_seed is not None else (seed or 0)
-    for subset in params.subsets:
-        src = os.path.abspath(subset.image_dir or subset.metadata_file or "")
-        if subset.num_repeats < 1:
-            issues.warning("subset_zero_repeats", f"subset {src} is skipped: num_repeats {subset.num_repeats} is less than 1", src)
-            continue
-        if (src, subset.metadata_file) in seen:
-            issues.warning("subset_duplicate", f"subset {src} is listed twice; the second one is skipped (as in kohya)", src)
-            continue
-        seen.add((src, subset.metadata_file))
+    for subset in _distinct_subsets(params.subsets, issues):
         records = scan_subset(subset, issues)
         summary = SubsetSummary(subset)
         summaries.append(summary)
-        errors = read_sizes(records, workers)
-        good = []
-        for rec, err in zip(records, errors):
-            if err is None:
-                good.append(rec)
-                continue
-            if stop_on_bad_image:
-                raise DatasetError(f"{err} (stop_on_bad_image is set)")
-            bad.append(rec.display_name)
-            issues.warning("image_unreadable", f"skipped: {err}", rec.display_name)
+        good = _readable(records, workers, stop_on_bad_image, bad, issues)
         summary.skipped = len(records) - len(good)
         if masked_loss:
             attach_masks(good, issues)
@@ -202,7 +185,41 @@ def prepare_dataset(params: DatasetParams, issues: Optional[Issues] = None, *, s
             held_out.extend(validation)
         summary.images = len(good)
         (reg if subset.is_reg else train).extend(good)
+    return _balance_and_bucket(params, summaries, train, reg, held_out, bad, issues, where, stop_on_bad_image)
 
+
+def _distinct_subsets(subsets, issues: Issues):
+    """The subsets to scan: those with repeats, each folder/metadata file once (as kohya)."""
+    seen = set()
+    for subset in subsets:
+        src = os.path.abspath(subset.image_dir or subset.metadata_file or "")
+        if subset.num_repeats < 1:
+            issues.warning("subset_zero_repeats", f"subset {src} is skipped: num_repeats {subset.num_repeats} is less than 1", src)
+            continue
+        if (src, subset.metadata_file) in seen:
+            issues.warning("subset_duplicate", f"subset {src} is listed twice; the second one is skipped (as in kohya)", src)
+            continue
+        seen.add((src, subset.metadata_file))
+        yield subset
+
+
+def _readable(records: List[ImageRecord], workers: int, stop_on_bad_image: bool, bad: List[str], issues: Issues) -> List[ImageRecord]:
+    """The records whose image size could be read; the others are skipped with a warning (or stop the run)."""
+    good = []
+    for rec, err in zip(records, read_sizes(records, workers)):
+        if err is None:
+            good.append(rec)
+            continue
+        if stop_on_bad_image:
+            raise DatasetError(f"{err} (stop_on_bad_image is set)")
+        bad.append(rec.display_name)
+        issues.warning("image_unreadable", f"skipped: {err}", rec.display_name)
+    return good
+
+
+def _balance_and_bucket(params: DatasetParams, summaries, train, reg, held_out, bad, issues: Issues, where: str,
+                        stop_on_bad_image: bool) -> PreparedDataset:
+    """Reg images balanced against the training samples (as kohya), then every image in its bucket."""
     if not train:
         issues.raise_if_errors()  # the errors that emptied the dataset (e.g. undecodable captions) say more
         raise DatasetError(f"{where}: no training images found (checked: {', '.join(s.subset.image_dir or str(s.subset.metadata_file) for s in summaries) or 'no subsets'})")
