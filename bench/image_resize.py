@@ -59,9 +59,8 @@ def _crop(arr, bucket):
     return arr[top: top + bucket[1], left: left + bucket[0]]
 
 
-def kohya_reference(blob, bucket):
-    """kohya's train_util: PIL decode to RGB, cv2.INTER_AREA when shrinking, PIL Lanczos when enlarging."""
-    arr = np.array(Image.open(io.BytesIO(blob)).convert("RGB"))
+def _kohya_resize_crop(arr, bucket):
+    """kohya's rule on decoded RGB pixels: cv2.INTER_AREA when shrinking, PIL Lanczos when enlarging, then crop."""
     size = cover_size(arr.shape[1], arr.shape[0], bucket)
     if size != (arr.shape[1], arr.shape[0]):
         if size[0] <= arr.shape[1] and size[1] <= arr.shape[0]:
@@ -71,12 +70,8 @@ def kohya_reference(blob, bucket):
     return _crop(arr, bucket)
 
 
-def pil_draft_box(blob, bucket):
-    """The PIL path lorasmith had: JPEG draft when >= 2x too large, then BOX (Lanczos to enlarge)."""
-    im = Image.open(io.BytesIO(blob))
-    full = im.size
-    if im.size[0] >= 2 * bucket[0] and im.size[1] >= 2 * bucket[1]:
-        im.draft("RGB", bucket)
+def _box_resize_crop(im, full, bucket):
+    """The old PIL rule: BOX to shrink, Lanczos to enlarge (``full``: the size before any JPEG draft)."""
     im = im.convert("RGB")
     size = cover_size(full[0], full[1], bucket)
     if size != im.size:
@@ -85,25 +80,29 @@ def pil_draft_box(blob, bucket):
     return _crop(np.array(im), bucket)
 
 
+def kohya_reference(blob, bucket):
+    """kohya's train_util: PIL decode to RGB, then kohya's resize rule."""
+    return _kohya_resize_crop(np.array(Image.open(io.BytesIO(blob)).convert("RGB")), bucket)
+
+
+def pil_draft_box(blob, bucket):
+    """The PIL path lorasmith had: JPEG draft when >= 2x too large, then BOX (Lanczos to enlarge)."""
+    im = Image.open(io.BytesIO(blob))
+    full = im.size
+    if im.size[0] >= 2 * bucket[0] and im.size[1] >= 2 * bucket[1]:
+        im.draft("RGB", bucket)
+    return _box_resize_crop(im, full, bucket)
+
+
 def pil_full_box(blob, bucket):
-    im = Image.open(io.BytesIO(blob)).convert("RGB")
-    size = cover_size(im.size[0], im.size[1], bucket)
-    if size != im.size:
-        shrink = size[0] <= im.size[0] and size[1] <= im.size[1]
-        im = im.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.LANCZOS)
-    return _crop(np.array(im), bucket)
+    im = Image.open(io.BytesIO(blob))
+    return _box_resize_crop(im, im.size, bucket)
 
 
 def cv2_decode_area(blob, bucket):
     """OpenCV decodes too (kohya's rule otherwise: INTER_AREA to shrink, PIL Lanczos to enlarge)."""
     arr = cv2.cvtColor(cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    size = cover_size(arr.shape[1], arr.shape[0], bucket)
-    if size != (arr.shape[1], arr.shape[0]):
-        if size[0] <= arr.shape[1] and size[1] <= arr.shape[0]:
-            arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
-        else:
-            arr = np.array(Image.fromarray(arr).resize(size, Image.Resampling.LANCZOS))
-    return _crop(arr, bucket)
+    return _kohya_resize_crop(arr, bucket)
 
 
 def ours(blob, bucket):
