@@ -78,27 +78,24 @@ _WORDS = {"true": True, "false": False, "none": None}
 def literal_value(text: str) -> Any:
     """A Python literal (``0.01``, ``False``, ``[0.9, 0.99]``, ``0.9,0.99`` -> tuple); true/false/none in any
     case; ``a,b`` with parts that are not literals -> a tuple of each part read alone; else the text."""
-    value = _literal_or(text, None)
-    if value is not None or text.strip().lower() == "none":
-        return value
-    if "," in text:  # e.g. "0.9,true" or "a,b": each part on its own, as a tuple (kohya: literal_eval tuple)
-        return tuple(_word(part) for part in text.split(","))
-    return _word(text)
-
-
-def _literal_or(text: str, default: Any) -> Any:
+    if "," not in text:
+        return _word(text)
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return default
+    except _NOT_A_LITERAL:  # e.g. "0.9,true" or "a,b": each part on its own, as a tuple (kohya: literal_eval tuple)
+        return tuple(_word(part) for part in text.split(","))
+
+
+_NOT_A_LITERAL = (ValueError, SyntaxError, TypeError, MemoryError, RecursionError)
 
 
 def _word(text: str) -> Any:
-    value = _literal_or(text, None)
-    if value is not None:
-        return value
-    lowered = text.strip().lower()
-    return _WORDS[lowered] if lowered in _WORDS else text.strip()
+    """One value: a Python literal, true/false/none in any case, else the stripped text."""
+    try:
+        return ast.literal_eval(text)
+    except _NOT_A_LITERAL:
+        lowered = text.strip().lower()
+        return _WORDS[lowered] if lowered in _WORDS else text.strip()
 
 
 def parse_key_values(args: Any, option: str) -> Dict[str, Any]:
