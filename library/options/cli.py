@@ -212,8 +212,8 @@ def _output_config(given: Dict[str, Any], config_file: Optional[str], script: st
         raise UserError("--output_config writes the options to the --config_file path; add --config_file NEW.toml")
     path = config_file if config_file.lower().endswith(".toml") else config_file + ".toml"
     # a file that training would refuse is never written: the same rules, the inputs may come later
-    validate(_namespace(dict(given), {name: COMMAND_LINE for name in given}), script,
-             {name: COMMAND_LINE for name in given}, require_inputs=False)
+    sources = {name: COMMAND_LINE for name in given}
+    validate(_namespace(dict(given), sources), script, sources, require_inputs=False)
     write_config_file(given, path, header=f"written by {script}.py --output_config")
     logger.info("wrote %s", path)
     raise SystemExit(0)
