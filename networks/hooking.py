@@ -43,8 +43,6 @@ class HookedNetwork(torch.nn.Module):
     """kohya's contract calls that every network of HookedModules answers alike; a subclass lists its
     modules in ``hooked_modules``."""
 
-    multiplier = 1.0
-
     def hooked_modules(self) -> list[HookedModule]:
         raise NotImplementedError
 
