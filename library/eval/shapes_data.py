@@ -109,16 +109,29 @@ def random_spec(rng: random.Random, shapes=SHAPES, colours=tuple(COLOURS), posit
     )
 
 
-def base_dataset(n: int, seed: int = 0, star_share: float | None = None) -> list[ShapeSpec]:
+def base_dataset(n: int, seed: int = 0, star_share: float | None = None,
+                 star_colours: dict[str, float] | None = None) -> list[ShapeSpec]:
     """``n`` specs of the base world (every shape x base colour x position), deterministic.
 
     ``star_share`` (e.g. 0.4) draws that fraction as stars and the rest evenly from the other
-    shapes: the star is the hardest shape at 8x8 latents and the one the concept test needs."""
+    shapes: the star is the hardest shape at 8x8 latents and the one the concept test needs.
+    ``star_colours`` (name -> weight) gives the stars a colour prior instead of even colours, so
+    the colourless class prompt ``a star`` has a mode to commit to (as real SD's classes have)."""
     rng = random.Random(seed)
     if star_share is None:
         return [random_spec(rng) for _ in range(n)]
     others = tuple(s for s in SHAPES if s != "star")
-    return [random_spec(rng, shapes=("star",) if rng.random() < star_share else others) for _ in range(n)]
+    out = []
+    for _ in range(n):
+        if rng.random() >= star_share:
+            out.append(random_spec(rng, shapes=others))
+            continue
+        colours = tuple(COLOURS)
+        if star_colours:
+            names, weights = zip(*star_colours.items())
+            colours = (rng.choices(names, weights)[0],)
+        out.append(random_spec(rng, shapes=("star",), colours=colours))
+    return out
 
 
 def vae_specs(n: int, seed: int = 0) -> list[ShapeSpec]:

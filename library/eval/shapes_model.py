@@ -6,8 +6,9 @@ the model draw the concept (see tests/quality/ and docs/quality.md).
 
 The recipe, each part as cheap as the question allows:
 
-* data: ``shapes_data.base_dataset`` (4 shapes x 4 colours x 5 positions, jittered), 64 px;
-  the VAE also sees ``shapes_data.vae_specs`` (any colour, white outlines), never captioned;
+* data: ``shapes_data.base_dataset`` (4 shapes x 4 colours x 5 positions, jittered), 64 px,
+  40 % stars, mostly yellow ones (a class prior: "a star" has a colour to commit to); the VAE
+  also sees ``shapes_data.vae_specs`` (any colour, white outlines), never captioned;
 * VAE: the SD1 AutoencoderKL layout at tiny widths, trained as an autoencoder (MSE + a
   small KL), then its latent channels normalised *inside the weights* (quant_conv /
   post_quant_conv) so the stock SD1 factor 0.18215 gives unit-variance latents, as in SD;
@@ -15,7 +16,10 @@ The recipe, each part as cheap as the question allows:
   enough: the UNet's cross-attention learns to read it);
 * UNet: the SD1 block layout at tiny widths, trained for epsilon (or v) prediction on
   SD1.5's DDPM schedule, captions sometimes shortened ("a star", "a red star") or dropped
-  (classifier-free guidance needs the empty prompt).
+  (classifier-free guidance needs the empty prompt); an EMA of its weights is what is saved.
+
+Saved in fp16 (SAVE_DTYPE): that exact file is what the quality tests score, and what
+``tools/make_shapes_model.py --ship`` keeps in the repository (models/shapes/).
 
 The result is one original-layout ``.safetensors`` (library.models.save_base_model) that
 train_network.py and library.inference load like any other checkpoint.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +51,8 @@ class Budget:
 
     images: int = 1000
     star_share: float | None = 0.4  # stars are the hardest shape and the concept test's class
+    # The stars' colour prior: mostly yellow, so the colourless class prompt "a star" has a mode.
+    star_colours: tuple | None = (("yellow", 0.7), ("red", 0.1), ("green", 0.1), ("blue", 0.1))
     vae_steps: int = 1200
     vae_batch: int = 8
     vae_lr: float = 3e-3
@@ -53,13 +60,18 @@ class Budget:
     unet_batch: int = 32
     unet_lr: float = 2e-3
     drop_caption: float = 0.1  # empty prompt, for classifier-free guidance
-    drop_colour: float = 0.2
+    drop_colour: float = 0.35  # "a star" (the concept test's class prompt) is trained this often
     drop_position: float = 0.25
+    ema_decay: float = 0.998  # the UNet saved is an EMA of its weights (0: the raw weights)
 
 
 # A few steps of everything: for tests of the machinery (determinism, layout), not of quality.
-SMOKE = Budget(images=16, star_share=None, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
+SMOKE = Budget(images=16, star_share=None, star_colours=None, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
 BUDGETS = {"default": Budget(), "smoke": SMOKE}
+# Saved in fp16: half the size (the model ships in the repo under SHIPPED_DIR) and loaders upcast
+# to fp32; the quality tests score exactly this rounded model, whether shipped or built.
+SAVE_DTYPE = torch.float16
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
 
 
 def shapes_configs(prediction_type: str = "epsilon") -> dict:
@@ -158,7 +170,11 @@ def _pick_captions(variants: torch.Tensor, idx: torch.Tensor, budget: Budget, ge
 
 
 def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen: torch.Generator, log) -> None:
-    """Diffusion training on cached latents and text embeddings, min-SNR(5) weighted."""
+    """Diffusion training on cached latents and text embeddings, min-SNR(5) weighted.
+
+    With ``budget.ema_decay`` the weights left in ``unet`` are an exponential moving average of
+    the trained ones (decay warmed up as (1 + step) / (10 + step)), the usual diffusion recipe:
+    averaging smooths the last steps' noise, which a short run has most of."""
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=budget.unet_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, budget.unet_lr, total_steps=budget.unet_steps, pct_start=0.05)
@@ -167,6 +183,8 @@ def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen
     v_pred = scheduler.config.prediction_type == "v_prediction"
     weight = torch.clamp(snr, max=5.0) / (snr + 1 if v_pred else snr)
     avg = None
+    params = [p for p in unet.parameters() if p.requires_grad]
+    ema = [p.detach().clone() for p in params] if budget.ema_decay else None
     for step in range(budget.unet_steps):
         idx = torch.randint(0, len(latents), (budget.unet_batch,), generator=gen)
         x0 = latents[idx]
@@ -183,9 +201,18 @@ def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         sched.step()
+        if ema is not None:
+            decay = min(budget.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_mul_(ema, decay)
+                torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - decay)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 100 == 0 or step == budget.unet_steps - 1:
             log(f"unet step {step}: loss {avg:.4f}")
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
     unet.eval()
 
 
@@ -203,7 +230,8 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
             model = assemble(configs, build_models(configs, device="cpu", seed=seed))
-            specs = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share)
+            specs = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share,
+                                             star_colours=dict(budget.star_colours or ()))
             pixels = _pixels(specs)
             vae_pixels = torch.cat([pixels, _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
             log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
@@ -226,7 +254,7 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
     meta = {"lorasmith.shapes": f"seed={seed} source={source_hash()} budget={asdict(budget)}"}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_base_model(model, out, metadata=meta)
+    save_base_model(model, out, dtype=SAVE_DTYPE, metadata=meta)
     return out
 
 
@@ -237,8 +265,27 @@ def default_cache_dir() -> Path:
     return cache_dir()
 
 
+def shipped_path(seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Where ``tools/make_shapes_model.py --ship`` writes the model kept in the repository."""
+    return SHIPPED_DIR / f"shapes_{prediction_type}_seed{seed}.safetensors"
+
+
+def built_from(path: str | os.PathLike) -> str | None:
+    """The builder's source hash recorded in a shapes model's metadata (None if it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        text = (f.metadata() or {}).get("lorasmith.shapes", "")
+    found = re.search(r"\bsource=([0-9a-f]+)", text)
+    return found.group(1) if found else None
+
+
 def cached_shapes_model(seed: int = 0, prediction_type: str = "epsilon", cache_dir=None, log=print) -> Path:
-    """The shapes model for ``seed``, built once per source hash and reused (atomic save)."""
+    """The shapes model for ``seed``: the one shipped in the repository while it was built by this
+    very builder (same source hash), else built once per source hash into the cache (atomic save)."""
+    shipped = shipped_path(seed, prediction_type)
+    if shipped.is_file() and built_from(shipped) == source_hash():
+        return shipped
     folder = Path(cache_dir or default_cache_dir()) / f"shapes-{source_hash()}"
     path = folder / f"shapes_{prediction_type}_seed{seed}.safetensors"
     if not path.exists():
