@@ -20,7 +20,8 @@ CONCEPT_PROMPT = "sks star"
 CLASS_PROMPT = "a star"
 GEN = dict(steps=20, scale=5.0)
 # A short, plain LoRA run: rank 8, AdamW, cached latents; the concept test's defaults. 300 steps
-# measured best on the present base (150: concept 42 %, 300: 75 %, 450: 0 %; docs/quality.md).
+# measured best on the first base (150: concept 42 %, 300: 75 %, 450: 0 %); on round 2's base no
+# step count passes (docs/quality.md, Status).
 TRAIN_DEFAULTS = {
     "caption_extension": ".txt", "resolution": "64", "network_module": "networks.lora",
     "network_dim": "8", "network_alpha": "8", "learning_rate": "2e-3", "max_train_steps": "300",

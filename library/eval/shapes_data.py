@@ -110,27 +110,29 @@ def random_spec(rng: random.Random, shapes=SHAPES, colours=tuple(COLOURS), posit
 
 
 def base_dataset(n: int, seed: int = 0, star_share: float | None = None,
-                 star_colours: dict[str, float] | None = None) -> list[ShapeSpec]:
+                 star_colours: dict[str, float] | None = None,
+                 other_colours: dict[str, float] | None = None) -> list[ShapeSpec]:
     """``n`` specs of the base world (every shape x base colour x position), deterministic.
 
     ``star_share`` (e.g. 0.4) draws that fraction as stars and the rest evenly from the other
     shapes: the star is the hardest shape at 8x8 latents and the one the concept test needs.
-    ``star_colours`` (name -> weight) gives the stars a colour prior instead of even colours, so
-    the colourless class prompt ``a star`` has a mode to commit to (as real SD's classes have)."""
+    ``star_colours`` / ``other_colours`` (name -> weight) give the stars / the other shapes a
+    colour prior instead of even colours: a star prior gives the colourless class prompt
+    ``a star`` a mode to commit to (as real SD's classes have), and the other shapes' weights
+    can keep the world's mean colour neutral, which classifier-free guidance pushes away from."""
     rng = random.Random(seed)
     if star_share is None:
         return [random_spec(rng) for _ in range(n)]
     others = tuple(s for s in SHAPES if s != "star")
     out = []
     for _ in range(n):
-        if rng.random() >= star_share:
-            out.append(random_spec(rng, shapes=others))
-            continue
+        star = rng.random() < star_share
+        weights = star_colours if star else other_colours
         colours = tuple(COLOURS)
-        if star_colours:
-            names, weights = zip(*star_colours.items())
-            colours = (rng.choices(names, weights)[0],)
-        out.append(random_spec(rng, shapes=("star",), colours=colours))
+        if weights:
+            names, values = zip(*weights.items())
+            colours = (rng.choices(names, values)[0],)
+        out.append(random_spec(rng, shapes=("star",) if star else others, colours=colours))
     return out
 
 

@@ -53,6 +53,7 @@ class Budget:
     star_share: float | None = 0.4  # stars are the hardest shape and the concept test's class
     # The stars' colour prior: mostly yellow, so the colourless class prompt "a star" has a mode.
     star_colours: tuple | None = (("yellow", 0.7), ("red", 0.1), ("green", 0.1), ("blue", 0.1))
+    other_colours: tuple | None = None  # circles, squares, triangles: (colour, weight) pairs, None = even
     vae_steps: int = 1200
     vae_batch: int = 8
     vae_lr: float = 3e-3
@@ -231,7 +232,8 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
             gen = torch.Generator().manual_seed(seed)
             model = assemble(configs, build_models(configs, device="cpu", seed=seed))
             specs = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share,
-                                             star_colours=dict(budget.star_colours or ()))
+                                             star_colours=dict(budget.star_colours or ()),
+                                             other_colours=dict(budget.other_colours or ()))
             pixels = _pixels(specs)
             vae_pixels = torch.cat([pixels, _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
             log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
