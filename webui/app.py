@@ -10,6 +10,7 @@ runner through ``context.Context``. Routes are thin: paths go through ``paths.Ro
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -19,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from library.errors import UserError
 
-from . import security
+from . import memory_check, security
 from .context import HERE, Context
 from .jobs import JobStore, Runner
 from .paths import PathRefused, Roots
@@ -27,15 +28,24 @@ from .routes import compare, datasets, jobs, options, pages, tools
 
 
 def create_app(root: str | os.PathLike = ".", token: str | None = None, state_dir: str | os.PathLike | None = None,
-               allowed_hosts: tuple[str, ...] = security.LOCAL_HOSTS, start_runner: bool = True) -> FastAPI:
-    """The app serving ``root``; jobs live in ``state_dir`` (default ROOT/.lorasmith-gui)."""
+               allowed_hosts: tuple[str, ...] = security.LOCAL_HOSTS, start_runner: bool = True,
+               notify_command: list[str] | None = None, base_url: str = "") -> FastAPI:
+    """The app serving ``root``; jobs live in ``state_dir`` (default ROOT/.lorasmith-gui); ``notify_command``
+    (webui/notify.py) runs when a job ends, ``base_url`` makes its ``{url}``."""
     roots = Roots(root)
     state = Path(state_dir) if state_dir else roots.root / ".lorasmith-gui"
     store = JobStore(state / "jobs.sqlite")
     runner = Runner(store, roots.root, state / "logs")
+    runner.on_finish.append(partial(memory_check.settle, state))  # a dry run's result, its folder deleted
+    if notify_command:
+        from .notify import Notifier
+
+        app_notifier = Notifier(notify_command, state / "logs" / "notify.log", base_url)
+        runner.on_finish.append(app_notifier)
     app = FastAPI(title="lorasmith GUI", description="Set up, launch and watch LoRA training runs. See docs/gui.md.")
     app.state.roots, app.state.store, app.state.runner = roots, store, runner
-    app.state.ctx = Context(roots, store, runner, Jinja2Templates(directory=str(HERE / "templates")))
+    app.state.notifier = app_notifier if notify_command else None
+    app.state.ctx = Context(roots, store, runner, Jinja2Templates(directory=str(HERE / "templates")), state)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _guard(app, token, allowed_hosts)
     if start_runner:

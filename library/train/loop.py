@@ -193,6 +193,7 @@ class Trainer:
             self.position += 1
             if self.position % self.accum and self.position < plan.micro_per_rank:
                 continue
+            self.run_folder.flush_items(self.acc)  # the step's per-image losses, from every process
             self._optimizer_step(window_bad, window_loss / max(window_n, 1), epoch_losses, bar)
             if self.validation is not None:  # before any save: a state written now resumes after it
                 self.validation.after_step(self.global_step, self.epoch, sum(self.losses[-100:]) / max(len(self.losses[-100:]), 1))
