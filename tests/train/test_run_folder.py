@@ -134,3 +134,10 @@ def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_pat
     assert status["phase"] == "interrupted" and status["step"] == 1
     assert (out / "t-step00000001-state").is_dir() and not (out / "stop").exists()
     assert [m["step"] for m in _lines(out / "metrics.jsonl")] == [1]  # one writer: the main process
+    # the step's per-image losses come from both processes (gathered to the main one): 2 ranks x batch 2
+    items = _lines(out / "item_losses.jsonl")
+    assert [line["step"] for line in items] == [1] and len(items[0]["items"]) == 4
+    images = sorted(str(p) for p in (demo_data / "img").rglob("*.png"))
+    assert all(key in images and loss > 0 for key, loss in items[0]["items"])
+    loss = _lines(out / "metrics.jsonl")[0]["loss"]  # the mean over both ranks' batches
+    assert sum(v for _, v in items[0]["items"]) / 4 == pytest.approx(loss, rel=1e-4)
