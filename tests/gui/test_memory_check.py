@@ -71,8 +71,11 @@ def test_refused_options_leave_nothing_and_a_failed_dry_run_says_why(gui_root):
     client, app = make_client(gui_root)
     bad = client.post("/api/memory/check", json={"values": run_values(network_dim=-1)})
     assert bad.status_code == 400 and bad.json()["field"] == "network_dim"
+    outside = client.post("/api/memory/check", json={"values": run_values(pretrained_model_name_or_path="/etc/passwd")})
+    assert outside.status_code == 400 and outside.json()["error"].startswith("pretrained_model_name_or_path: ")
     checks = gui_root / ".gui" / "memory-checks"
-    assert not any(checks.iterdir())  # its temporary folder removed again
+    assert not any(checks.iterdir())  # their temporary folders removed again
+    assert app.state.store.all() == []  # nothing queued
 
     (gui_root / "empty" / "img" / "5_x").mkdir(parents=True)
     record, job, result = _check(client, app, run_values(train_data_dir="empty/img"))
