@@ -76,12 +76,17 @@ def test_refused_options_leave_nothing_and_a_failed_dry_run_says_why(gui_root):
     checks = gui_root / ".gui" / "memory-checks"
     assert not any(checks.iterdir())  # their temporary folders removed again
     assert app.state.store.all() == []  # nothing queued
+    cancelled = client.post("/api/memory/check", json={"values": run_values()}).json()
+    assert client.post(f"/api/jobs/{cancelled['job']}/cancel").json()["result"] == "cancelled"
+    record = client.get(f"/api/memory/check/{cancelled['job']}").json()
+    assert record["state"] == "cancelled" and record["measured"] is None and "cancelled" in record["error"]
+    assert [p.name for p in checks.iterdir()] == [f"check-{cancelled['job']}.json"]  # its folder deleted
 
     (gui_root / "empty" / "img" / "5_x").mkdir(parents=True)
     record, job, result = _check(client, app, run_values(train_data_dir="empty/img"))
     assert job["status"] == "failed" and result["state"] == "failed" and result["measured"] is None
     assert "no training images found" in result["error"] and result["comparison"] is None
-    assert sorted(p.name for p in checks.iterdir()) == [f"check-{record['job']}.json"]
+    assert sorted(p.name for p in checks.iterdir()) == sorted([f"check-{record['job']}.json", f"check-{cancelled['job']}.json"])
     assert client.get(f"/api/memory/check/{record['job'] + 99}").status_code == 404
 
 

@@ -109,6 +109,20 @@ def test_validation_loss_lands_in_metrics(tiny_ckpt, demo_data, tmp_path):
     assert sorted(validation) == [2, 4] and all(v > 0 for v in validation.values())
 
 
+def test_per_image_losses_are_one_line_per_optimizer_step(tiny_ckpt, demo_data, tmp_path):
+    """With gradient accumulation a step's line holds every micro-batch's images; their mean is the logged loss."""
+    import pytest
+
+    out = tmp_path / "out"
+    argv = _argv(tiny_ckpt("sd1"), demo_data, out, steps=2, train_batch_size=1, gradient_accumulation_steps=3)
+    assert main(argv) == EXIT_OK
+    items = _lines(out / "item_losses.jsonl")
+    losses = {m["step"]: m["loss"] for m in _lines(out / "metrics.jsonl")}
+    assert [line["step"] for line in items] == [1, 2] and all(len(line["items"]) == 3 for line in items)
+    for line in items:
+        assert sum(v for _, v in line["items"]) / 3 == pytest.approx(losses[line["step"]], rel=1e-4)
+
+
 def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_path):
     """Only the main process reads the control files; both ranks stop at the same step (accelerate, gloo)."""
     import subprocess
