@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from library.models.errors import UnmappedKey
+from library.models.key_paths import rename_head
 
 PREFIX = "first_stage_model."
 
@@ -23,10 +24,8 @@ _SAME = ("conv_in", "conv_out", "quant_conv", "post_quant_conv")
 
 def _rename_first(rest: str, table: dict[str, str]) -> str:
     """Rename the longest dotted head of ``rest`` found in ``table``; other names pass through."""
-    for old in sorted(table, key=len, reverse=True):
-        if rest == old or rest.startswith(old + "."):
-            return table[old] + rest[len(old) :]
-    return rest
+    renamed = rename_head(rest, table)
+    return rest if renamed is None else renamed
 
 
 def _is_attn_matrix(key: str) -> bool:
