@@ -95,7 +95,7 @@ def compare(estimate: dict | None, measured: dict | None) -> dict | None:
     estimated = estimate["total_bytes"] - estimate["parts"].get("CUDA context", 0)
     if measured.get("device") == "cuda":
         value, what = measured.get("max_allocated_bytes"), "torch.cuda.max_memory_allocated"
-    elif measured.get("start_rss_bytes") is not None:
+    elif measured.get("start_rss_bytes") is not None and measured.get("peak_rss_bytes") is not None:
         value, what = measured["peak_rss_bytes"] - measured["start_rss_bytes"], "peak resident set - resident set at start"
     else:
         return None

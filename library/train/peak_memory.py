@@ -11,7 +11,6 @@ from the Python + torch libraries every process carries.
 from __future__ import annotations
 
 import os
-import resource
 import sys
 
 
@@ -24,8 +23,13 @@ def resident_bytes() -> int | None:
         return None
 
 
-def peak_resident_bytes() -> int:
-    """The process's peak resident set so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+def peak_resident_bytes() -> int | None:
+    """The process's peak resident set so far (ru_maxrss: KiB on Linux, bytes on macOS); None on Windows,
+    which has no ``resource`` module (imported here, not at the top, so the trainer still starts there)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

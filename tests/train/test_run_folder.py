@@ -155,3 +155,24 @@ def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_pat
     assert all(key in images and loss > 0 for key, loss in items[0]["items"])
     loss = _lines(out / "metrics.jsonl")[0]["loss"]  # the mean over both ranks' batches
     assert sum(v for _, v in items[0]["items"]) / 4 == pytest.approx(loss, rel=1e-4)
+
+
+def test_peak_memory_without_the_resource_module_is_none_not_a_crash(monkeypatch):
+    """Windows has no ``resource`` module: the trainer and its status.json must still work there."""
+    import builtins
+
+    from library.train import peak_memory
+
+    real_import = builtins.__import__
+
+    def no_resource(name, *args, **kwargs):
+        if name == "resource":
+            raise ImportError("No module named 'resource'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_resource)
+    measured = peak_memory.peak_memory(start_resident=123)
+    assert measured == {"device": "cpu", "peak_rss_bytes": None, "start_rss_bytes": 123}
+    from webui.memory_check import compare
+
+    assert compare({"total_bytes": 10, "parts": {}}, measured) is None
