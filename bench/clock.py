@@ -1,0 +1,132 @@
+"""Clocks for benches on a shared machine: this process's CPU time on one torch thread, and wall time.
+
+Why: on a machine other jobs load, wall time counts the time our process waits for a core, which
+swings 2-4x from round to round; the CPU time the process itself used does not count that wait. It is
+only sound with torch on ONE thread: with several, idle OpenMP workers spin-wait for the next parallel
+region and that spinning is counted as CPU time, more of it the busier the machine. So ``--clock cpu``
+(the default for CPU benches) pins torch to one thread; ``--clock wall`` keeps torch's threads and
+measures what a user waits. Both clocks are always measured and printed; the chosen one makes the
+ratios. CPU time still moves with what runs beside us on the same core (caches, hyperthreads), so
+variants stay interleaved round by round and the figures are medians of ratios to a baseline taken in
+the same process.
+
+    from clock import add_clock_options, Clocks
+    add_clock_options(parser)                 # --clock cpu|wall, --threads N
+    clocks = Clocks.from_args(args, device)   # sets torch's threads
+    sample = clocks.measure(fn)               # Sample(wall=..., cpu=...)
+    clocks.report(times, baseline="base")     # both clocks, ratios, per-round spread, load average
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+CLOCKS = ("cpu", "wall")
+
+
+@dataclass(frozen=True)
+class Sample:
+    wall: float
+    cpu: float
+
+    def on(self, clock: str) -> float:
+        return self.cpu if clock == "cpu" else self.wall
+
+
+def add_clock_options(parser, default: str | None = None) -> None:
+    """``--clock`` and ``--threads`` on a bench's parser (default clock: cpu on a CPU, wall on CUDA)."""
+    parser.add_argument("--clock", choices=CLOCKS, default=default,
+                        help="which clock makes the ratios: cpu = this process's CPU time on one torch thread "
+                             "(robust to other jobs on the machine; default on a CPU), wall = elapsed time "
+                             "(default on CUDA). Both are printed.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default 1 with --clock cpu, torch's own default with --clock wall)")
+
+
+class LoadWatch:
+    """Samples the 1-minute load average every few seconds while a bench runs: its range goes in the report."""
+
+    def __init__(self, every: float = 5.0):
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every):
+        while not self._stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def text(self) -> str:
+        now = os.getloadavg()[0]
+        lo, hi = min(self.samples + [now]), max(self.samples + [now])
+        return f"load average (1 min) during the run {lo:.1f}-{hi:.1f}, median {statistics.median(self.samples + [now]):.1f}"
+
+
+class Clocks:
+    """The chosen clock, torch's thread count, and the measuring and reporting that go with them."""
+
+    def __init__(self, clock: str, threads: int, device: str = "cpu"):
+        if clock not in CLOCKS:
+            raise SystemExit(f"--clock {clock}: choose one of {', '.join(CLOCKS)}")
+        if clock == "cpu" and device != "cpu":
+            raise SystemExit(f"--clock cpu on {device}: the work runs on the device, not in this process's CPU "
+                             "time; use --clock wall")
+        if clock == "cpu" and threads != 1:
+            raise SystemExit(f"--clock cpu with --threads {threads}: idle OpenMP threads spin-wait and count as CPU "
+                             "time, more so on a busy machine; use --threads 1 or --clock wall")
+        import torch
+
+        self.clock, self.device = clock, device
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # for child processes
+        self.threads = torch.get_num_threads()
+        self.load = LoadWatch()
+
+    @classmethod
+    def from_args(cls, args, device: str = "cpu") -> "Clocks":
+        clock = args.clock or ("cpu" if device == "cpu" else "wall")
+        threads = args.threads or (1 if clock == "cpu" else None)
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        return cls(clock, threads, device)
+
+    def measure(self, fn, *a, **kw) -> Sample:
+        """Run ``fn`` once; its wall time and this process's CPU time (all threads, user + system)."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn(*a, **kw)
+        return Sample(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
+
+    def header(self) -> str:
+        return (f"clock: {self.clock} ({'CPU time of this process' if self.clock == 'cpu' else 'wall time'}), "
+                f"torch threads {self.threads}, {os.cpu_count()} CPUs; {self.load.text()}")
+
+    def report(self, times: dict, baseline: str, label=str, unit: str = "s", scale: float = 1.0) -> list[str]:
+        """One line per variant: median on both clocks, ratio to ``baseline`` on each, and the spread of
+        the per-round ratios (round i's variant over round i's baseline) on each, plus every round."""
+        lines = [self.header(),
+                 f"{'variant':>12} {'cpu ' + unit:>9} {'x cpu':>6} {'round spread':>13}   "
+                 f"{'wall ' + unit:>9} {'x wall':>6} {'round spread':>13}"]
+        base = times[baseline]
+        for name, samples in times.items():
+            cells = []
+            for clock in ("cpu", "wall"):
+                med = statistics.median(s.on(clock) for s in samples) * scale
+                ref = statistics.median(s.on(clock) for s in base) * scale
+                per_round = [s.on(clock) / b.on(clock) for s, b in zip(samples, base) if b.on(clock) > 0]
+                spread = f"{min(per_round):.2f}-{max(per_round):.2f}" if per_round else "-"
+                cells.append(f"{med:9.3f} {med / ref:6.3f} {spread:>13}")
+            lines.append(f"{label(name):>12} {cells[0]}   {cells[1]}")
+        lines.append("rounds (cpu/wall " + unit + "): " + "; ".join(
+            f"{label(n)}: " + ", ".join(f"{s.cpu * scale:.2f}/{s.wall * scale:.2f}" for s in v) for n, v in times.items()))
+        return lines
+
+    def ratio(self, times: dict, name: str, baseline: str) -> float:
+        """Median of ``name`` over median of ``baseline`` on the chosen clock."""
+        return (statistics.median(s.on(self.clock) for s in times[name])
+                / statistics.median(s.on(self.clock) for s in times[baseline]))
