@@ -20,6 +20,7 @@ the same process.
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import threading
 import time
@@ -31,7 +32,8 @@ CLOCKS = ("cpu", "wall")
 @dataclass(frozen=True)
 class Sample:
     wall: float
-    cpu: float
+    cpu: float  # user + system
+    sys: float = 0.0  # of which system (page faults, mostly): where memory pressure from other jobs shows
 
     def on(self, clock: str) -> float:
         return self.cpu if clock == "cpu" else self.wall
@@ -45,6 +47,12 @@ def add_clock_options(parser, default: str | None = None) -> None:
                              "(default on CUDA). Both are printed.")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default 1 with --clock cpu, torch's own default with --clock wall)")
+
+
+def _system_time() -> float:
+    """This process's system CPU time (getrusage: the user/system split is the kernel's estimate; the
+    total that process_time gives is exact)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
 class LoadWatch:
@@ -98,9 +106,10 @@ class Clocks:
 
     def measure(self, fn, *a, **kw) -> Sample:
         """Run ``fn`` once; its wall time and this process's CPU time (all threads, user + system)."""
-        cpu, wall = time.process_time(), time.perf_counter()
+        sys_before, cpu, wall = _system_time(), time.process_time(), time.perf_counter()
         fn(*a, **kw)
-        return Sample(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return Sample(wall=wall, cpu=cpu, sys=_system_time() - sys_before)
 
     def header(self) -> str:
         return (f"clock: {self.clock} ({'CPU time of this process' if self.clock == 'cpu' else 'wall time'}), "
@@ -122,6 +131,9 @@ class Clocks:
                 spread = f"{min(per_round):.2f}-{max(per_round):.2f}" if per_round else "-"
                 cells.append(f"{med:9.3f} {med / ref:6.3f} {spread:>13}")
             lines.append(f"{label(name):>12} {cells[0]}   {cells[1]}")
+        every = [s for v in times.values() for s in v]
+        lines.append(f"system time (page faults...) {100 * sum(s.sys for s in every) / max(sum(s.cpu for s in every), 1e-9):.1f} % "
+                     "of the CPU time measured")
         lines.append("rounds (cpu/wall " + unit + "): " + "; ".join(
             f"{label(n)}: " + ", ".join(f"{s.cpu * scale:.2f}/{s.wall * scale:.2f}" for s in v) for n, v in times.items()))
         return lines

@@ -29,7 +29,7 @@ between steps, untimed), interleaved round by round, as ratios to ``lora`` (our 
 * ``compiled``   fused + torch.compile(UNet) (``--compile BACKEND``; its first call is reported apart
                  as the compile time)
 
-    .venv/bin/python bench/train_step.py --levers [--compile inductor] [--rounds 3] [--resolution 256]
+    .venv/bin/python bench/train_step.py --levers [--compile inductor] [--rounds 3] [--resolution 256] [--variants lora fused]
 
 Clocks (bench/clock.py): both are measured and printed; ``--clock cpu`` (the default on a CPU) makes the
 ratios from this process's CPU time with torch on one thread, so other jobs on a shared machine do not
@@ -277,7 +277,9 @@ def te_memory_main(args):
 def levers_main(args, clocks: Clocks):
     """Each lever alone and together against ``lora`` (the step before them), interleaved."""
     bench = _Levers(args)
-    variants = list(LEVERS)
+    variants = list(args.variants or LEVERS)
+    if "lora" not in variants:
+        variants.insert(0, "lora")  # the baseline of the ratios
     compile_cost = None
     if args.compile:
         bench.compiled = torch.compile(bench.unet, backend=args.compile)
@@ -324,6 +326,8 @@ def main():
     ap.add_argument("--levers", action="store_true", help="the step-speed levers, alone and together, on one model")
     ap.add_argument("--te_memory", action="store_true", help="resident memory with the text encoder kept vs freed")
     ap.add_argument("--compile", default=None, metavar="BACKEND", help="with --levers: add torch.compile(UNet)")
+    ap.add_argument("--variants", nargs="+", choices=LEVERS, default=None,
+                    help="with --levers: only these (lora, the baseline, always runs)")
     add_clock_options(ap)
     args = ap.parse_args()
     clocks = Clocks.from_args(args, args.device)
