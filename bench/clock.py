@@ -8,7 +8,9 @@ region and that spinning is counted as CPU time, more of it the busier the machi
 measures what a user waits. Both clocks are always measured and printed; the chosen one makes the
 ratios. CPU time still moves with what runs beside us on the same core (caches, hyperthreads), so
 variants stay interleaved round by round and the figures are medians of ratios to a baseline taken in
-the same process.
+the same process. On a CPU the bench's process keeps freed memory as the training scripts' own process
+does (library/train/own_process.py), so page faults, the part of CPU time other jobs' memory pressure
+moves most, stay out of the figures.
 
     from clock import add_clock_options, Clocks
     add_clock_options(parser)                 # --clock cpu|wall, --threads N
@@ -22,6 +24,7 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +50,15 @@ def add_clock_options(parser, default: str | None = None) -> None:
                              "(default on CUDA). Both are printed.")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default 1 with --clock cpu, torch's own default with --clock wall)")
+
+
+def _keep_freed_memory() -> bool:
+    """What the training scripts' own process does on a CPU (library/train/own_process.py): the bench measures
+    the step as the trainer runs it, and page faults (the noisiest part of CPU time here) stay out."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from library.train.own_process import keep_freed_memory
+
+    return keep_freed_memory()
 
 
 def _system_time() -> float:
@@ -77,7 +89,7 @@ class LoadWatch:
 class Clocks:
     """The chosen clock, torch's thread count, and the measuring and reporting that go with them."""
 
-    def __init__(self, clock: str, threads: int, device: str = "cpu"):
+    def __init__(self, clock: str, threads: int, device: str = "cpu", keep_freed: bool = True):
         if clock not in CLOCKS:
             raise SystemExit(f"--clock {clock}: choose one of {', '.join(CLOCKS)}")
         if clock == "cpu" and device != "cpu":
@@ -89,6 +101,7 @@ class Clocks:
         import torch
 
         self.clock, self.device = clock, device
+        self.keep_freed = keep_freed and device == "cpu" and _keep_freed_memory()
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # for child processes
         self.threads = torch.get_num_threads()
@@ -113,7 +126,9 @@ class Clocks:
 
     def header(self) -> str:
         return (f"clock: {self.clock} ({'CPU time of this process' if self.clock == 'cpu' else 'wall time'}), "
-                f"torch threads {self.threads}, {os.cpu_count()} CPUs; {self.load.text()}")
+                f"torch threads {self.threads}, {os.cpu_count()} CPUs, freed memory "
+                f"{'kept (as the training scripts do on a CPU)' if self.keep_freed else 'returned (glibc default)'}; "
+                f"{self.load.text()}")
 
     def report(self, times: dict, baseline: str, label=str, unit: str = "s", scale: float = 1.0) -> list[str]:
         """One line per variant: median on both clocks, ratio to ``baseline`` on each, and the spread of

@@ -37,11 +37,7 @@ def child(variant: str, args) -> dict:
     from clock import Clocks
     from profile_step import PhasedStep, bare_steps
 
-    if variant == "heap":
-        from library.train.own_process import keep_freed_memory
-
-        keep_freed_memory()
-    clocks = Clocks("cpu", 1)
+    clocks = Clocks("cpu", 1, keep_freed=variant == "heap")
     step = PhasedStep(args)
     steps = {"lora_unet": lambda: step(record=False), "base": bare_steps(step)["base"]}
     for _ in range(2):
