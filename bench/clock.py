@@ -22,7 +22,6 @@ moves most, stay out of the figures.
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import sys
 import threading
@@ -63,7 +62,11 @@ def _keep_freed_memory() -> bool:
 
 def _system_time() -> float:
     """This process's system CPU time (getrusage: the user/system split is the kernel's estimate; the
-    total that process_time gives is exact)."""
+    total that process_time gives is exact); 0 where there is no getrusage (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 

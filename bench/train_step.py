@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import statistics
-import resource
 import subprocess
 import sys
 
@@ -285,11 +284,10 @@ def levers_main(args, clocks: Clocks):
         bench.compiled = torch.compile(bench.unet, backend=args.compile)
         variants.append("compiled")
     for v in variants:  # warm-up; the compiled variant's first call is its compile time
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        children = _children_cpu()
         first = clocks.measure(bench.step, v)
         if v == "compiled":
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            compile_cost = (first, after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime)
+            compile_cost = (first, _children_cpu() - children)
         print(f"warm-up {v}: {first.cpu:.1f} s cpu, {first.wall:.1f} s wall", flush=True)
     times = {v: [] for v in variants}
     for _ in range(args.rounds):
@@ -304,6 +302,16 @@ def levers_main(args, clocks: Clocks):
         steady = statistics.median(s.wall for s in times["compiled"])
         print(f"compile ({args.compile}): first step {first.wall:.1f} s wall (about {first.wall - steady:.1f} s of compiling), "
               f"{first.cpu:.1f} s CPU in this process + {children_cpu:.1f} s in compiler subprocesses")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of finished child processes (the compiler's), 0 where there is no getrusage (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _bf16_unit():
