@@ -70,21 +70,26 @@ def _system_time() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
+def _load() -> float:
+    """The 1-minute load average (nan where the OS has none: Windows)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 class LoadWatch:
     """Samples the 1-minute load average every few seconds while a bench runs: its range goes in the report."""
 
     def __init__(self, every: float = 5.0):
-        self.samples = [os.getloadavg()[0]]
+        self.samples = [_load()]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
         self._thread.start()
 
     def _run(self, every):
         while not self._stop.wait(every):
-            self.samples.append(os.getloadavg()[0])
+            self.samples.append(_load())
 
     def text(self) -> str:
-        now = os.getloadavg()[0]
+        now = _load()
         lo, hi = min(self.samples + [now]), max(self.samples + [now])
         return f"load average (1 min) during the run {lo:.1f}-{hi:.1f}, median {statistics.median(self.samples + [now]):.1f}"
 
@@ -155,8 +160,3 @@ class Clocks:
         lines.append("rounds (cpu/wall " + unit + "): " + "; ".join(
             f"{label(n)}: " + ", ".join(f"{s.cpu * scale:.2f}/{s.wall * scale:.2f}" for s in v) for n, v in times.items()))
         return lines
-
-    def ratio(self, times: dict, name: str, baseline: str) -> float:
-        """Median of ``name`` over median of ``baseline`` on the chosen clock."""
-        return (statistics.median(s.on(self.clock) for s in times[name])
-                / statistics.median(s.on(self.clock) for s in times[baseline]))
