@@ -10,7 +10,10 @@ or a wrong layer (tests/quality/test_concept_cases.py).
 Recipe, as library/eval/shapes_model.py's SD1 one (its VAE training and latent normalisation
 are called, not copied) at a smaller budget:
 
-* VAE: SD1/SDXL AutoencoderKL layout at tiny widths, normalised for SDXL's factor 0.13025;
+* VAE: the SD1 shapes model's (same AutoencoderKL layout; built or taken from the cache), its
+  latents re-normalised for SDXL's factor 0.13025 — measured: a VAE trained at the SDXL build's
+  own smaller budget (900 steps) turned red and yellow orange and stars into blobs on the way
+  back (6/16 round trips right vs 16/16), and a UNet cannot draw what its VAE cannot decode;
 * text encoders: the project's tiny SDXL pair (CLIP-L-like, bigG-like with projection),
   random and frozen; the UNet's cross-attention and its pooled/time embedding learn to read them;
 * UNet: the SDXL block layout (3 levels, cross-attention in the last two, varying transformer
@@ -55,6 +58,7 @@ class SdxlBudget:
     images: int = 800
     star_share: float | None = 0.4
     crop_share: float = 0.2  # images that are crops of an upscaled render, with their size/crop ids
+    vae_from_sd1: bool = True  # take the SD1 shapes model's VAE; False: train one here (vae_* below)
     vae_steps: int = 900
     vae_batch: int = 8
     vae_lr: float = 3e-3
@@ -66,7 +70,7 @@ class SdxlBudget:
     drop_position: float = 0.25
 
 
-SMOKE = SdxlBudget(images=16, star_share=None, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
+SMOKE = SdxlBudget(images=16, star_share=None, vae_from_sd1=False, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
 BUDGETS = {"default": SdxlBudget(), "smoke": SMOKE}
 
 
@@ -169,9 +173,18 @@ def _vae_budget(budget: SdxlBudget) -> shapes_model.Budget:
     return shapes_model.Budget(vae_steps=budget.vae_steps, vae_batch=budget.vae_batch, vae_lr=budget.vae_lr)
 
 
+def sd1_vae(vae, seed: int, cache_dir, log) -> None:
+    """Load the (cached, else built) SD1 shapes model's VAE weights into ``vae`` (same layout)."""
+    from library.models import load_base_model
+
+    sd1 = load_base_model(str(shapes_model.cached_shapes_model(seed=seed, cache_dir=cache_dir, log=log)))
+    vae.load_state_dict(sd1.vae.state_dict())
+
+
 def build_sdxl_shapes_model(out: str | os.PathLike, seed: int = 0, budget: SdxlBudget = SdxlBudget(),
-                            prediction_type: str = "epsilon", log=print) -> Path:
-    """Train the SDXL-layout shapes model from ``seed`` and save it to ``out``; returns the path."""
+                            prediction_type: str = "epsilon", log=print, cache_dir=None) -> Path:
+    """Train the SDXL-layout shapes model from ``seed`` and save it to ``out``; returns the path.
+    ``cache_dir``: where the SD1 shapes model whose VAE it takes is cached (``budget.vae_from_sd1``)."""
     t0 = time.time()
     configs = sdxl_shapes_configs(prediction_type)
     threads = torch.get_num_threads()
@@ -182,10 +195,12 @@ def build_sdxl_shapes_model(out: str | os.PathLike, seed: int = 0, budget: SdxlB
             gen = torch.Generator().manual_seed(seed)
             model = assemble(configs, build_models(configs, device="cpu", seed=seed))
             specs, pixels, time_ids, cropped = training_images(budget, seed)
-            extra = _to_tensor([shapes_data.render(s) for s in shapes_data.vae_specs(budget.images, seed=seed + 1)])
-            log(f"rendered {len(specs)} ({int(cropped.sum())} crops) + {len(extra)} images ({time.time() - t0:.0f}s)")
-
-            shapes_model.train_vae(model.vae, torch.cat([pixels, extra]), _vae_budget(budget), gen, log)
+            log(f"rendered {len(specs)} images ({int(cropped.sum())} crops) ({time.time() - t0:.0f}s)")
+            if budget.vae_from_sd1:
+                sd1_vae(model.vae, seed, cache_dir, log)
+            else:
+                extra = _to_tensor([shapes_data.render(s) for s in shapes_data.vae_specs(budget.images, seed=seed + 1)])
+                shapes_model.train_vae(model.vae, torch.cat([pixels, extra]), _vae_budget(budget), gen, log)
             shapes_model.normalise_latents(model.vae, pixels, model.vae_scale_factor)
             with torch.no_grad():
                 latents = torch.cat([model.vae.encode(pixels[i : i + 256]).latent_dist.mean
@@ -213,5 +228,5 @@ def cached_sdxl_shapes_model(seed: int = 0, prediction_type: str = "epsilon", ca
     folder = Path(cache_dir or shapes_model.default_cache_dir()) / f"shapes-sdxl-{source_hash()}"
     path = folder / f"shapes_sdxl_{prediction_type}_seed{seed}.safetensors"
     if not path.exists():
-        build_sdxl_shapes_model(path, seed=seed, prediction_type=prediction_type, log=log)
+        build_sdxl_shapes_model(path, seed=seed, prediction_type=prediction_type, log=log, cache_dir=cache_dir)
     return path
