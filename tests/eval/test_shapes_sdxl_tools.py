@@ -97,3 +97,20 @@ def test_builder_trainer_and_pipeline_agree_on_the_native_time_ids(smoke_sdxl):
     # and a cropped training image puts the crop in the middle, as the builder does
     (orig, crop, target) = size_conditioning((96, 80), (96, 80), (64, 64), (7, 3), False)
     assert sdxl_time_ids([orig], [crop], [target]).tolist() == [[80, 96, 3, 7, 64, 64]]
+
+
+def test_sdxl_build_takes_the_sd1_shapes_vae_from_the_cache(tmp_path):
+    """The real build decodes with the SD1 shapes model's VAE (re-normalised for SDXL's 0.13025)."""
+    from dataclasses import replace
+
+    from library.eval import shapes_model
+    from library.eval.shapes_model_sdxl import build_sdxl_shapes_model
+
+    sd1_path = tmp_path / f"shapes-{shapes_model.source_hash()}" / "shapes_epsilon_seed0.safetensors"
+    assert make_shapes(["--out", str(sd1_path), "--budget", "smoke"]) == 0  # stands in for the cached SD1 model
+    out = build_sdxl_shapes_model(tmp_path / "xl.safetensors", budget=replace(SMOKE, vae_from_sd1=True),
+                                  cache_dir=tmp_path, log=lambda *a: None)
+    sd1, xl = load_base_model(str(sd1_path)).vae.state_dict(), load_base_model(str(out)).vae.state_dict()
+    # the decoder is the SD1 one; only the latent affine (quant_conv / post_quant_conv) is re-normalised
+    assert all(torch.equal(sd1[k], xl[k]) for k in sd1 if k.startswith(("decoder.", "encoder.")))
+    assert not torch.equal(sd1["quant_conv.bias"], xl["quant_conv.bias"])
