@@ -42,6 +42,7 @@ def child(variant: str, path: str, dtype: str) -> dict:
     from safetensors import safe_open
 
     from library.models.checkpoint_file import SafetensorsReader
+    from library.models.load_request import LoadRequest
     from library.models.single_file import load_from_reader
 
     class MmapReader(SafetensorsReader):
@@ -52,8 +53,7 @@ def child(variant: str, path: str, dtype: str) -> dict:
 
     reader = (MmapReader if variant == "mmap" else SafetensorsReader)(path)
     before = _rss_bytes()
-    model = load_from_reader(reader, path, family=None, v_parameterization=None,
-                             dtype=getattr(torch, DTYPES[dtype]), device="cpu")
+    model = load_from_reader(reader, path, LoadRequest(dtype=getattr(torch, DTYPES[dtype])))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     nets = [model.unet, model.vae, *model.text_encoders]
     built = sum(t.numel() * t.element_size() for m in nets for t in [*m.parameters(), *m.buffers()])

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
-from library.merge.tool_args import add_output_options, check_device, dtype_of  # noqa: E402
+from library.merge.tool_args import add_device_option, add_output_options, check_device, dtype_of  # noqa: E402
 from library.merge.lora_extract import extract_tensors, lora_networks, module_diffs  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from networks.lora_file import save_lora_file  # noqa: E402
@@ -65,7 +65,7 @@ def _check_args(args) -> str | None:
         raise UserError(f"--clamp_quantile {args.clamp_quantile}: must be in (0, 1]; 1 turns clamping off")
     if args.min_diff < 0:
         raise UserError(f"--min_diff {args.min_diff}: must be 0 or more")
-    check_device(args.device)
+    args.device = check_device(args.device)  # an empty name means the default
     forced = [f for f, on in (("sdxl", args.sdxl), ("sd2", args.v2)) if on]
     if args.family != "auto":
         forced.append(args.family)
@@ -90,7 +90,7 @@ def extract(args) -> str:
         )
     if not te_different and net_o.text_encoder_loras:
         print(f"text encoder is the same (max |diff| {te_max:.3g} <= --min_diff {args.min_diff}): extracting the UNet only")
-    tensors, retained = extract_tensors(diffs, args.dim, args.conv_dim, args.clamp_quantile, args.device or "cpu", args.svd_lowrank_niter)
+    tensors, retained = extract_tensors(diffs, args.dim, args.conv_dim, args.clamp_quantile, args.device, args.svd_lowrank_niter)
     dtype = dtype_of(args.save_precision)
     save_lora_file(tensors, args.save_to, extracted_metadata(org, args, args.save_to), dtype)
     worst = min(retained, key=retained.get)
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sdxl", action="store_true", help="kohya's flag: the models are SDXL (detected anyway)")
     p.add_argument("--v2", action="store_true", help="kohya's flag: the models are SD2 (detected anyway)")
     p.add_argument("--v_parameterization", action="store_true", default=None, help="accepted for kohya commands; read from the model")
-    p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
+    add_device_option(p)
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="randomised SVD iterations for weights over 2048x2048 (0 = exact)")
     p.add_argument("--no_metadata", action="store_true", help="write only the ss_* fields (no modelspec)")
     add_output_options(p, "float")

@@ -9,14 +9,13 @@ tests/options/test_kohya_doc.py fails when the committed page differs from what 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from library.options.docs import write_or_check  # noqa: E402
+from library.options.docs import doc_tool_main  # noqa: E402
 from library.options.kohya_doc import read_kohya_options, render_kohya_markdown  # noqa: E402
 
 DOC_PATH = os.path.join(ROOT, "docs", "kohya.md")
@@ -29,11 +28,7 @@ def render() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only check that docs/kohya.md is up to date")
-    parser.add_argument("--output", default=DOC_PATH, help="where to write (default: docs/kohya.md)")
-    args = parser.parse_args(argv)
-    return write_or_check(args.output, render(), args.check, "python tools/gen_kohya_doc.py")
+    return doc_tool_main(argv, __doc__, DOC_PATH, render, "python tools/gen_kohya_doc.py")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ tests/options/test_docs.py fails when the committed file differs from what this 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -16,17 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from library.options import render_markdown  # noqa: E402
-from library.options.docs import write_or_check  # noqa: E402
+from library.options.docs import doc_tool_main  # noqa: E402
 
 DOC_PATH = os.path.join(ROOT, "docs", "options.md")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only check that docs/options.md is up to date")
-    parser.add_argument("--output", default=DOC_PATH, help="where to write (default: docs/options.md)")
-    args = parser.parse_args(argv)
-    return write_or_check(args.output, render_markdown(), args.check, "python tools/gen_options_doc.py")
+    return doc_tool_main(argv, __doc__, DOC_PATH, render_markdown, "python tools/gen_options_doc.py")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from library.devices import dtype_of  # noqa: E402
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
 from library.options.schema import finite_float  # noqa: E402
-from library.merge.tool_args import add_output_options  # noqa: E402
+from library.merge.tool_args import add_device_option, add_output_options  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
 from library.vocabulary import SAVE_PRECISIONS  # noqa: E402
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clamp_quantile", type=finite_float, default=0.99, help="SVD: clamp values to this quantile as kohya does; 1 = no clamping")
     p.add_argument("--concat", action="store_true", help="accepted for kohya commands; the exact rank-concatenating merge is the default")
     p.add_argument("--v2", action="store_true", help="accepted for kohya commands; the family is detected from the file")
-    p.add_argument("--device", default="cpu", help="device for the SVD (e.g. cuda)")
+    add_device_option(p)
     p.add_argument("--no_metadata", action="store_true", help="write only the minimum ss_network_* metadata")
     add_output_options(p, "checkpoint merges keep the base file's dtype, LoRA merges write float")
     return p
@@ -77,10 +77,10 @@ def merge_loras(args) -> str:
     from library.merge.lora_merge import merge_loras_to_file
     from library.merge.tool_args import check_device
 
-    check_device(args.device)
+    device = check_device(args.device)
     tensors = merge_loras_to_file(
         args.models, args.ratios, args.save_to, new_rank=args.new_rank, new_conv_rank=args.new_conv_rank,
-        clamp_quantile=args.clamp_quantile, save_dtype=dtype_of(args.save_precision), device=args.device,
+        clamp_quantile=args.clamp_quantile, save_dtype=dtype_of(args.save_precision), device=device,
         no_metadata=args.no_metadata,
     )
     ranks = sorted({int(t.shape[0]) for k, t in tensors.items() if k.endswith("lora_down.weight")})

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from library.errors import UserError, run_reporting_user_errors  # noqa: E402
-from library.merge.tool_args import add_output_options, check_device, dtype_of  # noqa: E402
+from library.merge.tool_args import add_device_option, add_output_options, check_device, dtype_of  # noqa: E402
 from library.merge.lora_resize import ModuleResize, resize_modules  # noqa: E402
 from networks import lora_format, lora_svd  # noqa: E402
 from library.output_paths import check_tool_output  # noqa: E402
@@ -115,7 +115,7 @@ def summary(rows: list[ModuleResize], save_to: str) -> str:
 
 
 def _check_args(args) -> None:
-    check_device(args.device)
+    args.device = check_device(args.device)  # an empty name means the default
     if not args.save_to.endswith(".safetensors"):
         raise UserError(f"--save_to {args.save_to}: LoRA files are written as .safetensors; use a name ending in .safetensors")
     check_tool_output(args.save_to, [args.model], "lora", args.overwrite)
@@ -136,7 +136,7 @@ def resize(args) -> str:
     tensors, metadata = read_lora_file(args.model)
     require_plain_lora(tensors, args.model, "resize_lora.py")
     resized, rows = resize_lora_tensors(
-        tensors, args.new_rank, args.new_conv_rank, args.dynamic_method, args.dynamic_param, args.device or "cpu", args.model
+        tensors, args.new_rank, args.new_conv_rank, args.dynamic_method, args.dynamic_param, args.device, args.model
     )
     if args.verbose:
         for r in rows:
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pick each module's rank from its singular values (capped by --new_rank/--new_conv_rank)")
     p.add_argument("--dynamic_param", type=finite_float, default=None,
                    help="sv_ratio: keep S > S[0]/param; sv_fro: keep this fraction of the Frobenius norm; sv_cumulative: of sum(S)")
-    p.add_argument("--device", default=None, help="device for the SVD, e.g. cuda (default cpu)")
+    add_device_option(p)
     p.add_argument("--svd_lowrank_niter", type=int, default=2, help="accepted for kohya commands; the SVD here is always exact and cheap")
     p.add_argument("--verbose", action="store_true", help="print each module's retained singular values")
     add_output_options(p, "the input's")

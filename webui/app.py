@@ -10,6 +10,8 @@ runner through ``context.Context``. Routes are thin: paths go through ``paths.Ro
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -19,27 +21,34 @@ from fastapi.templating import Jinja2Templates
 
 from library.errors import UserError
 
-from . import security
+from . import memory_check, security
 from .context import HERE, Context
 from .jobs import JobStore, Runner
+from .notify import Notifier
 from .paths import PathRefused, Roots
 from .routes import compare, datasets, jobs, options, pages, tools
 
 
 def create_app(root: str | os.PathLike = ".", token: str | None = None, state_dir: str | os.PathLike | None = None,
-               allowed_hosts: tuple[str, ...] = security.LOCAL_HOSTS, start_runner: bool = True) -> FastAPI:
-    """The app serving ``root``; jobs live in ``state_dir`` (default ROOT/.lorasmith-gui)."""
+               allowed_hosts: tuple[str, ...] = security.LOCAL_HOSTS, start_runner: bool = True,
+               notify_command: list[str] | None = None, base_url: str = "") -> FastAPI:
+    """The app serving ``root``; jobs live in ``state_dir`` (default ROOT/.lorasmith-gui); ``notify_command``
+    (webui/notify.py) runs when a job ends, ``base_url`` makes its ``{url}``."""
     roots = Roots(root)
     state = Path(state_dir) if state_dir else roots.root / ".lorasmith-gui"
     store = JobStore(state / "jobs.sqlite")
     runner = Runner(store, roots.root, state / "logs")
-    app = FastAPI(title="lorasmith GUI", description="Set up, launch and watch LoRA training runs. See docs/gui.md.")
+    runner.on_finish.append(partial(memory_check.settle, state))  # a dry run's result, its folder deleted
+    notifier = Notifier(notify_command, state / "logs" / "notify.log", base_url) if notify_command else None
+    if notifier is not None:
+        runner.on_finish.append(notifier)
+    app = FastAPI(title="lorasmith GUI", description="Set up, launch and watch LoRA training runs. See docs/gui.md.",
+                  lifespan=_running_jobs(runner) if start_runner else None)
     app.state.roots, app.state.store, app.state.runner = roots, store, runner
-    app.state.ctx = Context(roots, store, runner, Jinja2Templates(directory=str(HERE / "templates")))
+    app.state.notifier = notifier
+    app.state.ctx = Context(roots, store, runner, Jinja2Templates(directory=str(HERE / "templates")), state)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _guard(app, token, allowed_hosts)
-    if start_runner:
-        _run_jobs(app, runner)
     for module in (options, datasets, compare, jobs, tools, pages):  # compare before jobs/{id}/{action}; pages last
         app.include_router(module.router)
     return app
@@ -62,12 +71,16 @@ def _guard(app: FastAPI, token: str | None, allowed_hosts: tuple[str, ...]) -> N
         return JSONResponse({"error": str(exc)}, status_code=403)
 
 
-def _run_jobs(app: FastAPI, runner: Runner) -> None:
-    @app.on_event("startup")
-    async def _start():
+def _running_jobs(runner: Runner):
+    """The app's lifespan: the job runner works while the app serves (and notifications under way finish)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
         runner.tick()  # re-attach to running jobs, settle finished ones, before the first page
         runner.start_thread()
-
-    @app.on_event("shutdown")
-    async def _stop():
+        yield
         runner.stop_thread()
+        if app.state.notifier is not None:
+            app.state.notifier.wait(timeout=10)
+
+    return lifespan

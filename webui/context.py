@@ -29,6 +29,7 @@ class Context:
     store: JobStore
     runner: Runner
     templates: Jinja2Templates
+    state_dir: Path  # the GUI's own folder: the job queue, logs, memory checks
 
     def job_or_404(self, job_id: int) -> dict:
         job = self.store.get(job_id)

@@ -29,6 +29,8 @@ TOOLS = {name: REPO / "tools" / f"{name}.py" for name in
 # the GUI's own job scripts (not on the Tools page): the Compare page's image grid
 INTERNAL = {"compare_grid": REPO / "webui" / "compare_grid.py"}
 ACTIVE, FINAL = ("queued", "running"), ("done", "failed", "interrupted", "cancelled")
+# job kinds that run a training script (a memory check is a 2-step training: webui/memory_check.py)
+TRAINING_KINDS = ("train", "memory_check")
 EXIT_PHASES = {0: "done", 130: "interrupted"}
 
 _SCHEMA = """
@@ -94,7 +96,7 @@ def options_argv(values: dict) -> list[str]:
 
 def script_of(job: dict) -> Path:
     """The script a job runs: the training script, a tool, or one of the GUI's own job scripts."""
-    if job["kind"] == "train":
+    if job["kind"] in TRAINING_KINDS:
         return SCRIPTS[job["script"]]
     return INTERNAL.get(job["script"]) or TOOLS[job["script"]]
 
@@ -177,7 +179,8 @@ class Runner:
     """Starts queued jobs one at a time, watches the running one, and re-attaches after a restart.
 
     ``tick()`` does one round of work (tests call it directly); ``start_thread()`` calls it every
-    ``interval`` seconds in the background.
+    ``interval`` seconds in the background. ``on_finish`` callables get each job's row once it has ended
+    (the memory check's settling, the ``--notify_command``); one that fails is logged, never stops the runner.
     """
 
     def __init__(self, store: JobStore, root: Path, log_dir: Path, python: str = sys.executable, interval: float = 0.5):
@@ -187,11 +190,12 @@ class Runner:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
+        self.on_finish: list = []
 
     # --- commands ----------------------------------------------------------------------------
     def command(self, job: dict) -> list[str]:
         """The argument list a job runs (never a shell string)."""
-        if job["kind"] == "train":
+        if job["kind"] in TRAINING_KINDS:
             script = str(SCRIPTS[job["script"]])
             args = options_argv(job["options"])
             if job["processes"] > 1 or job["gpu_ids"]:
@@ -265,6 +269,14 @@ class Runner:
         if outcome == "failed" and not error:
             error = self._last_error_line(job) or f"exited with code {code}"
         self.store.update(job["id"], status=outcome, exit_code=code, error=error, ended=time.time())
+        self._ended(self.store.get(job["id"]))
+
+    def _ended(self, job: dict) -> None:
+        for hook in self.on_finish:
+            try:
+                hook(job)
+            except Exception as e:  # a hook must not leave the job looking unfinished or stop the queue
+                print(f"gui runner: after job {job['id']}: {type(e).__name__}: {e}", file=sys.stderr)
 
     def _last_error_line(self, job: dict) -> str | None:
         try:
@@ -291,6 +303,7 @@ class Runner:
             raise ValueError(f"no job {job_id}")
         if job["status"] == "queued":
             self.store.update(job_id, status="cancelled", ended=time.time())
+            self._ended(self.store.get(job_id))
             return "cancelled"
         if job["status"] == "running":
             if job["kind"] == "train":

@@ -140,6 +140,13 @@ def _dataset_from(chain: List[dict], subsets: List[SubsetParams], where: str) ->
     return DatasetParams(subsets=subsets, **values)
 
 
+def _tables(value, missing: str) -> list:
+    """A TOML array of tables with at least one entry; else the ``missing`` message."""
+    if not isinstance(value, list) or not value:
+        raise DatasetError(missing)
+    return value
+
+
 def datasets_from_config(config: dict, path: str, options: Optional[DataOptions] = None, issues: Optional[Issues] = None) -> List[DatasetParams]:
     """Validate a parsed dataset_config and apply the subset -> dataset -> general -> CLI fallbacks."""
     issues = issues if issues is not None else Issues()
@@ -147,16 +154,13 @@ def datasets_from_config(config: dict, path: str, options: Optional[DataOptions]
     cli = _cli_values(options)
     _check_table(config, "", "the top level", path, issues, extra=("general", "datasets"))
     general = _check_table(config.get("general", {}), "general", "[general]", path, issues)
-    datasets_cfg = config.get("datasets")
-    if not isinstance(datasets_cfg, list) or not datasets_cfg:
-        raise DatasetError(f"{path}: no [[datasets]] table; add one with at least one [[datasets.subsets]] (image_dir = ...)")
+    datasets_cfg = _tables(config.get("datasets"),
+                           f"{path}: no [[datasets]] table; add one with at least one [[datasets.subsets]] (image_dir = ...)")
     result = []
     for i, ds in enumerate(datasets_cfg, 1):
         where = f"[[datasets]] #{i}"
         _check_table(ds, "datasets", where, path, issues, extra=("subsets",))
-        subsets_cfg = ds.get("subsets")
-        if not isinstance(subsets_cfg, list) or not subsets_cfg:
-            raise DatasetError(f"{path}: {where} has no [[datasets.subsets]]; add one with image_dir = \"...\"")
+        subsets_cfg = _tables(ds.get("subsets"), f"{path}: {where} has no [[datasets.subsets]]; add one with image_dir = \"...\"")
         subsets = []
         for j, sub in enumerate(subsets_cfg, 1):
             swhere = f"[[datasets.subsets]] #{j} of {where}"

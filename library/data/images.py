@@ -13,6 +13,7 @@ clipped at 255 (which PIL's ``convert`` does, training it as a white image).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import random
 from dataclasses import dataclass
@@ -33,6 +34,26 @@ _CV2_FILTERS = {"area": "INTER_AREA", "bilinear": "INTER_LINEAR", "linear": "INT
 # every name of library.vocabulary -> (library, filter); a name without a filter fails at import
 _FILTERS = {name: ("PIL", _PIL_FILTERS[name]) if name in _PIL_FILTERS else ("cv2", _CV2_FILTERS[name])
             for name in INTERPOLATIONS}
+
+
+OPENCV_MISSING = ("OpenCV (the cv2 module) is not installed in this Python, and lorasmith resizes images with it as "
+                  "kohya does; install one OpenCV flavour: pip install opencv-python-headless (inside ComfyUI: run "
+                  "custom_nodes/lorasmith_trainer/install.py with ComfyUI's Python)")
+
+
+def check_opencv() -> None:
+    """UserError unless some OpenCV flavour provides ``cv2``; looked up without importing it (the preflight
+    stays light), so a missing OpenCV stops a run before the scan, not at the first resize after the load."""
+    if importlib.util.find_spec("cv2") is None:
+        raise DatasetError(OPENCV_MISSING)
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise DatasetError(f"{OPENCV_MISSING} ({e})") from None
+    return cv2
 
 
 @dataclass
@@ -116,8 +137,7 @@ def resize(arr: np.ndarray, size: Tuple[int, int], interpolation: Optional[str] 
     library, filt = _FILTERS[resize_filter((arr.shape[1], arr.shape[0]), size, interpolation)]
     if library == "PIL":
         return np.asarray(Image.fromarray(arr).resize(size, resample=filt))
-    import cv2
-
+    cv2 = _cv2()
     return cv2.resize(np.ascontiguousarray(arr), size, interpolation=getattr(cv2, filt))
 
 

@@ -19,3 +19,9 @@ def add_output_options(parser, precision_default: str) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --save_to file even if it is not the same kind of file")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_device_option(parser) -> None:
+    """``--device`` of the LoRA maths tools: where the SVD and the merge arithmetic run (checked by
+    ``check_device`` before any file is read)."""
+    parser.add_argument("--device", default="cpu", help="device for the SVD, e.g. cuda (default cpu)")

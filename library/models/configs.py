@@ -95,7 +95,11 @@ def _clip_l(**over) -> dict:
     )
 
 
-def _full_sd1() -> dict:
+def _scheduler(v_prediction: bool) -> dict:
+    return scheduler_config("v_prediction" if v_prediction else "epsilon")
+
+
+def _full_sd1(v_prediction: bool) -> dict:
     return {
         "family": "sd1",
         "unet": {
@@ -107,7 +111,7 @@ def _full_sd1() -> dict:
                 "sample_size": 512, "scaling_factor": SD_VAE_SCALE},
         "text_encoders": [_clip_l()],
         "tokenizers": [dict(_PAD_CLIP)],
-        "scheduler": scheduler_config("epsilon"),
+        "scheduler": _scheduler(v_prediction),
     }
 
 
@@ -128,7 +132,7 @@ def _full_sd2(v_prediction: bool) -> dict:
             num_attention_heads=16, hidden_act="gelu", projection_dim=512,
         )],
         "tokenizers": [dict(_PAD_OPENCLIP)],
-        "scheduler": scheduler_config("v_prediction" if v_prediction else "epsilon"),
+        "scheduler": _scheduler(v_prediction),
     }
 
 
@@ -153,7 +157,7 @@ def _full_sdxl(v_prediction: bool) -> dict:
             ),
         ],
         "tokenizers": [dict(_PAD_CLIP), dict(_PAD_OPENCLIP)],
-        "scheduler": scheduler_config("v_prediction" if v_prediction else "epsilon"),
+        "scheduler": _scheduler(v_prediction),
     }
 
 
@@ -167,7 +171,7 @@ def _tiny_te(cls: str, hidden: int, act: str, **over) -> dict:
     return _te(cls, **{**cfg, **over})
 
 
-def _tiny_sd1() -> dict:
+def _tiny_sd1(v_prediction: bool) -> dict:
     return {
         "family": "sd1",
         "unet": {**_SD_UNET_COMMON, **_SD12_BLOCKS, **_TINY_UNET,
@@ -175,7 +179,7 @@ def _tiny_sd1() -> dict:
         "vae": {**_TINY_VAE, "scaling_factor": SD_VAE_SCALE},
         "text_encoders": [_tiny_te("CLIPTextModel", 32, "quick_gelu")],
         "tokenizers": [dict(_PAD_CLIP)],
-        "scheduler": scheduler_config("epsilon"),
+        "scheduler": _scheduler(v_prediction),
     }
 
 
@@ -188,7 +192,7 @@ def _tiny_sd2(v_prediction: bool) -> dict:
         "vae": {**_TINY_VAE, "scaling_factor": SD_VAE_SCALE},
         "text_encoders": [_tiny_te("CLIPTextModel", 32, "gelu", projection_dim=24)],
         "tokenizers": [dict(_PAD_OPENCLIP)],
-        "scheduler": scheduler_config("v_prediction" if v_prediction else "epsilon"),
+        "scheduler": _scheduler(v_prediction),
     }
 
 
@@ -208,35 +212,28 @@ def _tiny_sdxl(v_prediction: bool) -> dict:
             _tiny_te("CLIPTextModelWithProjection", te2_hidden, "gelu", projection_dim=te2_proj),
         ],
         "tokenizers": [dict(_PAD_CLIP), dict(_PAD_OPENCLIP)],
-        "scheduler": scheduler_config("v_prediction" if v_prediction else "epsilon"),
+        "scheduler": _scheduler(v_prediction),
     }
 
 
-def _check_family(family: str) -> None:
+_FULL_SIZE = {"sd1": _full_sd1, "sd2": _full_sd2, "sdxl": _full_sdxl}
+_TINY = {"sd1": _tiny_sd1, "sd2": _tiny_sd2, "sdxl": _tiny_sdxl}
+
+
+def _configs(makers: dict, family: str, v_prediction: bool) -> dict:
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return makers[family](v_prediction)
 
 
 def full_size_configs(family: str, *, v_prediction: bool = False) -> dict:
     """The released architecture of ``family`` (SD2: 512 base, or 768-v with ``v_prediction``)."""
-    _check_family(family)
-    if family == "sd1":
-        cfg = _full_sd1()
-        if v_prediction:
-            cfg["scheduler"] = scheduler_config("v_prediction")
-        return cfg
-    return _full_sd2(v_prediction) if family == "sd2" else _full_sdxl(v_prediction)
+    return _configs(_FULL_SIZE, family, v_prediction)
 
 
 def tiny_configs(family: str, *, v_prediction: bool = False) -> dict:
     """A tiny model of ``family`` with the real key layout (loads and runs in milliseconds)."""
-    _check_family(family)
-    if family == "sd1":
-        cfg = _tiny_sd1()
-        if v_prediction:
-            cfg["scheduler"] = scheduler_config("v_prediction")
-        return cfg
-    return _tiny_sd2(v_prediction) if family == "sd2" else _tiny_sdxl(v_prediction)
+    return _configs(_TINY, family, v_prediction)
 
 
 def with_prediction_type(configs: dict, prediction_type: str) -> dict:

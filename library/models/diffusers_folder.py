@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTokenizer
 
@@ -20,6 +19,7 @@ from library.models.build import TEXT_ENCODER_CLASSES, Components, clip_config_d
 from library.models.configs import scheduler_config
 from library.models.errors import ModelLoadError, one_line
 from library.models.hashes import content_key
+from library.models.load_request import LoadRequest
 from library.models.tokenizers import PAD_CLIP, PAD_OPENCLIP, clip_tokenizer
 
 _TE_FOLDERS = ("text_encoder", "text_encoder_2")
@@ -86,17 +86,10 @@ def _tokenizer(path: Path, sub: str, pad: str):
     return clip_tokenizer(pad)
 
 
-def load_diffusers_folder(
-    path: str | Path,
-    *,
-    family: str | None = None,
-    v_parameterization: bool | None = None,
-    dtype: torch.dtype | None = torch.float32,
-    device: str | torch.device = "cpu",
-    on_part=None,
-) -> BaseModel:
+def load_diffusers_folder(path: str | Path, request: LoadRequest = LoadRequest()) -> BaseModel:
     """Load a diffusers folder; see library.models.load_base_model (``on_part``: the VAE first)."""
     path = Path(path)
+    family, dtype, device, on_part = request.family, request.dtype, request.device, request.on_part
     found = detect_folder_family(path)
     if family is not None and family != found:
         raise ModelLoadError(
@@ -122,8 +115,8 @@ def load_diffusers_folder(
     pads = [PAD_CLIP, PAD_OPENCLIP] if family == "sdxl" else [PAD_OPENCLIP if family == "sd2" else PAD_CLIP]
     tokenizers = [_tokenizer(path, sub, pad) for sub, pad in zip(("tokenizer", "tokenizer_2"), pads)]
 
-    if v_parameterization is not None:
-        prediction_type = "v_prediction" if v_parameterization else "epsilon"
+    if request.v_parameterization is not None:
+        prediction_type = "v_prediction" if request.v_parameterization else "epsilon"
     else:
         sched = path / "scheduler" / "scheduler_config.json"
         prediction_type = _read_json(sched, "scheduler/").get("prediction_type", "epsilon") if sched.is_file() else "epsilon"

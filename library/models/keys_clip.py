@@ -157,24 +157,15 @@ class OpenClipKeys:
         raise UnmappedKey(key)
 
     def to_original(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every tensor under its ``original_key``; q/k/v become one ``in_proj`` tensor (made at q)."""
         out: dict[str, torch.Tensor] = {}
         for key, tensor in sd.items():
-            if key in _OPENCLIP_TOP_REV:
-                out[_OPENCLIP_TOP_REV[key]] = tensor
-            elif key == PROJ:
-                out["text_projection"] = tensor.t().contiguous()
-            elif key.startswith(_LAYER):
-                idx, _, rest = key[len(_LAYER) :].partition(".")
-                module, _, param = rest.rpartition(".")
-                block = f"{_RESBLOCK}{idx}."
-                if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-                    if module == "self_attn.q_proj":
-                        parts = [sd[f"{_LAYER}{idx}.self_attn.{n}_proj.{param}"] for n in "qkv"]
-                        out[f"{block}attn.in_proj_{param}"] = torch.cat(parts, dim=0)
-                elif module in _OPENCLIP_BLOCK_REV:
-                    out[f"{block}{_OPENCLIP_BLOCK_REV[module]}.{param}"] = tensor
-                else:
-                    raise UnmappedKey(key)
-            else:
-                raise UnmappedKey(key)
+            name = self.original_key(key)
+            if key == PROJ:
+                tensor = tensor.t().contiguous()
+            elif ".attn.in_proj_" in name:
+                if ".self_attn.q_proj." not in key:
+                    continue
+                tensor = torch.cat([sd[key.replace(".q_proj.", f".{n}_proj.")] for n in "qkv"], dim=0)
+            out[name] = tensor
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from library.models.errors import UnmappedKey
+from library.models.key_paths import rename_head
 
 PREFIX = "first_stage_model."
 
@@ -23,24 +24,36 @@ _SAME = ("conv_in", "conv_out", "quant_conv", "post_quant_conv")
 
 def _rename_first(rest: str, table: dict[str, str]) -> str:
     """Rename the longest dotted head of ``rest`` found in ``table``; other names pass through."""
-    for old in sorted(table, key=len, reverse=True):
-        if rest == old or rest.startswith(old + "."):
-            return table[old] + rest[len(old) :]
-    return rest
+    renamed = rename_head(rest, table)
+    return rest if renamed is None else renamed
 
 
 def _is_attn_matrix(key: str) -> bool:
     return key.endswith(".weight") and any(f".attentions.0.{n}.weight" in key for n in ("to_q", "to_k", "to_v", "to_out.0"))
 
 
-def vae_key_from_original(key: str, num_levels: int) -> str:
-    """LDM VAE key -> diffusers key. ``num_levels`` = len(block_out_channels)."""
+def _split_side(key: str) -> tuple[list[str], str] | None:
+    """The key's dotted parts and its side (encoder/decoder); None for a key named alike in both layouts."""
     p = key.split(".")
     side = p[0]
     if side in _SAME or (side in ("encoder", "decoder") and len(p) > 1 and p[1] in ("conv_in", "conv_out")):
-        return key
+        return None
     if side not in ("encoder", "decoder") or len(p) < 3:
         raise UnmappedKey(key)
+    return p, side
+
+
+def _mirror(side: str, index: int, num_levels: int) -> int:
+    """LDM level <-> diffusers block: the same on the encoder, reversed on the decoder (its own inverse)."""
+    return index if side == "encoder" else num_levels - 1 - index
+
+
+def vae_key_from_original(key: str, num_levels: int) -> str:
+    """LDM VAE key -> diffusers key. ``num_levels`` = len(block_out_channels)."""
+    split = _split_side(key)
+    if split is None:
+        return key
+    p, side = split
     if p[1] == "norm_out":
         return f"{side}.conv_norm_out." + ".".join(p[2:])
     if p[1] == "mid":
@@ -56,7 +69,7 @@ def vae_key_from_original(key: str, num_levels: int) -> str:
     level = int(p[2])
     if level >= num_levels:
         raise UnmappedKey(key)
-    block = level if side == "encoder" else num_levels - 1 - level
+    block = _mirror(side, level, num_levels)
     blocks = f"{side}.{level_name}_blocks.{block}"
     if p[3] == "block" and p[4].isdigit():
         return f"{blocks}.resnets.{p[4]}." + _rename_first(".".join(p[5:]), _RESNET)
@@ -68,12 +81,10 @@ def vae_key_from_original(key: str, num_levels: int) -> str:
 
 def vae_key_to_original(key: str, num_levels: int) -> str:
     """diffusers VAE key -> LDM key. Inverse of :func:`vae_key_from_original`."""
-    p = key.split(".")
-    side = p[0]
-    if side in _SAME or (side in ("encoder", "decoder") and len(p) > 1 and p[1] in ("conv_in", "conv_out")):
+    split = _split_side(key)
+    if split is None:
         return key
-    if side not in ("encoder", "decoder") or len(p) < 3:
-        raise UnmappedKey(key)
+    p, side = split
     if p[1] == "conv_norm_out":
         return f"{side}.norm_out." + ".".join(p[2:])
     if p[1] == "mid_block":
@@ -86,7 +97,7 @@ def vae_key_to_original(key: str, num_levels: int) -> str:
     if p[1] != f"{level_name}_blocks" or len(p) < 5 or not p[2].isdigit():
         raise UnmappedKey(key)
     block = int(p[2])
-    level = block if side == "encoder" else num_levels - 1 - block
+    level = _mirror(side, block, num_levels)
     levels = f"{side}.{level_name}.{level}"
     if p[3] == "resnets":
         return f"{levels}.block.{p[4]}." + _rename_first(".".join(p[5:]), _RESNET_REV)

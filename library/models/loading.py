@@ -5,26 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from library.models.base_model import BaseModel
 from library.models.configs import FAMILIES
 from library.models.diffusers_folder import is_diffusers_folder, load_diffusers_folder
 from library.models.errors import ModelLoadError
+from library.models.load_request import LoadRequest
 from library.models.single_file import load_single_file
 
 
-def load_base_model(
-    path: str | os.PathLike,
-    *,
-    family: str | None = None,
-    v_parameterization: bool | None = None,
-    dtype: torch.dtype | None = torch.float32,
-    device: str | torch.device = "cpu",
-    on_part=None,
-) -> BaseModel:
+def load_base_model(path: str | os.PathLike, **request) -> BaseModel:
     """Load an SD1/SD2/SDXL base model from a single file or a diffusers folder, offline.
 
+    ``request``: the fields of :class:`LoadRequest` (library/models/load_request.py), by name:
     ``family`` ('sd1' | 'sd2' | 'sdxl') skips detection but must match the file.
     ``v_parameterization`` True/False sets the prediction type; None keeps what the
     file declares (our metadata, modelspec, the folder's scheduler), else epsilon. SD2
@@ -35,19 +27,19 @@ def load_base_model(
     rest loads.
     Raises ModelLoadError (one line: file, problem, fix) for anything the user can fix.
     """
-    if family is not None and family not in FAMILIES:
-        raise ModelLoadError(f"family '{family}' is not one of {', '.join(FAMILIES)}; fix the family option")
+    wanted = LoadRequest(**request)
+    if wanted.family is not None and wanted.family not in FAMILIES:
+        raise ModelLoadError(f"family '{wanted.family}' is not one of {', '.join(FAMILIES)}; fix the family option")
     p = Path(path)
-    kwargs = dict(family=family, v_parameterization=v_parameterization, dtype=dtype, device=device, on_part=on_part)
     if p.is_dir():
         if not is_diffusers_folder(p):
             raise ModelLoadError(
                 f"{p}: a folder but not a diffusers model (no unet/ inside); pass a .safetensors checkpoint "
                 "or a diffusers folder with unet/, vae/ and text_encoder/"
             )
-        return load_diffusers_folder(p, **kwargs)
+        return load_diffusers_folder(p, wanted)
     if not p.exists():
         raise ModelLoadError(
             f"{p}: no such file or folder; check the model path (models load from disk only, never from the Hub)"
         )
-    return load_single_file(p, **kwargs)
+    return load_single_file(p, wanted)

@@ -23,6 +23,7 @@ from library.models.detect import detect_family, reject_non_checkpoints
 from library.models.errors import ModelLoadError, UnmappedKey, one_line
 from library.models.hashes import content_key
 from library.models.keys_clip import EXTRA, IGNORE, model_state_dict, to_model_keys
+from library.models.load_request import LoadRequest
 from library.models.layout import Part, is_ignored_top_level, parts_for
 
 log = logging.getLogger(__name__)
@@ -129,20 +130,9 @@ def _assign(path, family: str, part: Part, model: torch.nn.Module, got: _Collect
     model.load_state_dict(sd, strict=True, assign=True)
 
 
-def load_single_file(
-    path: str | Path,
-    *,
-    family: str | None = None,
-    v_parameterization: bool | None = None,
-    dtype: torch.dtype | None = torch.float32,
-    device: str | torch.device = "cpu",
-    on_part=None,
-) -> BaseModel:
+def load_single_file(path: str | Path, request: LoadRequest = LoadRequest()) -> BaseModel:
     """Load an original-layout checkpoint; see library.models.load_base_model."""
-    reader = open_checkpoint(path)
-    model = load_from_reader(
-        reader, path, family=family, v_parameterization=v_parameterization, dtype=dtype, device=device, on_part=on_part
-    )
+    model = load_from_reader(open_checkpoint(path), path, request)
     model.content_hash = content_key(path)
     return model
 
@@ -164,21 +154,11 @@ class DictReader:
         return self._sd[key]
 
 
-def load_original_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    metadata: dict[str, str] | None = None,
-    *,
-    name: str = "<state dict>",
-    family: str | None = None,
-    v_parameterization: bool | None = None,
-    dtype: torch.dtype | None = torch.float32,
-    device: str | torch.device = "cpu",
-) -> BaseModel:
-    """Like load_single_file for a state dict already in memory (meta tensors work with device="meta")."""
-    return load_from_reader(
-        DictReader(state_dict, metadata), name,
-        family=family, v_parameterization=v_parameterization, dtype=dtype, device=device,
-    )
+def load_original_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, *,
+                             name: str = "<state dict>", **request) -> BaseModel:
+    """Like load_single_file for a state dict already in memory (meta tensors work with device="meta");
+    ``request``: the fields of :class:`LoadRequest` by name."""
+    return load_from_reader(DictReader(state_dict, metadata), name, LoadRequest(**request))
 
 
 def _read_part(reader, part: Part, keys: list[str], dtype, device, extras: dict) -> _Collected:
@@ -205,10 +185,12 @@ def _read_part(reader, part: Part, keys: list[str], dtype, device, extras: dict)
     return got
 
 
-def load_from_reader(reader, path, *, family, v_parameterization, dtype, device, on_part=None) -> BaseModel:
+def load_from_reader(reader, path, request: LoadRequest) -> BaseModel:
     """The loader proper: detect, configure, build empty, then per part (VAE first) stream, check, assign.
 
-    ``on_part(name, module, family)`` is called as each part ("VAE", "UNet", "text encoder"...) is ready."""
+    ``request.on_part(name, module, family)`` is called as each part ("VAE", "UNet", "text encoder"...) is ready."""
+    family, v_parameterization, dtype, device, on_part = (
+        request.family, request.v_parameterization, request.dtype, request.device, request.on_part)
     keys = reader.keys()
     reject_non_checkpoints(path, keys, reader.metadata)
     declared = declared_configs(path, reader.metadata)

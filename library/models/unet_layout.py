@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from library.models.key_paths import rename_head
+
 # Top-level UNet modules outside the down/mid/up blocks.
 _TOP_LEVEL = {
     "conv_in": "input_blocks.0.0",
@@ -60,117 +62,105 @@ class UnknownModulePath(ValueError):
     """A path that belongs to no UNet layout we know (bad key in a checkpoint or LoRA)."""
 
 
-def _match_prefix(path: str, table: dict[str, str]) -> tuple[str, str] | None:
-    """Longest key of ``table`` that is ``path`` or a dotted prefix of it -> (key, rest)."""
-    best = None
-    for key in table:
-        if path == key or path.startswith(key + "."):
-            if best is None or len(key) > len(best):
-                best = key
-    if best is None:
-        return None
-    return best, path[len(best) + 1 :]
-
-
 def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def _resnet_inner_to_compvis(rest: str) -> str:
-    m = _match_prefix(rest, _RESNET)
-    if m is None:
+def _resnet_inner(rest: str, table: dict[str, str]) -> str:
+    """A ResNet layer renamed by ``table`` (``_RESNET`` one way, ``_RESNET_REV`` the other)."""
+    renamed = rename_head(rest, table)
+    if renamed is None:
         raise UnknownModulePath(f"unknown ResNet layer in '{rest}'")
-    return _join(_RESNET[m[0]], m[1])
+    return renamed
 
 
-def _resnet_inner_from_compvis(rest: str) -> str:
-    m = _match_prefix(rest, _RESNET_REV)
-    if m is None:
-        raise UnknownModulePath(f"unknown ResNet layer in '{rest}'")
-    return _join(_RESNET_REV[m[0]], m[1])
+def _translate(path: str, top_level: dict[str, str], blocks, what: str) -> str:
+    """Top-level modules by their table, block paths by ``blocks(parts)`` (None: not a block path it knows)."""
+    top = rename_head(path, top_level)
+    if top is not None:
+        return top
+    try:
+        found = blocks(path.split("."))
+    except UnknownModulePath:
+        raise
+    except (IndexError, ValueError):
+        found = None
+    if found is None:
+        raise UnknownModulePath(f"not {what} UNet path: '{path}'")
+    return found
 
 
 def to_compvis(path: str, layout: "UNetLayout") -> str:
     """diffusers UNet path -> original-layout path (without the ``model.diffusion_model.`` prefix)."""
+    return _translate(path, _TOP_LEVEL, lambda parts: _blocks_to_compvis(parts, layout), "a diffusers")
+
+
+def _blocks_to_compvis(parts: list[str], layout: "UNetLayout") -> str | None:
     layers_per_block = layout.layers_per_block
-    top = _match_prefix(path, _TOP_LEVEL)
-    if top is not None:
-        return _join(_TOP_LEVEL[top[0]], top[1])
-    parts = path.split(".")
     per_down = layers_per_block + 1
-    try:
-        if parts[0] == "down_blocks":
-            b, kind = int(parts[1]), parts[2]
-            i, rest = int(parts[3]), ".".join(parts[4:])
-            if kind == "resnets":
-                return _join(f"input_blocks.{1 + per_down * b + i}.0", _resnet_inner_to_compvis(rest))
-            if kind == "attentions":
-                return _join(f"input_blocks.{1 + per_down * b + i}.1", rest)
-            if kind == "downsamplers" and rest.startswith("conv"):
-                return _join(f"input_blocks.{per_down * (b + 1)}.0.op", rest[len("conv") + 1 :])
-        elif parts[0] == "mid_block":
-            kind, i, rest = parts[1], int(parts[2]), ".".join(parts[3:])
-            if kind == "resnets":
-                return _join(f"middle_block.{2 * i}", _resnet_inner_to_compvis(rest))
-            if kind == "attentions" and i == 0:
-                return _join("middle_block.1", rest)
-        elif parts[0] == "up_blocks":
-            b, kind = int(parts[1]), parts[2]
-            i, rest = int(parts[3]), ".".join(parts[4:])
-            n = per_down * b
-            if kind == "resnets":
-                return _join(f"output_blocks.{n + i}.0", _resnet_inner_to_compvis(rest))
-            if kind == "attentions":
-                return _join(f"output_blocks.{n + i}.1", rest)
-            if kind == "upsamplers" and i == 0 and rest.startswith("conv"):
-                slot = 2 if b in layout.up_blocks_with_attention else 1
-                return _join(f"output_blocks.{n + layers_per_block}.{slot}.conv", rest[len("conv") + 1 :])
-    except (IndexError, ValueError) as e:
-        if isinstance(e, UnknownModulePath):
-            raise
-        raise UnknownModulePath(f"not a diffusers UNet path: '{path}'") from None
-    raise UnknownModulePath(f"not a diffusers UNet path: '{path}'")
+    if parts[0] == "down_blocks":
+        b, kind = int(parts[1]), parts[2]
+        i, rest = int(parts[3]), ".".join(parts[4:])
+        if kind == "resnets":
+            return _join(f"input_blocks.{1 + per_down * b + i}.0", _resnet_inner(rest, _RESNET))
+        if kind == "attentions":
+            return _join(f"input_blocks.{1 + per_down * b + i}.1", rest)
+        if kind == "downsamplers" and rest.startswith("conv"):
+            return _join(f"input_blocks.{per_down * (b + 1)}.0.op", rest[len("conv") + 1 :])
+    elif parts[0] == "mid_block":
+        kind, i, rest = parts[1], int(parts[2]), ".".join(parts[3:])
+        if kind == "resnets":
+            return _join(f"middle_block.{2 * i}", _resnet_inner(rest, _RESNET))
+        if kind == "attentions" and i == 0:
+            return _join("middle_block.1", rest)
+    elif parts[0] == "up_blocks":
+        b, kind = int(parts[1]), parts[2]
+        i, rest = int(parts[3]), ".".join(parts[4:])
+        n = per_down * b
+        if kind == "resnets":
+            return _join(f"output_blocks.{n + i}.0", _resnet_inner(rest, _RESNET))
+        if kind == "attentions":
+            return _join(f"output_blocks.{n + i}.1", rest)
+        if kind == "upsamplers" and i == 0 and rest.startswith("conv"):
+            slot = 2 if b in layout.up_blocks_with_attention else 1
+            return _join(f"output_blocks.{n + layers_per_block}.{slot}.conv", rest[len("conv") + 1 :])
+    return None
 
 
 def from_compvis(path: str, layout: "UNetLayout") -> str:
     """Original-layout UNet path -> diffusers path. Inverse of :func:`to_compvis`."""
-    layers_per_block = layout.layers_per_block
-    top = _match_prefix(path, _TOP_LEVEL_REV)
     # "input_blocks.0.0" is conv_in; other input_blocks fall through to the block arithmetic.
-    if top is not None:
-        return _join(_TOP_LEVEL_REV[top[0]], top[1])
-    parts = path.split(".")
+    return _translate(path, _TOP_LEVEL_REV, lambda parts: _blocks_from_compvis(parts, layout), "an original-layout")
+
+
+def _blocks_from_compvis(parts: list[str], layout: "UNetLayout") -> str | None:
+    layers_per_block = layout.layers_per_block
     per_down = layers_per_block + 1
-    try:
-        if parts[0] == "input_blocks":
-            n, slot, rest = int(parts[1]), int(parts[2]), ".".join(parts[3:])
-            if n > 0 and n % per_down == 0:
-                if slot == 0 and rest.startswith("op"):
-                    return _join(f"down_blocks.{n // per_down - 1}.downsamplers.0.conv", rest[len("op") + 1 :])
-            else:
-                b, i = (n - 1) // per_down, (n - 1) % per_down
-                if slot == 0:
-                    return _join(f"down_blocks.{b}.resnets.{i}", _resnet_inner_from_compvis(rest))
-                if slot == 1:
-                    return _join(f"down_blocks.{b}.attentions.{i}", rest)
-        elif parts[0] == "middle_block":
-            n, rest = int(parts[1]), ".".join(parts[2:])
-            if n == 1:
-                return _join("mid_block.attentions.0", rest)
-            if n % 2 == 0:
-                return _join(f"mid_block.resnets.{n // 2}", _resnet_inner_from_compvis(rest))
-        elif parts[0] == "output_blocks":
-            n, slot, rest = int(parts[1]), int(parts[2]), ".".join(parts[3:])
-            b, i = n // per_down, n % per_down
+    if parts[0] == "input_blocks":
+        n, slot, rest = int(parts[1]), int(parts[2]), ".".join(parts[3:])
+        if n > 0 and n % per_down == 0:
+            if slot == 0 and rest.startswith("op"):
+                return _join(f"down_blocks.{n // per_down - 1}.downsamplers.0.conv", rest[len("op") + 1 :])
+        else:
+            b, i = (n - 1) // per_down, (n - 1) % per_down
             if slot == 0:
-                return _join(f"up_blocks.{b}.resnets.{i}", _resnet_inner_from_compvis(rest))
-            if rest == "conv" or rest.startswith("conv."):
-                if i == layers_per_block and slot in (1, 2):
-                    return _join(f"up_blocks.{b}.upsamplers.0.conv", rest[len("conv") + 1 :])
-            elif slot == 1:
-                return _join(f"up_blocks.{b}.attentions.{i}", rest)
-    except (IndexError, ValueError) as e:
-        if isinstance(e, UnknownModulePath):
-            raise
-        raise UnknownModulePath(f"not an original-layout UNet path: '{path}'") from None
-    raise UnknownModulePath(f"not an original-layout UNet path: '{path}'")
+                return _join(f"down_blocks.{b}.resnets.{i}", _resnet_inner(rest, _RESNET_REV))
+            if slot == 1:
+                return _join(f"down_blocks.{b}.attentions.{i}", rest)
+    elif parts[0] == "middle_block":
+        n, rest = int(parts[1]), ".".join(parts[2:])
+        if n == 1:
+            return _join("mid_block.attentions.0", rest)
+        if n % 2 == 0:
+            return _join(f"mid_block.resnets.{n // 2}", _resnet_inner(rest, _RESNET_REV))
+    elif parts[0] == "output_blocks":
+        n, slot, rest = int(parts[1]), int(parts[2]), ".".join(parts[3:])
+        b, i = n // per_down, n % per_down
+        if slot == 0:
+            return _join(f"up_blocks.{b}.resnets.{i}", _resnet_inner(rest, _RESNET_REV))
+        if rest == "conv" or rest.startswith("conv."):
+            if i == layers_per_block and slot in (1, 2):
+                return _join(f"up_blocks.{b}.upsamplers.0.conv", rest[len("conv") + 1 :])
+        elif slot == 1:
+            return _join(f"up_blocks.{b}.attentions.{i}", rest)
+    return None

@@ -114,15 +114,7 @@ def _row(option: Option) -> str:
 
 
 def _limits(option: Option) -> str:
-    parts = []
-    if option.gt is not None:
-        parts.append(f"> {format_value(option.gt)}")
-    if option.min is not None:
-        parts.append(f">= {format_value(option.min)}")
-    if option.max is not None:
-        parts.append(f"<= {format_value(option.max)}")
-    if option.lt is not None:
-        parts.append(f"< {format_value(option.lt)}")
+    parts = [f"{symbol} {format_value(bound)}" for symbol, bound in option.bounds()]
     if option.unbounded:
         parts.append("any finite number")
     return ", ".join(parts)
@@ -134,7 +126,7 @@ def _cell(text: str) -> str:
 
 def write_or_check(path: str, text: str, check: bool, command: str) -> int:
     """A generated doc: with ``check``, 0 if ``path`` already holds ``text`` else 1 (saying to run ``command``);
-    without, write it through the atomic writer. The one body of tools/gen_options_doc.py and gen_kohya_doc.py."""
+    without, write it through the atomic writer."""
     import os
     import sys
 
@@ -150,3 +142,17 @@ def write_or_check(path: str, text: str, check: bool, command: str) -> int:
     atomic.write_text(path, text, newline="\n")
     print(f"wrote {path}")
     return 0
+
+
+def doc_tool_main(argv, tool_doc: str, path: str, render, command: str) -> int:
+    """The one body of the doc generators (tools/gen_options_doc.py, gen_kohya_doc.py): ``--check`` and
+    ``--output`` (default ``path``), then :func:`write_or_check` with ``render()``'s text."""
+    import argparse
+    import os
+
+    shown = f"docs/{os.path.basename(path)}"
+    parser = argparse.ArgumentParser(description=tool_doc.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help=f"only check that {shown} is up to date")
+    parser.add_argument("--output", default=path, help=f"where to write (default: {shown})")
+    args = parser.parse_args(argv)
+    return write_or_check(args.output, render(), args.check, command)

@@ -18,7 +18,7 @@ import re
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 from ..errors import UserError
-from .definitions import OWN_NETWORK_ARG_KEYS
+from .definitions import BY_NAME, OWN_NETWORK_ARG_KEYS
 from .schema import FINITE, is_finite
 
 LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
@@ -131,7 +131,7 @@ def network_kwargs(args) -> Dict[str, str]:
     with different values is an error.
     """
     kwargs = split_key_values(args.network_args, "network_args")
-    module = getattr(args, "network_module", None) or "networks.lora"
+    module = getattr(args, "network_module", None) or BY_NAME["network_module"].default
     known = OWN_NETWORK_ARG_KEYS.get(module)
     for key, value in kwargs.items():
         if known is None:

@@ -214,15 +214,24 @@ class Option:
                 continue
             if self.finite and not math.isfinite(x):
                 return f"must be {FINITE}"
-            if self.gt is not None and not x > self.gt:
-                return f"must be greater than {_show(self.gt)}"
-            if self.min is not None and x < self.min:
-                return f"must be at least {_show(self.min)}"
-            if self.max is not None and x > self.max:
-                return f"must be at most {_show(self.max)}"
-            if self.lt is not None and not x < self.lt:
-                return f"must be below {_show(self.lt)}"
+            for field, _, words, holds in BOUNDS:
+                bound = getattr(self, field)
+                if bound is not None and not holds(x, bound):
+                    return f"must be {words} {_show(bound)}"
         return None
+
+    def bounds(self) -> list:
+        """The option's range as (symbol, bound) pairs, in BOUNDS order: ``[(">", 0), ("<=", 1)]``."""
+        return [(symbol, getattr(self, field)) for field, symbol, _, _ in BOUNDS if getattr(self, field) is not None]
+
+
+# an Option's range fields: (field, symbol in docs, words in errors, the test a value must pass)
+BOUNDS = (
+    ("gt", ">", "greater than", lambda x, b: x > b),
+    ("min", ">=", "at least", lambda x, b: not x < b),  # (written so, a NaN passes min/max as before)
+    ("max", "<=", "at most", lambda x, b: not x > b),
+    ("lt", "<", "below", lambda x, b: x < b),
+)
 
 
 FINITE = "a finite number (not nan or inf)"

@@ -4,6 +4,7 @@ Why: a layer that restates the options it reads (names, types, defaults) drifts 
 layer names the options it needs, and ``typed_config`` makes a frozen dataclass whose fields carry the
 schema's defaults and types; ``from_args`` fills one from a parsed namespace by those names.
 
+``NetworkOptions``, ``SavingOptions`` and ``SamplingOptions`` are schema groups (plus a few named options);
 ``DataOptions`` (the data layer's view of a run) is every option a dataset_config may also set (a level
 other than ``run``) plus the run options in ``DATA_RUN_OPTIONS``.
 """
@@ -66,3 +67,32 @@ DataOptions = typed_config(
     "the data layer checks them against the schema.",
     module=__name__,
 )
+
+
+def group_option_names(group: str, *also: str) -> Tuple[str, ...]:
+    """The supported options of a schema group (``--help``'s sections), in schema order, then ``also``."""
+    return tuple(o.name for o in OPTIONS if o.group == group and o.status == "supported") + also
+
+
+def _layer_config(name: str, names: Iterable[str], doc: str) -> type:
+    return typed_config(name, [(n, BY_NAME[n]) for n in names], doc, module=__name__)
+
+
+# The network layer's view: the "network" group (module, dim/alpha, dropout, network_args, weights, LoRA+ ratios).
+NETWORK_OPTION_NAMES = group_option_names("network")
+NetworkOptions = _layer_config("NetworkOptions", NETWORK_OPTION_NAMES, (
+    "How the trained network is made (library/train/setup_model.py, network_module.py) and kept within its "
+    "max norm (the loop): the schema's \"network\" group under its command-line names."))
+
+# What the run writes and where: the "saving" group plus the metadata switches each LoRA file's writer reads.
+SAVING_OPTION_NAMES = group_option_names("saving", "metadata_title", "no_metadata")
+SavingOptions = _layer_config("SavingOptions", SAVING_OPTION_NAMES, (
+    "Where and when the run saves LoRA files and states, how many it keeps, in which precision "
+    "(library/train/outputs.py, intervals.py, the loop): the schema's \"saving\" group plus metadata_title "
+    "and no_metadata."))
+
+# Sample images: the "sampling" group plus the two run options the images depend on.
+SAMPLING_OPTION_NAMES = group_option_names("sampling", "clip_skip", "seed")
+SamplingOptions = _layer_config("SamplingOptions", SAMPLING_OPTION_NAMES, (
+    "Which sample images a run makes and when (library/train/sampling.py, intervals.py, outputs.py): the schema's "
+    "\"sampling\" group plus clip_skip and seed (a prompt without its own seed gets seed + its index)."))

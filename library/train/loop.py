@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from library.errors import UserError
 from library.train import checkpoints as ck
-from library.train.intervals import epochs_between_saves, samples_due_after_step, samples_due_at_end
+from library.train.intervals import (epochs_between_saves, samples_due_after_epoch, samples_due_after_step,
+                                     samples_due_at_end)
 from library.train.tracking import init_trackers
 from library.train import stopping
 from library.train.ownership import new_run_id
@@ -69,6 +70,7 @@ class Trainer:
         self.optimizer = accelerator.prepare(self.opt_info.optimizer)  # gradient scaling for fp16
         self.params = [p for g in self.opt_info.optimizer.param_groups for p in g["params"]]
         self.outputs = outputs
+        self.saving, self.sampling = outputs.saving, outputs.sampling  # typed options (library/options/typed.py)
         self.name = self.outputs.name
         self.global_step, self.epoch, self.position = 0, 1, 0
         self.losses: list[float] = []
@@ -86,13 +88,13 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------
     def resume(self, path: str) -> None:
-        path = ck.resolve_resume(path, self.args.output_name, self.script)  # a state, or the folder's newest of ours
+        path = ck.resolve_resume(path, self.saving.output_name, self.script)  # a state, or the folder's newest of ours
         if kohya_state.is_kohya_state(path):  # written by kohya's sd-scripts: what carries over, library/train/kohya_state.py
             self.global_step, self.epoch, self.position = kohya_state.load_kohya_state(
                 path, self.model.network, self.opt_info.optimizer, self.scheduler, self.plan, self.accum)
             return
         state = ck.read_train_state(path)
-        changed = check_resume_settings(path, state.get("fingerprint", {}), self.fp, self.args.resume_with_changes)
+        changed = check_resume_settings(path, state.get("fingerprint", {}), self.fp, self.saving.resume_with_changes)
         if changed:
             logger.warning("resuming with changed settings (--resume_with_changes): %s", ", ".join(changed))
         ck.load_state(path, self.model.contract, self.opt_info.optimizer, self.scheduler)
@@ -139,7 +141,7 @@ class Trainer:
         init_trackers(self.acc, args)
         bar = tqdm(total=plan.max_train_steps, initial=self.global_step, desc="steps", smoothing=0.1,
                    disable=not self.acc.is_local_main_process, dynamic_ncols=True)
-        if args.sample_at_first and self.global_step == 0:
+        if self.sampling.sample_at_first and self.global_step == 0:
             self._samples(f"{self.name}_000000")
         self.opt_info.train()
         self.run_folder.training(self.global_step, plan.max_train_steps, self.epoch, plan.num_epochs)
@@ -153,9 +155,9 @@ class Trainer:
             bar.close()
             self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
             self.run_folder.update(force=True)  # the throttled status gets the last step
-        if samples_due_at_end(args, self.epoch, self.global_step) and self._last_sampled != self.global_step:
+        if samples_due_at_end(self.sampling, self.epoch, self.global_step) and self._last_sampled != self.global_step:
             self._samples(f"{self.name}_{self.global_step:06d}")  # kohya's rule (library/train/intervals.py)
-        final = self._save(self.name, None, bool(args.save_state_on_train_end or args.save_state), final=True)
+        final = self._save(self.name, None, bool(self.saving.save_state_on_train_end or self.saving.save_state), final=True)
         self.acc.end_training()
         return final
 
@@ -193,6 +195,7 @@ class Trainer:
             self.position += 1
             if self.position % self.accum and self.position < plan.micro_per_rank:
                 continue
+            self.run_folder.flush_items(self.acc)  # the step's per-image losses, from every process
             self._optimizer_step(window_bad, window_loss / max(window_n, 1), epoch_losses, bar)
             if self.validation is not None:  # before any save: a state written now resumes after it
                 self.validation.after_step(self.global_step, self.epoch, sum(self.losses[-100:]) / max(len(self.losses[-100:]), 1))
@@ -224,8 +227,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         logs = {}
-        if args.scale_weight_norms:
-            scaled, mean_norm, max_norm = self.model.contract.max_norm(args.scale_weight_norms, self.acc.device)
+        if self.model.options.scale_weight_norms:
+            scaled, mean_norm, max_norm = self.model.contract.max_norm(self.model.options.scale_weight_norms, self.acc.device)
             logs.update({"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm})
         if self.world > 1:
             loss_value = float(self.acc.reduce(torch.tensor(loss_value, device=self.acc.device), "mean"))
@@ -274,9 +277,9 @@ class Trainer:
 
     def _after_step(self) -> None:
         """Saves, samples and Ctrl-C handling at an optimizer-step boundary."""
-        args, step = self.args, self.global_step
-        stem = ck.step_name(args.output_name, step)
-        if samples_due_after_step(args, step):
+        step = self.global_step
+        stem = ck.step_name(self.saving.output_name, step)
+        if samples_due_after_step(self.sampling, step):
             self._samples(f"{self.name}_{step:06d}")
         self._save_on_step_interval()
         self.run_folder.record_validation(self.validation.history if self.validation is not None else [])
@@ -292,22 +295,22 @@ class Trainer:
                 lora = self._save(stem, None, True)
             reason = ("cancelled" if self.stop_cause is not None else
                       "stop file" if stop_file and not self.stop_flag() else stopping.reason_of(self.stop_flag))
-            raise Interrupted(os.path.join(args.output_dir, ck.state_dir_name(stem)), lora, reason) from self.stop_cause
+            raise Interrupted(os.path.join(self.saving.output_dir, ck.state_dir_name(stem)), lora, reason) from self.stop_cause
 
     def _save_on_step_interval(self) -> None:
-        args, step = self.args, self.global_step
-        if args.save_every_n_steps and step % args.save_every_n_steps == 0:
-            self._save(ck.step_name(args.output_name, step), "step", bool(args.save_state))
+        saving, step = self.saving, self.global_step
+        if saving.save_every_n_steps and step % saving.save_every_n_steps == 0:
+            self._save(ck.step_name(saving.output_name, step), "step", bool(saving.save_state))
 
     def _after_epoch(self) -> None:
-        args, epoch = self.args, self.epoch
+        saving, epoch = self.saving, self.epoch
         if epoch >= self.plan.num_epochs:
             return  # the final save follows
-        if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
+        if samples_due_after_epoch(self.sampling, epoch):
             self._samples(f"{self.name}_e{epoch:06d}")
-        every = epochs_between_saves(args, self.plan.num_epochs)
+        every = epochs_between_saves(saving, self.plan.num_epochs)
         if every and epoch % every == 0:  # all batches are done: the state says epoch_finished
-            self._save(ck.epoch_name(args.output_name, epoch), "epoch", bool(args.save_state))
+            self._save(ck.epoch_name(saving.output_name, epoch), "epoch", bool(saving.save_state))
 
     def _interrupt_requested(self) -> bool:
         """This process's own stop request; poll_controls makes it every process's."""

@@ -106,10 +106,11 @@ class NetworkContract:
         return fn(*args) if fn is not None else None
 
     # --- setup -----------------------------------------------------------------------------
-    def prepare(self, args) -> None:
-        """kohya: ``prepare_network(args)`` when present; ``scale_weight_norms`` needs max-norm support."""
+    def prepare(self, args, options) -> None:
+        """kohya: ``prepare_network(args)`` (the whole namespace, as kohya passes it) when present;
+        ``options.scale_weight_norms`` (a NetworkOptions) needs max-norm support."""
         self._call("prepare_network", args)
-        if args.scale_weight_norms and self._optional["apply_max_norm_regularization"] is None:
+        if options.scale_weight_norms and self._optional["apply_max_norm_regularization"] is None:
             raise UserError(f"--scale_weight_norms: the network of {self.name} has no apply_max_norm_regularization(), "
                             "so max-norm regularisation cannot be applied; leave --scale_weight_norms out")
 
@@ -190,39 +191,40 @@ class NetworkContract:
             self.network.save_weights(tmp, dtype, dict(metadata))
 
 
-def create(args, module, text_encoders: list, unet, vae, kwargs: dict) -> NetworkContract:
-    """``create_network`` (or ``create_network_from_weights`` with ``--dim_from_weights``), as kohya calls them."""
+def create(options, module, text_encoders: list, unet, vae, kwargs: dict) -> NetworkContract:
+    """``create_network`` (or ``create_network_from_weights`` with ``--dim_from_weights``), as kohya calls them;
+    ``options`` is the run's ``NetworkOptions`` (library/options/typed.py)."""
     tes = text_encoders_for_module(text_encoders)
     try:
-        if args.dim_from_weights:
-            network, _ = module.create_network_from_weights(1.0, args.network_weights, vae, tes, unet, **kwargs)
+        if options.dim_from_weights:
+            network, _ = module.create_network_from_weights(1.0, options.network_weights, vae, tes, unet, **kwargs)
         else:
             call_kwargs = dict(kwargs)
-            if args.network_module not in OWN_MODULES:  # kohya's workaround for LyCORIS (ours read neuron_dropout)
-                call_kwargs.setdefault("dropout", args.network_dropout)
-            network = module.create_network(1.0, args.network_dim, args.network_alpha, vae, tes, unet,
-                                            neuron_dropout=args.network_dropout, **call_kwargs)
+            if options.network_module not in OWN_MODULES:  # kohya's workaround for LyCORIS (ours read neuron_dropout)
+                call_kwargs.setdefault("dropout", options.network_dropout)
+            network = module.create_network(1.0, options.network_dim, options.network_alpha, vae, tes, unet,
+                                            neuron_dropout=options.network_dropout, **call_kwargs)
     except (AssertionError, ValueError, KeyError, TypeError) as e:
-        if args.network_module in OWN_MODULES:
+        if options.network_module in OWN_MODULES:
             raise
-        raise UserError(_creation_error(args, kwargs, e)) from None
-    contract = NetworkContract(args.network_module, module, network)
+        raise UserError(_creation_error(options, kwargs, e)) from None
+    contract = NetworkContract(options.network_module, module, network)
     contract.kohya_text_encoders = tes
     if not contract.own:
         logger.info("%s is not one of lorasmith's network modules: its network_args are passed to it unchecked, "
                     "LoRA+/block learning rates work only if it implements them, and the file format is its own",
-                    args.network_module)
+                    options.network_module)
     return contract
 
 
-def _creation_error(args, kwargs: dict, error: Exception) -> str:
+def _creation_error(options, kwargs: dict, error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     hint = "check --network_args against that module's documentation"
-    if args.network_module.startswith("lycoris") and "duplicated lora name" in text and "time_embedding" in text:
+    if options.network_module.startswith("lycoris") and "duplicated lora name" in text and "time_embedding" in text:
         hint = ("LyCORIS' default preset (full) targets the time embedding twice on diffusers UNets; "
                 "add preset=attn-mlp (or unet-transformer-only) to --network_args")
     given = " ".join(f"{k}={v}" for k, v in kwargs.items()) or "none"
-    return (f"--network_module {args.network_module} could not create its network (network_args: {given}): "
+    return (f"--network_module {options.network_module} could not create its network (network_args: {given}): "
             f"{type(error).__name__}: {text}; {hint}")
 
 

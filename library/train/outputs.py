@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from library.options.typed import SamplingOptions, SavingOptions
 from library.train import checkpoints as ck
 from library.train.metadata import checkpoint_metadata
 from library.train.ownership import RUN_ID_KEY, prune_own
@@ -23,27 +24,28 @@ logger = logging.getLogger("lorasmith.train")
 
 
 class RunOutputs:
-    """Writes the run's files into ``args.output_dir``; ``history`` is saved with each state."""
+    """Writes the run's files into ``saving.output_dir``; ``checkpoints`` is saved with each state."""
 
-    def __init__(self, args, model, base_metadata: dict, save_dtype, optimizer_info):
-        self.args = args
+    def __init__(self, saving: SavingOptions, sampling: SamplingOptions, model, base_metadata: dict, save_dtype,
+                 optimizer_info):
+        self.saving, self.sampling = saving, sampling
         self.model = model
         self.base_metadata = base_metadata
         self.save_dtype = save_dtype
         self.optimizer_info = optimizer_info
-        self.output_dir = args.output_dir
-        self.name = ck.last_name(args.output_name)
+        self.output_dir = saving.output_dir
+        self.name = ck.last_name(saving.output_name)
         self.run_id = ""  # set by the Trainer: a new id, or the resumed state's
         self.checkpoints: list[dict] = []  # {"file", "epoch", "step", "samples"}
         self.last_samples: list[str] = []
-        self.prompts = read_prompt_file(args.sample_prompts) if args.sample_prompts else []
+        self.prompts = read_prompt_file(sampling.sample_prompts) if sampling.sample_prompts else []
 
     # --- LoRA files -----------------------------------------------------------------------
     def save_lora(self, stem: str, epoch: int, step: int, final: bool = False) -> str:
         os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, f"{stem}.safetensors")
-        md = checkpoint_metadata(self.base_metadata, epoch, step, self.args.metadata_title or stem,
-                                 no_metadata=self.args.no_metadata)
+        md = checkpoint_metadata(self.base_metadata, epoch, step, self.saving.metadata_title or stem,
+                                 no_metadata=self.saving.no_metadata)
         md[RUN_ID_KEY] = self.run_id  # pruning deletes only files that carry this run's id
         self.optimizer_info.eval()
         try:
@@ -59,13 +61,13 @@ class RunOutputs:
         """kohya's rule: steps keep files of the last ``keep`` steps; epochs the last ``keep`` saved epochs."""
         if kind == "step":
             return number - keep
-        return number - (self.args.save_every_n_epochs or 1) * keep + 1
+        return number - (self.saving.save_every_n_epochs or 1) * keep + 1
 
     def prune_loras(self, kind: str, number: int) -> None:
-        keep = self.args.save_last_n_epochs if kind == "epoch" else self.args.save_last_n_steps
+        keep = self.saving.save_last_n_epochs if kind == "epoch" else self.saving.save_last_n_steps
         if not keep:
             return
-        removed = prune_own(self.output_dir, self.args.output_name, kind, self._below(kind, number, keep), self.run_id)
+        removed = prune_own(self.output_dir, self.saving.output_name, kind, self._below(kind, number, keep), self.run_id)
         if removed:
             self.checkpoints = [c for c in self.checkpoints if c["file"] not in removed]
 
@@ -82,11 +84,11 @@ class RunOutputs:
         return path
 
     def prune_states(self, kind: str, number: int) -> None:
-        keep = self.args.save_last_n_epochs_state if kind == "epoch" else self.args.save_last_n_steps_state
+        keep = self.saving.save_last_n_epochs_state if kind == "epoch" else self.saving.save_last_n_steps_state
         if keep is None:  # kohya: the LoRA's keep count also applies to states unless set apart
-            keep = self.args.save_last_n_epochs if kind == "epoch" else self.args.save_last_n_steps
+            keep = self.saving.save_last_n_epochs if kind == "epoch" else self.saving.save_last_n_steps
         if keep:
-            prune_own(self.output_dir, self.args.output_name, kind, self._below(kind, number, keep), self.run_id, state=True)
+            prune_own(self.output_dir, self.saving.output_name, kind, self._below(kind, number, keep), self.run_id, state=True)
 
     # --- samples and report -----------------------------------------------------------------
     def samples(self, stem: str, autocast) -> list[str]:
@@ -105,8 +107,7 @@ class RunOutputs:
         try:
             with torch.no_grad(), autocast():
                 paths = generate_samples(
-                    self.model.base, self.prompts, os.path.join(self.output_dir, "sample"), stem,
-                    default_sampler=self.args.sample_sampler, clip_skip=self.args.clip_skip, seed=self.args.seed or 0,
+                    self.model.base, self.prompts, os.path.join(self.output_dir, "sample"), stem, self.sampling,
                     conditioning=conditioning,
                 )
         finally:

@@ -9,9 +9,13 @@ talking to its process. The trainer (main process only) writes into ``--output_d
   scalar a caller records (``record_scalars``: validation loss, max-norm, ...). After a resume a step
   may appear twice: the later line wins;
 - ``samples.jsonl`` one line per sample image: step, prompt, file (relative to the run folder);
-- ``item_losses.jsonl`` one line per trained batch: step and ``[[image key (its path), loss], ...]`` (each
-  image's loss before the batch mean; finite values only; an image repeated in a batch appears twice),
-  so outlier images can be found.
+- ``item_losses.jsonl`` one line per optimizer step: step and ``[[image key (its path), loss], ...]`` (each
+  image's loss before the batch mean, from every micro-batch of the step and, with several processes,
+  gathered from all of them; finite values only; an image repeated in a batch appears twice), so outlier
+  images can be found.
+
+At the end status.json gets ``memory``: the process's peak (CUDA allocator figures, or the resident set
+without a GPU; library/train/peak_memory.py), which the GUI's memory check compares with its estimate.
 
 Control files (created by the GUI or by hand, e.g. ``touch output/save-now``) are read between steps
 and deleted when acted on: ``save-now`` (a LoRA + resumable state now), ``sample-now`` (sample images
@@ -71,6 +75,9 @@ class RunFolder:
         self._rate_from = None  # (clock, step) of the first step of this process: it/s over the session
         self._warned = False
         self._validation_seen = 0
+        self._items: list = []  # this step's [key, loss] pairs, until flush_items (every process buffers)
+        self._items_step = None
+        self._start_rss = None
         if enabled:
             self._guarded(os.makedirs, folder, 0o777, True)
             self.state = read_status(folder)
@@ -99,6 +106,9 @@ class RunFolder:
                 self._warned = True
 
     def starting(self, argv=None) -> None:
+        from library.train.peak_memory import resident_bytes
+
+        self._start_rss = resident_bytes()  # before the model loads: the libraries' share of the peak
         self.update(force=True, phase="starting", error=None, exit_code=None, started_at=time.time(),
                     **({"argv": list(argv)} if argv is not None else {}))
 
@@ -107,9 +117,14 @@ class RunFolder:
         self.update(force=True, phase="training", step=step, total=total, epoch=epoch, epochs=epochs, it_s=None, eta_s=None)
 
     def finish(self, phase: str, error: str | None = None, exit_code: int | None = None) -> None:
-        if self.enabled:  # the trainer's own writer may have moved the step on since this one last wrote
-            self.state = {**self.state, **read_status(self.folder)}
-        self.update(force=True, phase=phase, error=error, exit_code=exit_code, eta_s=0 if phase == "done" else None)
+        if not self.enabled:
+            return
+        from library.train.peak_memory import peak_memory
+
+        # the trainer's own writer may have moved the step on since this one last wrote
+        self.state = {**self.state, **read_status(self.folder)}
+        self.update(force=True, phase=phase, error=error, exit_code=exit_code, eta_s=0 if phase == "done" else None,
+                    memory=peak_memory(self._start_rss))
 
     # --- metrics.jsonl / samples.jsonl --------------------------------------------------------
     def _append(self, name: str, record: dict) -> None:
@@ -151,13 +166,27 @@ class RunFolder:
         self._validation_seen = len(history)
 
     def record_items(self, step: int, keys, losses: list) -> None:
-        """One ``item_losses.jsonl`` line: each image's loss in a batch (``losses``: the B-value tensors batch_loss
-        handed out), by image key."""
-        if not self.enabled or not keys or not losses:
+        """Buffer each image's loss of one micro-batch (``losses``: the B-value tensors batch_loss handed out), by
+        image key; ``flush_items`` writes the step's line. Every process buffers (its share is gathered)."""
+        if not keys or not losses:
             return
         values = [float(v) for t in losses for v in t.detach().float().cpu().reshape(-1).tolist()]
-        items = [[str(k), round(v, 6)] for k, v in zip(keys, values) if math.isfinite(v)]
-        if items:
+        self._items += [[str(k), round(v, 6)] for k, v in zip(keys, values) if math.isfinite(v)]
+        self._items_step = step
+
+    def flush_items(self, accelerator=None) -> None:
+        """One ``item_losses.jsonl`` line for the optimizer step about to be taken: the buffered images of every
+        micro-batch and, with several processes, of every process (one gather per step; every process must call
+        this at the same point)."""
+        items, self._items = self._items, []
+        step = self._items_step
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            gathered = gather_object([(step, items)])  # one entry per process, in rank order
+            step = next((s for s, _ in gathered if s is not None), step)
+            items = [item for _, share in gathered for item in share]
+        if self.enabled and items and step is not None:
             self._append(ITEM_LOSSES_FILE, {"step": step, "items": items})
 
     def record_samples(self, step: int, prompts: list[str], paths: list[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from library.errors import UserError
+from library.options.typed import SamplingOptions, SavingOptions, from_args
 from library.train.metadata import training_metadata
 from library.train.optimizers import OptimizerInfo, build_optimizer
 from library.train.outputs import RunOutputs
@@ -64,9 +65,11 @@ def run_metadata(args, model, dataset, held_out, optimization: Optimization, wor
 
 
 def build_outputs(args, acc, model, dataset, held_out, optimization: Optimization, base_sha256) -> RunOutputs:
-    """The run's writer; only the main process writes files, so only it builds the metadata."""
+    """The run's writer, with the run's saving and sampling options; only the main process writes files, so only
+    it builds the metadata."""
     md = run_metadata(args, model, dataset, held_out, optimization, acc.num_processes, base_sha256) if acc.is_main_process else {}
-    return RunOutputs(args, model, md, save_dtype_for(args), optimization.opt_info)
+    saving = from_args(SavingOptions, args)
+    return RunOutputs(saving, from_args(SamplingOptions, args), model, md, save_dtype_for(saving), optimization.opt_info)
 
 
 def build_run_folder(args, acc) -> RunFolder:

@@ -16,6 +16,7 @@ from library.atomic import atomic_path
 from library.inference.pipelines import make_pipeline, prompt_kwargs
 from library.inference.png_info import png_info
 from library.inference.prompts import SamplePrompt
+from library.options.typed import SamplingOptions
 
 
 def _conditioning_key(sample: SamplePrompt, clip_skip) -> tuple:
@@ -51,10 +52,13 @@ def encode_sample_prompts(model, prompts: list[SamplePrompt], clip_skip=None) ->
 
 
 @torch.no_grad()
-def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str, default_sampler: str = "ddim", clip_skip=None, seed=0,
-                     conditioning: dict | None = None) -> list[str]:
-    """Generate one image per prompt into ``out_dir``; returns the file paths. ``conditioning`` (from
-    ``encode_sample_prompts``) replaces the text encoders, which may then be freed."""
+def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str,
+                     options: SamplingOptions = SamplingOptions(), conditioning: dict | None = None) -> list[str]:
+    """Generate one image per prompt into ``out_dir``; returns the file paths. ``options``: the run's
+    ``--sample_sampler`` (a prompt's ``--ss`` wins), ``--clip_skip`` and ``--seed`` (a prompt without ``--d`` gets
+    seed + its index). ``conditioning`` (from ``encode_sample_prompts``) replaces the text encoders, which may
+    then be freed."""
+    clip_skip, seed = options.clip_skip, options.seed or 0
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     modules = (model.unet,) if conditioning is not None else (model.unet, *model.text_encoders)
@@ -64,7 +68,7 @@ def generate_samples(model, prompts: list[SamplePrompt], out_dir: str, stem: str
     try:
         with torch.random.fork_rng(devices=[]):
             for i, sample in enumerate(prompts):
-                sampler = sample.sampler or default_sampler
+                sampler = sample.sampler or options.sample_sampler
                 pipe = make_pipeline(model, sampler, with_text_encoders=conditioning is None)
                 sample_seed = sample.seed if sample.seed is not None else seed + i
                 gen = torch.Generator(device="cpu").manual_seed(sample_seed)

@@ -18,6 +18,7 @@ import torch
 from library.data.cache import latent_cache_for, make_vae_encoder
 from library.data.dataset import TrainDataset
 from library.data.errors import Issues
+from library.data.images import check_opencv
 from library.data.params import DataOptions
 from library.options.typed import from_args
 from library.data.prepare import prepare_datasets
@@ -54,6 +55,7 @@ def prepare_data(args, world: int = 1, show=None) -> list:
     """Scan the datasets once: the prepared datasets, after ``show(report text)`` is given the dataset
     report (the one tools/check_dataset.py prints); errors are raised after it is shown."""
     started = time.perf_counter()
+    check_opencv()
     options = data_options(args)
     issues = Issues(log=False)
     prepared = prepare_datasets(options, issues, raise_errors=False)

@@ -17,6 +17,7 @@ from library.errors import UserError
 from library.models import load_base_model
 from library.models.base_model import BaseModel
 from library.options import network_kwargs
+from library.options.typed import NetworkOptions, SavingOptions, from_args
 from library.train import network_module
 from library.train.memory import device_notices, load_device
 from library.train.network_ranks import check_ranks
@@ -40,6 +41,7 @@ class TrainModel:
     network_args: dict = field(default_factory=dict)
     contract: object = None  # library.train.network_module.NetworkContract: how the trainer calls the network
     sample_conditioning: dict | None = None  # sample prompts encoded before the text encoders were freed
+    options: NetworkOptions = field(default_factory=NetworkOptions)  # the network options it was made with
 
     @property
     def text_encoders(self) -> list:
@@ -93,25 +95,26 @@ def _set_attention(args, base: BaseModel, device: torch.device) -> None:
     # Otherwise diffusers' default processor is PyTorch SDPA (flash / memory-efficient kernels).
 
 
-def _make_network(args, base: BaseModel, module, train_unet: bool, train_te: bool):
-    kwargs = network_kwargs(args)
-    contract = network_module.create(args, module, base.text_encoders, base.unet, base.vae, kwargs)
-    contract.prepare(args)
+def _make_network(args, options: NetworkOptions, base: BaseModel, module, train_unet: bool, train_te: bool):
+    """The network made, prepared (kohya's ``prepare_network(args)`` gets the namespace), hooked in and loaded."""
+    kwargs = network_kwargs(options)
+    contract = network_module.create(options, module, base.text_encoders, base.unet, base.vae, kwargs)
+    contract.prepare(args, options)
     tes = network_module.text_encoders_for_module(base.text_encoders)
     contract.apply_to(tes, base.unet, train_te, train_unet)
-    if not args.dim_from_weights:  # a file's own ranks are what they are
+    if not options.dim_from_weights:  # a file's own ranks are what they are
         check_ranks(contract.network)
-    if args.network_weights:
-        info = contract.load_weights(args.network_weights)
+    if options.network_weights:
+        info = contract.load_weights(options.network_weights)
         if contract.own and isinstance(info, dict) and not info.get("loaded"):  # strict=False (kohya) must still fit somewhere
             from networks.lora_names import guess_lora_family
             from networks.lora_file import read_lora_file
 
-            family = guess_lora_family(read_lora_file(args.network_weights)[0])
-            raise UserError(f"--network_weights {args.network_weights}: none of its modules exist in this "
+            family = guess_lora_family(read_lora_file(options.network_weights)[0])
+            raise UserError(f"--network_weights {options.network_weights}: none of its modules exist in this "
                             f"{'SDXL' if base.is_sdxl else base.family.upper()} model (it looks like a LoRA for {family}); "
                             "continue from a LoRA trained on the same model family, or leave --network_weights out")
-        logger.info("continuing from %s: %s tensors loaded", args.network_weights, info.get("loaded") if isinstance(info, dict) else "all")
+        logger.info("continuing from %s: %s tensors loaded", options.network_weights, info.get("loaded") if isinstance(info, dict) else "all")
     return contract, kwargs
 
 
@@ -158,20 +161,21 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu", vae
     ``vae_ready(vae, family)``: called once the VAE is loaded, before the rest (library/train/startup.py starts latent
     caching there); it may put the VAE to work at once (:func:`place_vae`); this function leaves it where that put it."""
     device = torch.device(device)
+    options = from_args(NetworkOptions, args)
     check_levers(args, device)
-    module = network_module.import_network_module(args.network_module)  # before the model loads: errors are fast
+    module = network_module.import_network_module(options.network_module)  # before the model loads: errors are fast
     for note in device_notices(args, device):
         logger.warning(note)
     base = _load_base(args, script, load_device(args, device), vae_ready)
     base.check_clip_skip(args.clip_skip)
-    if args.base_weights:
-        network_module.merge_base_weights(module, args.base_weights, list(args.base_weights_multiplier or []),
+    if options.base_weights:
+        network_module.merge_base_weights(module, options.base_weights, list(options.base_weights_multiplier or []),
                                           base.text_encoders, base.unet, base.vae, torch.float32, load_device(args, device))
-    train_unet = not args.network_train_text_encoder_only
-    train_te = not args.network_train_unet_only
+    train_unet = not options.network_train_text_encoder_only
+    train_te = not options.network_train_unet_only
     if not train_unet and not train_te:
         raise UserError("--network_train_unet_only and --network_train_text_encoder_only together train nothing; keep one")
-    contract, kwargs = _make_network(args, base, module, train_unet, train_te)
+    contract, kwargs = _make_network(args, options, base, module, train_unet, train_te)
     network = contract.network
     if not list(network.parameters()):
         raise UserError("the network has no modules to train (check --network_args block_dims / block_lr_zero_threshold)")
@@ -204,13 +208,13 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu", vae
     network.to(device, dtype=net_dtype)
     contract.prepare_grad_etc(network_module.text_encoders_for_module(base.text_encoders), base.unet)
     network.train()
-    model = TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs, contract)
+    model = TrainModel(base, network, device, weight_dtype, vae_dtype, train_unet, train_te, kwargs, contract, options=options)
     apply_levers(args, model)  # channels_last, torch.compile: library/train/speed.py
     return model
 
 
-def save_dtype_for(args) -> torch.dtype | None:
+def save_dtype_for(saving: SavingOptions) -> torch.dtype | None:
     """dtype of saved LoRA files: ``--save_precision``, else what the network trains in (None keeps it)."""
-    if args.save_precision:
-        return dtype_of(args.save_precision)
+    if saving.save_precision:
+        return dtype_of(saving.save_precision)
     return None

@@ -1,5 +1,7 @@
 """The node pack follows ComfyUI's custom-node contract, finds the repository, and refuses bad input early."""
 
+import importlib.metadata
+import importlib.util
 import inspect
 import json
 import os
@@ -230,9 +232,57 @@ def _requirements(path):
     return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
-def test_node_requirements_are_lorasmiths_without_torch():
+def test_node_requirements_are_lorasmiths_without_torch_and_opencv():
     root = _requirements(REPO / "requirements.txt")
-    assert _requirements(PACK / "requirements.txt") == {r for r in root if not r.startswith("torch")}
+    assert any(r.startswith("opencv-python-headless") for r in root)  # the repository's own venv has it
+    pack = {r for r in root if not r.startswith(("torch", "opencv"))}
+    assert _requirements(PACK / "requirements.txt") == pack
+
+
+def _install_module():
+    spec = importlib.util.spec_from_file_location("lorasmith_pack_install", PACK / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_py_keeps_any_opencv_flavour_already_there(capsys):
+    """Another pack's opencv-python stays alone: a second flavour would overwrite part of its cv2 folder."""
+    install = _install_module()
+    ran = []
+    versions = {"opencv-python": "4.10.0.84"}
+
+    def version_of(name):
+        if name not in versions:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    assert install.main([], version_of=version_of, run=ran.append) == 0
+    assert ran == [] and "opencv-python==4.10.0.84" in capsys.readouterr().out
+
+
+def test_install_py_installs_the_headless_flavour_at_the_tested_version_when_none_is_there():
+    install = _install_module()
+    ran = []
+
+    def none_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    class Done:
+        returncode = 0
+
+    assert install.main([], version_of=none_installed, run=lambda cmd: ran.append(cmd) or Done()) == 0
+    (cmd,) = ran
+    assert cmd[:5] == [sys.executable, "-m", "pip", "install", "opencv-python-headless"]
+    constraints = cmd[cmd.index("-c") + 1]
+    assert Path(constraints) == PACK / "constraints.txt"
+    pins = _requirements(Path(constraints))
+    assert any(line.startswith("opencv-python-headless==") for line in pins)  # the tested version
+
+
+def test_install_py_runs_in_this_python_and_installs_nothing_here():
+    out = subprocess.run([sys.executable, str(PACK / "install.py"), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0 and "opencv-python-headless==" in out.stdout and "nothing to install" in out.stdout
 
 
 @pytest.mark.skipif(os.environ.get("LORASMITH_LOCK_CHECK") == "0",

@@ -129,6 +129,14 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     page.click("#plan-btn")
     page.wait_for_selector(".plan-table")
     assert "120" in page.inner_text(".plan-table")
+    # the memory estimate, checked by a 2-step dry run of the same options (a job; its folder deleted afterwards)
+    page.click("#memory-btn")
+    page.wait_for_selector("#memory .plan-table")
+    page.click("#memory-check-btn")
+    page.wait_for_selector("#memory-check-result[data-state='done']", timeout=240_000)
+    check = page.inner_text("#memory-check-result")
+    assert "resident set growth" in check and "measured / estimated" in check, check
+    assert not list((tmp_path / ".lorasmith-gui" / "memory-checks").glob("run-*"))
     _shot(page, "configure")
 
     # Runs: start, watch progress, loss chart and a sample image, stop
@@ -150,6 +158,10 @@ def test_demo_run_in_the_browser(browser, gui, tmp_path):
     assert page.inner_text("#step") == "120" and page.inner_text("#total") == "120"
     page.wait_for_function("document.querySelectorAll('#samples tbody tr').length >= 3")
     page.wait_for_function("Number(document.querySelector('#loss-chart').dataset.points || 0) >= 12")
+    # per-image loss: every demo image (its regularization images too), each linked to the caption editor
+    page.wait_for_selector("#image-losses table.image-losses tbody tr a[href*='/dataset?folder=demo']")
+    images = len(list((tmp_path / "demo").rglob("*.png")))  # training and regularization images
+    assert page.inner_text("#image-losses p.hint").startswith(f"{images} images,")
     _shot(page, "run-done")
 
     page.goto(gui + "/runs")

@@ -1,9 +1,12 @@
-"""Tiny checkpoints (the suite-wide tiny_ckpt, made once per session), plus a forward helper."""
+"""Tiny checkpoints (the suite-wide tiny_ckpt, made once per session), plus a forward helper (over
+tests/tiny_model_calls.py, which the tools' tests share)."""
 
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.tiny_model_calls import te_outputs, unet_output
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 
@@ -18,26 +21,10 @@ def tiny_path(tiny_ckpt):
     return get
 
 
-def encode_prompt(model, prompt="a photo of a cat"):
-    """(context, added_cond_kwargs) the way SD1/SD2 (last layer) and SDXL (penultimate, pooled) condition."""
-    ids = [
-        tok([prompt], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-        for tok in model.tokenizers
-    ]
-    outs = [te(i, output_hidden_states=True) for te, i in zip(model.text_encoders, ids)]
-    if model.is_sdxl:
-        ctx = torch.cat([outs[0].hidden_states[-2], outs[1].hidden_states[-2]], dim=-1)
-        time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]])
-        return ctx, {"text_embeds": outs[1].text_embeds, "time_ids": time_ids}
-    return outs[0].last_hidden_state, None
-
-
 @torch.no_grad()
 def forward_all(model, seed=0):
     """Run TE -> UNet -> VAE decode -> VAE encode on a tiny model; returns the three outputs."""
-    ctx, added = encode_prompt(model)
-    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
-    pred = model.unet(latents, torch.tensor([10]), encoder_hidden_states=ctx, added_cond_kwargs=added).sample
+    pred = unet_output(model, *te_outputs(model), seed=seed, timestep=10)
     image = model.vae.decode(pred / model.vae_scale_factor).sample
     encoded = model.vae.encode(image).latent_dist.mean
     return pred, image, encoded

@@ -13,7 +13,9 @@ from networks.lora import create_network_from_weights
 from networks.lora_file import read_lora_file, save_lora_file
 from tools import convert_lora
 
-from .lora_utils import make_lora, te_outputs, unet_output
+from tests.tiny_model_calls import te_outputs, unet_output
+
+from .lora_utils import make_lora
 
 pytest.importorskip("peft", reason="diffusers needs peft for LoRA loading")
 

@@ -29,3 +29,13 @@ def test_captioning_uses_the_same_check():
     with pytest.raises(UserError, match="--device gpu0 is not a device name"):
         pick_device("gpu0")
     assert pick_device(None) in ("cpu", "cuda") and pick_device("cpu") == "cpu"
+
+
+def test_the_lora_maths_tools_offer_one_device_option():
+    """resize, extract and merge compute on --device: one definition (library/merge/tool_args.py), the CPU by default."""
+    def device_action(parser):
+        (action,) = [a for a in parser._actions if "--device" in a.option_strings]
+        return action.default, action.help
+
+    parsers = [extract_lora.build_parser(), resize_lora.build_parser(), merge_lora.build_parser()]
+    assert {device_action(p) for p in parsers} == {("cpu", "device for the SVD, e.g. cuda (default cpu)")}

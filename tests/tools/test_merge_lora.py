@@ -15,7 +15,9 @@ from networks.lora_file import read_lora_file
 from networks.lora_math import delta_weight, effective_alpha
 from tools import merge_lora
 
-from .lora_utils import make_lora, te_outputs, unet_output
+from tests.tiny_model_calls import te_outputs, unet_output
+
+from .lora_utils import make_lora
 
 
 def _deltas(path, ratio=1.0):

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from library.errors import UserError
 from library.train.losses import (
@@ -22,11 +21,7 @@ from library.train.losses import (
     total_loss,
 )
 from library.train.noise import NoiseOptions, apply_zero_terminal_snr
-
-
-def sd_scheduler(**kw):
-    return DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                         num_train_timesteps=1000, clip_sample=False, **kw)
+from tests.train.test_noise import sd_scheduler
 
 
 def _alphas_cumprod_by_hand():

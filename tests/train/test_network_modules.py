@@ -19,6 +19,7 @@ from library.train.entry import train
 from library.train.loop import Interrupted
 from tests.networks import comfy_lora, kohya_contract_module
 from tests.train.conftest import base_values
+from tests.train.test_training import StopAfter
 
 SCRIPTS = {"sd1": "train_network", "sdxl": "sdxl_train_network"}
 
@@ -147,15 +148,6 @@ def test_lycoris_default_preset_on_diffusers_unet_is_a_clear_error(tiny_ckpt, de
     pytest.importorskip("lycoris", reason="LyCORIS (pip install lycoris-lora) is optional")
     with pytest.raises(UserError, match="preset=attn-mlp"):
         _train(tiny_ckpt, demo_data, tmp_path / "out", network_module="lycoris.kohya", network_args=["algo=loha"])
-
-
-class StopAfter:
-    def __init__(self, n):
-        self.n, self.calls = n, 0
-
-    def __call__(self):
-        self.calls += 1
-        return self.calls >= self.n
 
 
 def test_a_module_that_only_follows_kohyas_contract_trains_saves_and_resumes(tiny_ckpt, demo_data, tmp_path):

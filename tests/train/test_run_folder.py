@@ -109,6 +109,20 @@ def test_validation_loss_lands_in_metrics(tiny_ckpt, demo_data, tmp_path):
     assert sorted(validation) == [2, 4] and all(v > 0 for v in validation.values())
 
 
+def test_per_image_losses_are_one_line_per_optimizer_step(tiny_ckpt, demo_data, tmp_path):
+    """With gradient accumulation a step's line holds every micro-batch's images; their mean is the logged loss."""
+    import pytest
+
+    out = tmp_path / "out"
+    argv = _argv(tiny_ckpt("sd1"), demo_data, out, steps=2, train_batch_size=1, gradient_accumulation_steps=3)
+    assert main(argv) == EXIT_OK
+    items = _lines(out / "item_losses.jsonl")
+    losses = {m["step"]: m["loss"] for m in _lines(out / "metrics.jsonl")}
+    assert [line["step"] for line in items] == [1, 2] and all(len(line["items"]) == 3 for line in items)
+    for line in items:
+        assert sum(v for _, v in line["items"]) / 3 == pytest.approx(losses[line["step"]], rel=1e-4)
+
+
 def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_path):
     """Only the main process reads the control files; both ranks stop at the same step (accelerate, gloo)."""
     import subprocess
@@ -134,3 +148,31 @@ def test_two_processes_obey_the_stop_file_together(tiny_ckpt, demo_data, tmp_pat
     assert status["phase"] == "interrupted" and status["step"] == 1
     assert (out / "t-step00000001-state").is_dir() and not (out / "stop").exists()
     assert [m["step"] for m in _lines(out / "metrics.jsonl")] == [1]  # one writer: the main process
+    # the step's per-image losses come from both processes (gathered to the main one): 2 ranks x batch 2
+    items = _lines(out / "item_losses.jsonl")
+    assert [line["step"] for line in items] == [1] and len(items[0]["items"]) == 4
+    images = sorted(str(p) for p in (demo_data / "img").rglob("*.png"))
+    assert all(key in images and loss > 0 for key, loss in items[0]["items"])
+    loss = _lines(out / "metrics.jsonl")[0]["loss"]  # the mean over both ranks' batches
+    assert sum(v for _, v in items[0]["items"]) / 4 == pytest.approx(loss, rel=1e-4)
+
+
+def test_peak_memory_without_the_resource_module_is_none_not_a_crash(monkeypatch):
+    """Windows has no ``resource`` module: the trainer and its status.json must still work there."""
+    import builtins
+
+    from library.train import peak_memory
+
+    real_import = builtins.__import__
+
+    def no_resource(name, *args, **kwargs):
+        if name == "resource":
+            raise ImportError("No module named 'resource'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_resource)
+    measured = peak_memory.peak_memory(start_resident=123)
+    assert measured == {"device": "cpu", "peak_rss_bytes": None, "start_rss_bytes": 123}
+    from webui.memory_check import compare
+
+    assert compare({"total_bytes": 10, "parts": {}}, measured) is None

@@ -47,6 +47,7 @@ def test_cached_text_encoder_outputs_free_the_encoders_and_samples_stay_the_same
 def test_prompts_encoded_up_front_give_the_same_sample_images(family, tiny_ckpt, tmp_path):
     from library.models import load_base_model
     from library.inference.prompts import parse_prompt_line
+    from library.options.typed import SamplingOptions
     from library.train.sampling import encode_sample_prompts, generate_samples
 
     base = load_base_model(tiny_ckpt(family))
@@ -55,12 +56,13 @@ def test_prompts_encoded_up_front_give_the_same_sample_images(family, tiny_ckpt,
                                                     "no guidance --w 32 --h 32 --s 2 --d 7 --l 1",
                                                     "a (red:1.3) shape --w 32 --h 32 --s 2 --d 8")]
     clip_skip = None  # clip_skip > 1 fails in diffusers' SD pipeline with transformers v5 (no .text_model), with or without this
-    live = generate_samples(base, prompts, str(tmp_path / "live"), "s", clip_skip=clip_skip)
+    live = generate_samples(base, prompts, str(tmp_path / "live"), "s", SamplingOptions(clip_skip=clip_skip))
     conditioning = encode_sample_prompts(base, prompts, clip_skip=clip_skip)
     from library.train.memory import free
 
     free(base.text_encoders)
-    cached = generate_samples(base, prompts, str(tmp_path / "cached"), "s", clip_skip=clip_skip, conditioning=conditioning)
+    cached = generate_samples(base, prompts, str(tmp_path / "cached"), "s", SamplingOptions(clip_skip=clip_skip),
+                              conditioning=conditioning)
     assert len(live) == 4
     for x, y in zip(live, cached):
         assert open(x, "rb").read() == open(y, "rb").read()

@@ -9,6 +9,7 @@ from library.options import namespace_from
 from library.train.entry import train
 from library.inference.pipelines import prompt_kwargs
 from library.inference.prompts import SamplePrompt
+from library.options.typed import SamplingOptions
 from library.train.sampling import generate_samples
 from library.train.setup_model import load_for_training
 from library.inference.text_encoding import _core, encode_captions, tokenize, tokenize_weighted
@@ -161,5 +162,5 @@ def test_sample_images_with_clip_skip_use_the_trained_conditioning(models, tmp_p
     torch.testing.assert_close(kw["prompt_embeds"], expected.context[:1].to(kw["prompt_embeds"].dtype))
     assert prompt_kwargs(base, "a red ball", None, clip_skip=1) == {"prompt": "a red ball", "negative_prompt": None}
     paths = generate_samples(base, [SamplePrompt(prompt="a red ball", width=32, height=32, steps=2, seed=1)],
-                             str(tmp_path), "s", clip_skip=2)
+                             str(tmp_path), "s", SamplingOptions(clip_skip=2))
     assert len(paths) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, HTTPException
 
 from library.errors import UserError
 
@@ -75,3 +75,24 @@ def api_memory(values: dict = Body(..., embed=True), ctx: Context = Depends(get_
     if not resolved.get("pretrained_model_name_or_path"):
         raise UserError("pretrained_model_name_or_path: set the base model first; the estimate reads its size",)
     return estimate(resolved)
+
+
+@router.post("/api/memory/check")
+def api_memory_check(values: dict = Body(...), script: str = Body("train_network"), processes: int = Body(1),
+                     gpu_ids: str | None = Body(None), ctx: Context = Depends(get_ctx)):
+    """Queue a 2-step dry run of these options (first in the queue) that measures the peak memory; its record."""
+    from .. import memory_check
+
+    return memory_check.queue(ctx, ctx.state_dir, values, script, processes, gpu_ids)
+
+
+@router.get("/api/memory/check/{job_id}")
+def api_memory_check_result(job_id: int, ctx: Context = Depends(get_ctx)):
+    """A memory check's record: estimate, measured peak (once the dry run ended), comparison, the job's status."""
+    from .. import memory_check
+
+    job = ctx.job_or_404(job_id)
+    record = memory_check.read_record(ctx.state_dir, job_id)
+    if job["kind"] != memory_check.KIND or record is None:
+        raise HTTPException(404, f"job {job_id} is not a memory check")
+    return {**record, "job_status": job["status"], "run": ctx.job_view(job)["run"]}

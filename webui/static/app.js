@@ -320,13 +320,46 @@ const LS = (() => {
     $("#memory-btn").addEventListener("click", async () => {
       try {
         const r = await api("/api/memory", {body: {values: getValues()}});
-        const gib = (b) => (b / 2 ** 30).toFixed(2) + " GiB";
         $("#memory").replaceChildren(el("table", {class: "plan-table"},
           ...Object.entries(r.parts).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, gib(v)))),
           el("tr", {class: "total"}, el("th", {}, "total (rough, ±30 %)"), el("td", {}, el("b", {}, gib(r.total_bytes))))),
           el("p", {class: "hint"}, `${r.family}, ${(r.lora_parameters / 1e6).toFixed(2)} M LoRA parameters, ${r.resolution.join("×")} × batch ${r.batch}`),
           $("#memory-btn"));
       } catch (e) { toast(e.message, true); }
+    });
+    // the memory check: a 2-step dry run of these options (a queued job) measuring the peak, shown beside the estimate
+    const gib = (b) => (b / 2 ** 30).toFixed(2) + " GiB", mib = (b) => (b / 2 ** 20).toFixed(0) + " MiB";
+    const size = (b) => b >= 2 ** 30 ? gib(b) : mib(b);
+    function checkTable(r) {
+      const m = r.measured, c = r.comparison, rows = [["dry run", `job #${r.job}: ${r.job_status}` + (r.run && r.run.step ? ` (step ${r.run.step}/${r.run.total})` : "")]];
+      if (r.estimate) rows.push(["estimated (without the CUDA context)", size(r.estimate.total_bytes - (r.estimate.parts["CUDA context"] || 0))]);
+      if (m && m.device === "cuda") rows.push(["measured: max allocated", size(m.max_allocated_bytes)], ["measured: max reserved", size(m.max_reserved_bytes)],
+        ["GPU", `${m.device_name}, ${gib(m.total_bytes)}`]);
+      if (m && m.device === "cpu") rows.push(["measured: resident set growth (no GPU)", size(m.peak_rss_bytes - (m.start_rss_bytes || 0))],
+        ["peak resident set", size(m.peak_rss_bytes)]);
+      if (c) rows.push(["measured / estimated", el("b", {}, c.ratio.toFixed(2))]);
+      const t = el("table", {class: "plan-table", id: "memory-check-result", "data-state": r.state},
+        ...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
+      const cpu = m && m.device === "cpu" ? el("p", {class: "hint"}, "no GPU: the resident set also holds ~150 MiB that is not " +
+        "model memory (dataset, tokenizer, allocator), so the ratio says little for small runs") : "";
+      return [t, cpu, r.error ? el("p", {class: "error-line"}, r.error) : "", r.estimate_error ? el("p", {class: "hint"}, r.estimate_error) : ""];
+    }
+    $("#memory-check-btn").addEventListener("click", async () => {
+      try {
+        const first = await api("/api/memory/check", {body: {script: script(), values: getValues(),
+          processes: Number($("#processes").value) || 1, gpu_ids: $("#gpu-ids").value || null}});
+        toast(`memory check queued (job #${first.job}): 2 steps in a temporary folder`);
+        const poll = async () => {
+          const r = await api(`/api/memory/check/${first.job}`);
+          $("#memory-check").replaceChildren(...checkTable(r), $("#memory-check-btn"));
+          if (["queued", "running"].includes(r.job_status) || r.state === "queued") setTimeout(poll, 1500);
+        };
+        poll();
+      } catch (e) {
+        toast(e.message, true);
+        const row = e.field && form.querySelector(`.field[data-name="${e.field}"]`);
+        if (row) { row.classList.add("bad", "shown"); row.querySelector(".field-error").textContent = e.message; }
+      }
     });
     $("#queue").addEventListener("click", async () => {
       if (window.Notification && Notification.permission === "default") Notification.requestPermission();  // "run ended" notices
