@@ -2,23 +2,25 @@
 
 Every variant runs in this one process, interleaved round by round, and is reported as a
 ratio to the no-LoRA baseline (input gradients on, so the baseline does the same backward
-through the frozen base). Target: <= 1.10 at rank 32.
+through the frozen base). Target: <= 1.10 at rank 32. Both clocks are printed; ``--clock cpu``
+(the default on a CPU: this process's CPU time, torch on one thread) makes the ratios robust to
+other jobs on the machine, see bench/clock.py.
 
     .venv/bin/python bench/lora_overhead.py [--resolution 256] [--rounds 5] [--ranks 4 32 128] [--device cpu]
+        [--clock cpu|wall] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from clock import Clocks, add_clock_options  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
 
 from library.models.configs import full_size_configs  # noqa: E402
@@ -39,7 +41,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ranks", type=int, nargs="+", default=[4, 32, 128])
     ap.add_argument("--device", default="cpu")
+    add_clock_options(ap)
     args = ap.parse_args()
+    clocks = Clocks.from_args(args, args.device)
 
     torch.manual_seed(0)
     cfg = full_size_configs("sd1")["unet"]
@@ -60,9 +64,7 @@ def main():
         if net is not None:
             net.apply_to(None, unet)
             net.requires_grad_(True)
-        start = time.perf_counter()
-        step(unet, x, t, ctx, args.device)
-        elapsed = time.perf_counter() - start
+        elapsed = clocks.measure(step, unet, x, t, ctx, args.device)
         if net is not None:
             net.restore()
             net.zero_grad(set_to_none=True)
@@ -75,16 +77,10 @@ def main():
     for _ in range(args.rounds):
         for v in variants:
             times[v].append(run(v))
-    base = statistics.median(times["base"])
-    print(f"SD1.5 UNet fp32, {args.resolution}px, batch 1, {args.device}, threads={torch.get_num_threads()}, rounds={args.rounds}")
-    print(f"{'variant':>10} {'median s':>9} {'ratio':>6} {'LoRA modules':>12} {'LoRA params':>11}")
-    print(f"{'no LoRA':>10} {base:9.3f} {1.0:6.3f} {'-':>12} {'-':>11}")
-    for r in args.ranks:
-        med = statistics.median(times[r])
-        n = networks[r]
-        print(f"{'rank ' + str(r):>10} {med:9.3f} {med / base:6.3f} {len(n.unet_loras):12d} {sum(p.numel() for p in n.parameters()):11d}")
-    print("rounds (s): " + "; ".join(f"{'no LoRA' if v == 'base' else f'rank {v}'}: " + ", ".join(f"{x:.2f}" for x in times[v])
-                                     for v in variants))
+    print(f"SD1.5 UNet fp32, {args.resolution}px, batch 1, {args.device}, rounds={args.rounds}; torch {torch.__version__}")
+    print("LoRA modules / params: " + ", ".join(f"rank {r}: {len(n.unet_loras)} / {sum(p.numel() for p in n.parameters()) / 1e6:.1f} M"
+                                                 for r, n in networks.items()))
+    print("\n".join(clocks.report(times, "base", label=lambda v: "no LoRA" if v == "base" else f"rank {v}")))
 
 
 if __name__ == "__main__":

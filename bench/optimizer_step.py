@@ -3,19 +3,25 @@
 Why: a LoRA has hundreds of small tensors (SD1.5 rank 4 on UNet + text encoder: 528 tensors, 3.9 M
 values), so per-tensor overhead, not arithmetic, sets the cost of the optimizer step. torch's default
 on CPU is the loop; library/train/speed.py picks fused (or foreach) for the trainer. Interleaved rounds,
-medians, ratios to the loop in the same process.
+medians, ratios to the loop in the same process, on both clocks (bench/clock.py; ``--clock cpu``, the
+default on a CPU, is this process's CPU time with torch on one thread).
 
     .venv/bin/python bench/optimizer_step.py [--rounds 15] [--tensors 264] [--rank 4] [--device cpu|cuda]
+        [--clock cpu|wall] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
-import statistics
-import time
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from clock import Clocks, add_clock_options  # noqa: E402
 
 WIDTHS = (320, 640, 1280, 768, 2560, 5120)  # SD1.5 UNet/CLIP-L layer widths
 
@@ -26,7 +32,9 @@ def main():
     ap.add_argument("--tensors", type=int, default=264, help="LoRA modules (each has a down and an up tensor)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_clock_options(ap)
     args = ap.parse_args()
+    clocks = Clocks.from_args(args, args.device)
     rng = random.Random(0)
     shapes = []
     for _ in range(args.tensors):
@@ -41,19 +49,17 @@ def main():
         opts[name] = torch.optim.AdamW(params, lr=1e-4, **kw)
         opts[name].step()  # state allocated
     times = {n: [] for n in variants}
+
+    def step(opt):
+        opt.step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
     for _ in range(args.rounds):
         for name, opt in opts.items():
-            t = time.perf_counter()
-            opt.step()
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t)
-    ref = statistics.median(times["loop"])
+            times[name].append(clocks.measure(step, opt))
     print(f"AdamW step, {len(shapes)} tensors, {sum(a * b for a, b in shapes) / 1e6:.1f} M values, {args.device}, "
-          f"median of {args.rounds}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name in variants:
-        med = statistics.median(times[name])
-        print(f"  {name:8s} {med * 1000:8.1f} ms  x{med / ref:5.2f} of loop")
+          f"median of {args.rounds}; torch {torch.__version__}")
+    print("\n".join(clocks.report(times, "loop", unit="ms", scale=1000)))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,11 @@ between steps, untimed), interleaved round by round, as ratios to ``lora`` (our 
 * ``compiled``   fused + torch.compile(UNet) (``--compile BACKEND``; its first call is reported apart
                  as the compile time)
 
-    .venv/bin/python bench/train_step.py --levers [--compile inductor] [--rounds 3] [--resolution 256]
+    .venv/bin/python bench/train_step.py --levers [--compile inductor] [--rounds 3] [--resolution 256] [--variants lora fused]
+
+Clocks (bench/clock.py): both are measured and printed; ``--clock cpu`` (the default on a CPU) makes the
+ratios from this process's CPU time with torch on one thread, so other jobs on a shared machine do not
+move them; ``--clock wall`` (the default on CUDA) from elapsed time with torch's own threads.
 
 ``--te_memory``: resident memory of UNet-only training with the text encoder kept (``te_kept``) vs
 freed after its outputs are cached (``te_freed``, library/train/memory.py), each in a fresh process:
@@ -44,11 +48,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from clock import Clocks, add_clock_options  # noqa: E402
 
 from library.models import assemble, build_models, full_size_configs  # noqa: E402
 from library.train.losses import LossOptions  # noqa: E402
@@ -267,36 +273,45 @@ def te_memory_main(args):
     print(f"  freed: {out['te_kept']['peak_mib'] - out['te_freed']['peak_mib']:.0f} MiB less at peak")
 
 
-def levers_main(args):
+def levers_main(args, clocks: Clocks):
     """Each lever alone and together against ``lora`` (the step before them), interleaved."""
     bench = _Levers(args)
-    variants = list(LEVERS)
-    compile_s = None
+    variants = list(args.variants or LEVERS)
+    if "lora" not in variants:
+        variants.insert(0, "lora")  # the baseline of the ratios
+    compile_cost = None
     if args.compile:
         bench.compiled = torch.compile(bench.unet, backend=args.compile)
         variants.append("compiled")
     for v in variants:  # warm-up; the compiled variant's first call is its compile time
-        t = time.perf_counter()
-        bench.step(v)
+        children = _children_cpu()
+        first = clocks.measure(bench.step, v)
         if v == "compiled":
-            compile_s = time.perf_counter() - t
+            compile_cost = (first, _children_cpu() - children)
+        print(f"warm-up {v}: {first.cpu:.1f} s cpu, {first.wall:.1f} s wall", flush=True)
     times = {v: [] for v in variants}
     for _ in range(args.rounds):
         for v in variants:
             bench.set(v)
-            t = time.perf_counter()
-            bench.step(v)
-            times[v].append(time.perf_counter() - t)
-    ref = statistics.median(times["lora"])
+            times[v].append(clocks.measure(bench.step, v))
     print(f"levers: {args.family} {args.resolution}px batch {args.batch} rank {args.rank} {args.device}, median of "
-          f"{args.rounds} rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU bf16 unit: {_bf16_unit()}")
-    for v in variants:
-        med = statistics.median(times[v])
-        print(f"  {v:9s} {med:7.2f} s/step  x{med / ref:5.2f} of lora  (rounds: {', '.join(f'{x:.2f}' for x in times[v])})")
-    if compile_s is not None:
-        print(f"  compile ({args.compile}): first step {compile_s:.1f} s = about {compile_s - statistics.median(times['compiled']):.1f} s "
-              "of compiling")
+          f"{args.rounds} rounds; torch {torch.__version__}, CPU bf16 unit: {_bf16_unit()}")
+    print("\n".join(clocks.report(times, "lora")))
+    if compile_cost is not None:
+        first, children_cpu = compile_cost
+        steady = statistics.median(s.wall for s in times["compiled"])
+        print(f"compile ({args.compile}): first step {first.wall:.1f} s wall (about {first.wall - steady:.1f} s of compiling), "
+              f"{first.cpu:.1f} s CPU in this process + {children_cpu:.1f} s in compiler subprocesses")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of finished child processes (the compiler's), 0 where there is no getrusage (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _bf16_unit():
@@ -319,9 +334,13 @@ def main():
     ap.add_argument("--levers", action="store_true", help="the step-speed levers, alone and together, on one model")
     ap.add_argument("--te_memory", action="store_true", help="resident memory with the text encoder kept vs freed")
     ap.add_argument("--compile", default=None, metavar="BACKEND", help="with --levers: add torch.compile(UNet)")
+    ap.add_argument("--variants", nargs="+", choices=LEVERS, default=None,
+                    help="with --levers: only these (lora, the baseline, always runs)")
+    add_clock_options(ap)
     args = ap.parse_args()
+    clocks = Clocks.from_args(args, args.device)
     if args.levers:
-        levers_main(args)
+        levers_main(args, clocks)
         return
     if args.te_memory:
         te_memory_main(args)
@@ -348,19 +367,17 @@ def main():
             peaks[v] = torch.cuda.max_memory_allocated() / 2**20
     for _ in range(args.rounds):
         for v in VARIANTS:
-            t = time.perf_counter()
-            steps[v]()
-            times[v].append(time.perf_counter() - t)
+            times[v].append(clocks.measure(steps[v]))
     if args.device == "cpu" and not args.no_memory:
         del steps
         peaks = {v: child_peak(v, args) for v in VARIANTS}
-    base = statistics.median(times["base"])
     print(f"{args.family} {args.resolution}px batch {args.batch} rank {args.rank} {args.device} {args.dtype}, "
-          f"median of {args.rounds} rounds; torch {torch.__version__}, {os.cpu_count()} CPUs")
+          f"median of {args.rounds} rounds; torch {torch.__version__}")
+    print("\n".join(clocks.report(times, "base")))
     for v in VARIANTS:
-        med = statistics.median(times[v])
-        mem = f"  peak {peaks[v]:8.0f} MiB" + (" above the weights" if args.device == "cpu" else "") if v in peaks else ""
-        print(f"  {v:9s} {med:7.2f} s/step  {1 / med:6.3f} steps/s  x{med / base:5.2f} of base{mem}")
+        if v in peaks:
+            where = " above the weights" if args.device == "cpu" else ""
+            print(f"  {v:9s} peak {peaks[v]:8.0f} MiB{where}")
 
 
 if __name__ == "__main__":

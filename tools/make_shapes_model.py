@@ -6,7 +6,10 @@ while the builder's code is unchanged; the path is printed either way. --ship wr
 the repository (models/shapes/), where the quality tests and the demo take it from while its
 recorded source hash matches the builder's: run it after any change to the builder.
 
-    python tools/make_shapes_model.py [--out shapes.safetensors | --ship] [--seed 0] [--v_parameterization]
+    python tools/make_shapes_model.py [--out shapes.safetensors | --ship] [--seed 0] [--v_parameterization] [--sdxl]
+
+``--sdxl`` builds the SDXL-layout model instead (two text encoders, size/crop conditioning;
+library/eval/shapes_model_sdxl.py), cached under shapes-sdxl-<hash>/; --ship is SD1 only.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from library.eval import shapes_model_sdxl  # noqa: E402
 from library.eval.shapes_model import (  # noqa: E402
     BUDGETS, build_shapes_model, cached_shapes_model, shipped_path, source_hash,
 )
@@ -33,23 +37,36 @@ def main(argv: list[str] | None = None) -> int:
                        help="build into the repository (models/shapes/), replacing a stale shipped model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--v_parameterization", action="store_true", help="train for v-prediction")
+    parser.add_argument("--sdxl", action="store_true", help="build the SDXL-layout model (two text encoders)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default",
                         help="'smoke' trains a few steps only (tests of the machinery); needs --out")
     args = parser.parse_args(argv)
     if args.budget != "default" and not args.out:
         parser.error("--budget smoke needs --out (the cache and the repository hold only the real model)")
+    if args.ship and args.sdxl:
+        parser.error("--ship writes the SD1 shapes model only; build the SDXL one into the cache or --out")
     prediction = "v_prediction" if args.v_parameterization else "epsilon"
-    if args.out:
+    if args.sdxl:
+        path = _build_sdxl(args, prediction)
+    elif args.out:
         path = build_shapes_model(args.out, seed=args.seed, budget=BUDGETS[args.budget], prediction_type=prediction)
     elif args.ship:
         path = build_shapes_model(shipped_path(args.seed, prediction), seed=args.seed, prediction_type=prediction)
     else:
         path = cached_shapes_model(seed=args.seed, prediction_type=prediction)
     size_mb = path.stat().st_size / 1e6
-    print(f"shapes model: {path} ({size_mb:.1f} MB, source {source_hash()})")
+    source = shapes_model_sdxl.source_hash() if args.sdxl else source_hash()
+    print(f"shapes model: {path} ({size_mb:.1f} MB, source {source})")
     if args.ship and size_mb > SHIP_LIMIT_MB:
         print(f"warning: {size_mb:.1f} MB is over the {SHIP_LIMIT_MB} MB the repository should hold", file=sys.stderr)
     return 0
+
+
+def _build_sdxl(args, prediction: str):
+    if args.out:
+        return shapes_model_sdxl.build_sdxl_shapes_model(args.out, seed=args.seed, prediction_type=prediction,
+                                                         budget=shapes_model_sdxl.BUDGETS[args.budget])
+    return shapes_model_sdxl.cached_sdxl_shapes_model(seed=args.seed, prediction_type=prediction)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from library.train.setup_model import load_for_training
 from tests.train.conftest import base_values
 from tests.train.test_training import StopAfter, _stress
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def _sdxl_cached_te(tiny_ckpt, demo_data, out, prompts, **extra):
     samples = dict(sample_prompts=str(prompts), sample_every_n_steps=2) if prompts else {}
@@ -157,3 +159,51 @@ def test_this_machines_bf16_unit_is_detected_from_cpuinfo():
     speed.cpu_bf16_unit.cache_clear()
     expected = "amx_bf16" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
     assert speed.cpu_bf16_unit() == expected
+
+
+_FAULTS_AFTER_TRAINING = """
+import json, resource, runpy, sys, torch
+argv = json.loads(sys.argv[2])
+if sys.argv[1] == "script":  # the CLI's own process: ``python train_network.py ...``
+    sys.argv = ["train_network.py", *argv]
+    try:
+        runpy.run_path("train_network.py", run_name="__main__")
+    except SystemExit as exit:
+        assert exit.code in (0, None), exit.code
+else:  # a host training in its own process (the ComfyUI node, tests)
+    from library.train.entry import main
+    assert main(argv, "train_network") in (0, None)
+def step():  # blocks of 4-48 MiB, all alive at the step's peak, then freed, as a training step does
+    alive = [torch.ones(mib << 18) for mib in (4, 8, 16, 48) * 3]
+    return sum(float(t[-1]) for t in alive)
+for _ in range(6):  # the heap settles
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_the_training_scripts_own_process_keeps_freed_memory_and_a_host_keeps_its_allocator(tiny_ckpt, demo_data, tmp_path):
+    """``python train_network.py`` on a CPU (library/train/own_process.py): a step's freed memory is reused by the next
+    step instead of being given back to the kernel and faulted in again page by page (bench/cpu_allocator.py: 0.90x
+    the step's CPU time); a host process that calls the trainer keeps glibc's defaults."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.faults.harness import child_env, cli_args
+
+    faults = {}
+    for who in ("script", "host"):
+        argv = cli_args(tiny_ckpt("sd1"), demo_data, tmp_path / who, max_train_steps="2")
+        out = subprocess.run([sys.executable, "-c", _FAULTS_AFTER_TRAINING, who, json.dumps(argv)], cwd=ROOT,
+                             env=child_env(), capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert (tmp_path / who / "t.safetensors").exists()
+        faults[who] = int(out.stdout.split()[-1])
+    # glibc's default unmaps blocks above 32 MiB on free: each step faults its 48 MiB blocks in again (>= 12288
+    # pages a step); the script's process keeps them: almost no faults
+    assert faults["host"] > 5 * 12288, faults
+    assert faults["script"] < faults["host"] / 5, faults
