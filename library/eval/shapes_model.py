@@ -170,12 +170,14 @@ def _pick_captions(variants: torch.Tensor, idx: torch.Tensor, budget: Budget, ge
     return torch.where(drop, torch.zeros_like(chosen), chosen)
 
 
-def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen: torch.Generator, log) -> None:
-    """Diffusion training on cached latents and text embeddings, min-SNR(5) weighted.
+def train_diffusion(unet, latents, scheduler, budget, gen: torch.Generator, log, condition, label: str = "unet") -> None:
+    """Diffusion training on cached latents, min-SNR(5) weighted; SD1 and SDXL builders share it.
 
-    With ``budget.ema_decay`` the weights left in ``unet`` are an exponential moving average of
-    the trained ones (decay warmed up as (1 + step) / (10 + step)), the usual diffusion recipe:
-    averaging smooths the last steps' noise, which a short run has most of."""
+    ``condition(idx)`` gives the UNet's keyword inputs beyond the noisy latents and timesteps for the images
+    ``idx`` (drawing its random caption choices from ``gen`` after the noise). With ``budget.ema_decay`` the
+    weights left in ``unet`` are an exponential moving average of the trained ones (decay warmed up as
+    (1 + step) / (10 + step)), the usual diffusion recipe: averaging smooths the last steps' noise, which a
+    short run has most of."""
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=budget.unet_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, budget.unet_lr, total_steps=budget.unet_steps, pct_start=0.05)
@@ -185,7 +187,8 @@ def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen
     weight = torch.clamp(snr, max=5.0) / (snr + 1 if v_pred else snr)
     avg = None
     params = [p for p in unet.parameters() if p.requires_grad]
-    ema = [p.detach().clone() for p in params] if budget.ema_decay else None
+    ema_decay = getattr(budget, "ema_decay", 0.0)
+    ema = [p.detach().clone() for p in params] if ema_decay else None
     for step in range(budget.unet_steps):
         idx = torch.randint(0, len(latents), (budget.unet_batch,), generator=gen)
         x0 = latents[idx]
@@ -193,28 +196,32 @@ def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
         target = scheduler.get_velocity(x0, noise, t) if v_pred else noise
-        ctx = contexts[_pick_captions(variants, idx, budget, gen)]
-        pred = unet(xt, t, ctx).sample
-        loss = ((pred - target) ** 2).mean(dim=(1, 2, 3)) * weight[t]
-        loss = loss.mean()
+        pred = unet(xt, t, **condition(idx)).sample
+        loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weight[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         sched.step()
         if ema is not None:
-            decay = min(budget.ema_decay, (1 + step) / (10 + step))
+            decay = min(ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 torch._foreach_mul_(ema, decay)
                 torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - decay)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 100 == 0 or step == budget.unet_steps - 1:
-            log(f"unet step {step}: loss {avg:.4f}")
+            log(f"{label} step {step}: loss {avg:.4f}")
     if ema is not None:
         with torch.no_grad():
             for p, e in zip(params, ema):
                 p.copy_(e)
     unet.eval()
+
+
+def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen: torch.Generator, log) -> None:
+    """The SD1 UNet: text contexts of the captions picked per image (some shortened or dropped)."""
+    train_diffusion(unet, latents, scheduler, budget, gen, log,
+                    lambda idx: {"encoder_hidden_states": contexts[_pick_captions(variants, idx, budget, gen)]})
 
 
 def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = Budget(),

@@ -134,38 +134,16 @@ def choose_captions(variants: torch.Tensor, idx: torch.Tensor, cropped: torch.Te
 
 def train_sdxl_unet(unet, latents, contexts, pooled, time_ids, cropped, variants, scheduler, budget: SdxlBudget,
                     gen: torch.Generator, log) -> None:
-    """Diffusion training with SDXL's added conditioning (pooled text + time ids), min-SNR(5) weighted;
-    a dropped caption is zeros for context and pooled (SDXL's unconditional)."""
-    unet.train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=budget.unet_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, budget.unet_lr, total_steps=budget.unet_steps, pct_start=0.05)
-    alphas = scheduler.alphas_cumprod
-    snr = alphas / (1 - alphas)
-    v_pred = scheduler.config.prediction_type == "v_prediction"
-    weight = torch.clamp(snr, max=5.0) / (snr + 1 if v_pred else snr)
-    avg = None
-    for step in range(budget.unet_steps):
-        idx = torch.randint(0, len(latents), (budget.unet_batch,), generator=gen)
-        x0 = latents[idx]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
-        xt = scheduler.add_noise(x0, noise, t)
-        target = scheduler.get_velocity(x0, noise, t) if v_pred else noise
+    """Diffusion training with SDXL's added conditioning (pooled text + time ids); a dropped caption is zeros
+    for context and pooled (SDXL's unconditional)."""
+
+    def condition(idx):
         chosen, dropped = choose_captions(variants, idx, cropped, budget, gen)
         keep = (~dropped).float()
-        ctx = contexts[chosen] * keep.view(-1, 1, 1)
-        pool = pooled[chosen] * keep.view(-1, 1)
-        pred = unet(xt, t, ctx, added_cond_kwargs={"text_embeds": pool, "time_ids": time_ids[idx]}).sample
-        loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weight[t]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
-        if step % 100 == 0 or step == budget.unet_steps - 1:
-            log(f"sdxl unet step {step}: loss {avg:.4f}")
-    unet.eval()
+        return {"encoder_hidden_states": contexts[chosen] * keep.view(-1, 1, 1),
+                "added_cond_kwargs": {"text_embeds": pooled[chosen] * keep.view(-1, 1), "time_ids": time_ids[idx]}}
+
+    shapes_model.train_diffusion(unet, latents, scheduler, budget, gen, log, condition, label="sdxl unet")
 
 
 def _vae_budget(budget: SdxlBudget) -> shapes_model.Budget:
