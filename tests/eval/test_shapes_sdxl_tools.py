@@ -5,7 +5,6 @@ loader reads as SDXL, and size/crop ids that mean the same thing to the builder,
 inference pipeline (a swapped order there is a silent bug: every part would still run).
 """
 
-import hashlib
 import random
 
 import numpy as np
@@ -21,16 +20,10 @@ from library.eval.shapes_model_sdxl import (
 from library.inference.pipelines import make_pipeline
 from library.models import load_base_model
 from library.train.text_encoding import sdxl_time_ids
+from tests.eval.test_shapes_tools import _digest
 from tools.make_shapes_model import main as make_shapes
 
 
-def _digest(path):
-    sd = load_file(str(path))
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
