@@ -132,6 +132,18 @@ class Clocks:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return Sample(wall=wall, cpu=cpu, sys=_system_time() - sys_before)
 
+    def interleaved(self, steps: dict, rounds: int, warmup: int = 0) -> dict:
+        """``warmup`` untimed calls of every step, then ``rounds`` rounds that measure each step once in turn
+        (interleaved, so a change in the machine's load falls on every variant alike): name -> [Sample]."""
+        for _ in range(warmup):
+            for fn in steps.values():
+                fn()
+        samples = {name: [] for name in steps}
+        for _ in range(rounds):
+            for name, fn in steps.items():
+                samples[name].append(self.measure(fn))
+        return samples
+
     def header(self) -> str:
         return (f"clock: {self.clock} ({'CPU time of this process' if self.clock == 'cpu' else 'wall time'}), "
                 f"torch threads {self.threads}, {os.cpu_count()} CPUs, freed memory "

@@ -40,13 +40,7 @@ def child(variant: str, args) -> dict:
     clocks = Clocks("cpu", 1, keep_freed=variant == "heap")
     step = PhasedStep(args)
     steps = {"lora_unet": lambda: step(record=False), "base": bare_steps(step)["base"]}
-    for _ in range(2):
-        for fn in steps.values():
-            fn()
-    samples = {name: [] for name in steps}
-    for _ in range(args.steps):
-        for name, fn in steps.items():
-            samples[name].append(clocks.measure(fn))
+    samples = clocks.interleaved(steps, args.steps, warmup=2)
     del torch
     return {name: {"cpu": [s.cpu for s in got], "sys": [s.sys for s in got], "wall": [s.wall for s in got]}
             for name, got in samples.items()}

@@ -13,6 +13,7 @@ default on a CPU, is this process's CPU time with torch on one thread).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -48,15 +49,12 @@ def main():
             p.grad = torch.randn_like(p)
         opts[name] = torch.optim.AdamW(params, lr=1e-4, **kw)
         opts[name].step()  # state allocated
-    times = {n: [] for n in variants}
 
     def step(opt):
         opt.step()
         if args.device == "cuda":
             torch.cuda.synchronize()
-    for _ in range(args.rounds):
-        for name, opt in opts.items():
-            times[name].append(clocks.measure(step, opt))
+    times = clocks.interleaved({name: functools.partial(step, opt) for name, opt in opts.items()}, args.rounds)
     print(f"AdamW step, {len(shapes)} tensors, {sum(a * b for a, b in shapes) / 1e6:.1f} M values, {args.device}, "
           f"median of {args.rounds}; torch {torch.__version__}")
     print("\n".join(clocks.report(times, "loop", unit="ms", scale=1000)))

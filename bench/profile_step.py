@@ -255,12 +255,7 @@ def main():
     clocks = Clocks("cpu", 1)
     ours = PhasedStep(args)  # one model: the base variants run it with the LoRA hooks removed
     variants = {**bare_steps(ours), "lora_unet": ours}
-    for fn in variants.values():
-        fn()
-    times = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for v, fn in variants.items():
-            times[v].append(clocks.measure(fn))
+    times = clocks.interleaved(variants, args.rounds, warmup=1)
     print(f"SD1.5 UNet + CLIP-L fp32, {args.resolution}px, batch 1, rank {args.rank}, median of {args.rounds}; "
           f"torch {torch.__version__}")
     print("\n".join(clocks.report(times, "base")))

@@ -357,7 +357,6 @@ def main():
         print(json.dumps({"peak_mib": peak.max - before}))
         return
     steps = {v: runner(v, args) for v in VARIANTS}
-    times = {v: [] for v in VARIANTS}
     peaks = {}
     for v in VARIANTS:  # warm-up (and CUDA peak per variant)
         if args.device == "cuda":
@@ -365,9 +364,7 @@ def main():
         steps[v]()
         if args.device == "cuda":
             peaks[v] = torch.cuda.max_memory_allocated() / 2**20
-    for _ in range(args.rounds):
-        for v in VARIANTS:
-            times[v].append(clocks.measure(steps[v]))
+    times = clocks.interleaved({v: steps[v] for v in VARIANTS}, args.rounds)
     if args.device == "cpu" and not args.no_memory:
         del steps
         peaks = {v: child_peak(v, args) for v in VARIANTS}

@@ -50,3 +50,15 @@ def test_cpu_clock_refuses_several_threads_and_a_gpu():
     assert out.returncode != 0 and "spin-wait" in out.stderr and "--threads 1 or --clock wall" in out.stderr, out.stderr
     out = bench("--clock", "cpu", "--device", "cuda")
     assert out.returncode != 0 and "--clock cpu on cuda" in out.stderr and "use --clock wall" in out.stderr, out.stderr
+
+
+def test_interleaved_rounds_measure_each_variant_once_per_round_after_the_warmup():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as test_learning_bench does
+    from clock import Clocks
+
+    calls = []
+    steps = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    samples = Clocks("wall", 1).interleaved(steps, rounds=3, warmup=2)
+    assert calls == ["a", "b"] * 5  # 2 warm-up rounds, then 3 timed ones, interleaved
+    assert {name: len(got) for name, got in samples.items()} == {"a": 3, "b": 3}
+    assert all(s.wall >= 0 and s.cpu >= 0 for got in samples.values() for s in got)
