@@ -20,30 +20,33 @@ import time
 from pathlib import Path
 
 from library.errors import UserError
+from library.options.definitions import BY_NAME
 from library.train.run_folder import read_status, write_json_atomic
 
 DRY_RUN_STEPS = 2
 KIND = "memory_check"
 FOLDER = "memory-checks"
 RUN_PREFIX = "run-"
-# options that would write outside the temporary folder, save, sample, log, resume or make the check long
-DROPPED = (
-    "max_train_epochs", "output_dir", "output_name", "save_every_n_epochs", "save_every_n_steps", "save_n_epoch_ratio",
-    "save_last_n_epochs", "save_last_n_steps", "save_last_n_epochs_state", "save_last_n_steps_state", "save_state",
-    "save_state_on_train_end", "resume", "resume_with_changes", "huggingface_repo_id", "huggingface_repo_type",
-    "huggingface_path_in_repo", "huggingface_token", "huggingface_repo_visibility", "save_state_to_huggingface",
-    "resume_from_huggingface", "async_upload", "sample_prompts", "sample_every_n_steps", "sample_every_n_epochs",
-    "sample_at_first", "sample_at_end", "logging_dir", "log_with", "log_prefix", "log_tracker_name", "wandb_run_name",
-    "wandb_api_key", "log_tracker_config", "log_config", "console_log_file", "cache_latents_to_disk",
-    "cache_text_encoder_outputs_to_disk", "validation_split", "validate_every_n_steps", "validate_every_n_epochs",
-    "max_validation_steps", "initial_epoch", "initial_step", "skip_until_initial_step", "debug_dataset", "output_config",
-    "config_file",
+# Whole schema groups the dry run leaves out: where and when it saves, uploads or resumes ("saving"), sample
+# images ("sampling"), loggers and metadata ("logging"); an option added to one of them later is left out too.
+DROPPED_GROUPS = ("saving", "sampling", "logging")
+# and single options of other groups that would make the check long, validate, skip steps or write elsewhere
+DROPPED_OPTIONS = (
+    "max_train_epochs", "validation_split", "validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps",
+    "initial_epoch", "initial_step", "skip_until_initial_step", "cache_latents_to_disk",
+    "cache_text_encoder_outputs_to_disk", "debug_dataset", "output_config", "config_file",
 )
+
+
+def dropped(name: str) -> bool:
+    """Whether the dry run leaves the option ``name`` out (the schema's group decides, see DROPPED_GROUPS)."""
+    option = BY_NAME.get(name)
+    return name in DROPPED_OPTIONS or (option is not None and option.group in DROPPED_GROUPS)
 
 
 def dry_run_values(values: dict, folder: str) -> dict:
     """The form's options for a dry run of DRY_RUN_STEPS steps writing only into ``folder``."""
-    out = {k: v for k, v in values.items() if k not in DROPPED}
+    out = {k: v for k, v in values.items() if not dropped(k)}
     out.update(max_train_steps=DRY_RUN_STEPS, output_dir=folder, output_name="memory-check")
     return out
 
