@@ -29,6 +29,8 @@ COLOURS = {
 CONCEPT_COLOURS = {"purple": (150, 45, 205)}
 ALL_COLOURS = {**COLOURS, **CONCEPT_COLOURS}
 WHITE = (245, 245, 245)
+# Rare tokens the concept tests bind to a concept: never in a base caption, not even as an unknown word.
+HELD_OUT_WORDS = ("sks", "ohwx", "zwx")
 # Centres (x, y) of the five named positions in a 64 px image.
 POSITIONS = {
     "top left": (19, 19),

@@ -8,15 +8,17 @@ The recipe, each part as cheap as the question allows:
 
 * data: ``shapes_data.base_dataset`` (4 shapes x 4 colours x 5 positions, jittered), 64 px,
   40 % stars, mostly yellow ones (a class prior: "a star" has a colour to commit to); the VAE
-  also sees ``shapes_data.vae_specs`` (any colour, white outlines), never captioned;
+  sees the same shapes in even colours plus ``shapes_data.vae_specs`` (any colour, white
+  outlines), never captioned;
 * VAE: the SD1 AutoencoderKL layout at tiny widths, trained as an autoencoder (MSE + a
   small KL), then its latent channels normalised *inside the weights* (quant_conv /
   post_quant_conv) so the stock SD1 factor 0.18215 gives unit-variance latents, as in SD;
-* text encoder: a small CLIP on the shipped BPE tokenizer, random and frozen (cheap, and
-  enough: the UNet's cross-attention learns to read it);
+* text encoder: a small CLIP on the shipped BPE tokenizer, trained with the UNet at a low rate
+  (frozen and random it gave the held-out "sks" the meaning "green", docs/quality.md round 3);
 * UNet: the SD1 block layout at tiny widths, trained for epsilon (or v) prediction on
-  SD1.5's DDPM schedule, captions sometimes shortened ("a star", "a red star") or dropped
-  (classifier-free guidance needs the empty prompt); an EMA of its weights is what is saved.
+  SD1.5's DDPM schedule, captions sometimes shortened ("a star", "a red star"), dropped
+  (classifier-free guidance needs the empty prompt) or given an unknown word in place of "a"
+  (so a rare token means little, as in real SD); an EMA of its weights is what is saved.
 
 Saved in fp16 (SAVE_DTYPE): that exact file is what the quality tests score, and what
 ``tools/make_shapes_model.py --ship`` keeps in the repository (models/shapes/).
@@ -63,6 +65,15 @@ class Budget:
     drop_caption: float = 0.1  # empty prompt, for classifier-free guidance
     drop_colour: float = 0.35  # "a star" (the concept test's class prompt) is trained this often
     drop_position: float = 0.25
+    # An unknown word in place of "a" ("zebra red star"): web captions teach real SD that a word it
+    # cannot place means little, so a DreamBooth token like "sks" starts near the class, not as
+    # whatever the random frozen text encoder happens to make of it (docs/quality.md, round 3).
+    unknown_word: float = 0.3
+    text_width: int = 64  # the small CLIP's hidden size
+    # The small CLIP trains with the UNet at this rate (0: random and frozen). A frozen random encoder put the
+    # held-out "sks" next to "green" (docs/quality.md, round 3); trained, the unknown words teach it that a word
+    # it cannot place means little.
+    text_lr: float = 5e-4
     ema_decay: float = 0.998  # the UNet saved is an EMA of its weights (0: the raw weights)
 
 
@@ -75,10 +86,9 @@ SAVE_DTYPE = torch.float16
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
 
 
-def shapes_configs(prediction_type: str = "epsilon") -> dict:
+def shapes_configs(prediction_type: str = "epsilon", hidden: int = 64) -> dict:
     """SD1 layout (4 UNet levels, cross-attention in the first three; 4-level VAE, 8x downscale)."""
     cfg = copy.deepcopy(tiny_configs("sd1"))
-    hidden = 64
     cfg["text_encoders"][0]["config"].update(
         hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=4,
         projection_dim=hidden,
@@ -170,7 +180,31 @@ def _pick_captions(variants: torch.Tensor, idx: torch.Tensor, budget: Budget, ge
     return torch.where(drop, torch.zeros_like(chosen), chosen)
 
 
-def train_diffusion(unet, latents, scheduler, budget, gen: torch.Generator, log, condition, label: str = "unet") -> None:
+def unknown_words(tokenizer) -> list[str]:
+    """The pool of words the world never uses: the tokenizer's whole-word ASCII tokens of 3+ letters,
+    minus the captions' own words and the concept tests' tokens (``shapes_data.HELD_OUT_WORDS``, which
+    must stay unseen), in vocabulary order so a seed picks the same words everywhere."""
+    world = set(" ".join(shapes_data.SHAPES + tuple(shapes_data.COLOURS) + tuple(shapes_data.POSITIONS)).split())
+    skip = world | {"a"} | set(shapes_data.HELD_OUT_WORDS)
+    words = []
+    for token, i in tokenizer.get_vocab().items():
+        word = token[:-4]
+        if token.endswith("</w>") and len(word) >= 3 and word.isascii() and word.isalpha() and word not in skip:
+            words.append((i, word))
+    return [w for _, w in sorted(words)]
+
+
+def with_unknown_words(texts: list[str], words: list[str], share: float, gen: torch.Generator) -> list[str]:
+    """Each non-empty caption, with probability ``share``, gets a random word of ``words`` in place of
+    its leading "a" (drawn from ``gen``: the same build gives the same captions)."""
+    n = len(texts)
+    swap = (torch.rand(n, generator=gen) < share).tolist()
+    pick = torch.randint(0, len(words), (n,), generator=gen).tolist()
+    return [words[k] + t[1:] if s and t.startswith("a ") else t for t, s, k in zip(texts, swap, pick)]
+
+
+def train_diffusion(unet, latents, scheduler, budget, gen: torch.Generator, log, condition, label: str = "unet",
+                    extra: tuple = ()) -> None:
     """Diffusion training on cached latents, min-SNR(5) weighted; SD1 and SDXL builders share it.
 
     ``condition(idx)`` gives the UNet's keyword inputs beyond the noisy latents and timesteps for the images
@@ -179,14 +213,17 @@ def train_diffusion(unet, latents, scheduler, budget, gen: torch.Generator, log,
     (1 + step) / (10 + step)), the usual diffusion recipe: averaging smooths the last steps' noise, which a
     short run has most of."""
     unet.train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=budget.unet_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, budget.unet_lr, total_steps=budget.unet_steps, pct_start=0.05)
+    groups = [{"params": list(unet.parameters()), "lr": budget.unet_lr}]
+    groups += [{"params": [p for p in module.parameters() if p.requires_grad], "lr": lr} for module, lr in extra]
+    opt = torch.optim.AdamW(groups, lr=budget.unet_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, [g["lr"] for g in groups], total_steps=budget.unet_steps,
+                                                pct_start=0.05)
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
     v_pred = scheduler.config.prediction_type == "v_prediction"
     weight = torch.clamp(snr, max=5.0) / (snr + 1 if v_pred else snr)
     avg = None
-    params = [p for p in unet.parameters() if p.requires_grad]
+    params = [p for g in groups for p in g["params"] if p.requires_grad]
     ema_decay = getattr(budget, "ema_decay", 0.0)
     ema = [p.detach().clone() for p in params] if ema_decay else None
     for step in range(budget.unet_steps):
@@ -200,7 +237,7 @@ def train_diffusion(unet, latents, scheduler, budget, gen: torch.Generator, log,
         loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weight[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if ema is not None:
@@ -218,17 +255,35 @@ def train_diffusion(unet, latents, scheduler, budget, gen: torch.Generator, log,
     unet.eval()
 
 
-def train_unet(unet, latents, contexts, variants, scheduler, budget: Budget, gen: torch.Generator, log) -> None:
-    """The SD1 UNet: text contexts of the captions picked per image (some shortened or dropped)."""
-    train_diffusion(unet, latents, scheduler, budget, gen, log,
-                    lambda idx: {"encoder_hidden_states": contexts[_pick_captions(variants, idx, budget, gen)]})
+def train_unet(unet, latents, table, variants, text_model, scheduler, budget: Budget, gen: torch.Generator,
+               log) -> None:
+    """The SD1 UNet: text contexts of the captions picked per image (some shortened or dropped, some with an
+    unknown word). ``text_model`` (the frozen tokenizer and text encoder) encodes them batch by batch."""
+    tokenizer, encoders = text_model
+    words = unknown_words(tokenizer) if budget.unknown_word else []
+
+    trained = bool(budget.text_lr)
+    for te in encoders:
+        te.requires_grad_(trained).train(trained)
+
+    def condition(idx):
+        texts = [table[i] for i in _pick_captions(variants, idx, budget, gen).tolist()]
+        if words:
+            texts = with_unknown_words(texts, words, budget.unknown_word, gen)
+        with torch.set_grad_enabled(trained):
+            return {"encoder_hidden_states": encode(encoders, [tokenize(tokenizer, texts)], "sd1").context}
+
+    extra = tuple((te, budget.text_lr) for te in encoders) if trained else ()
+    train_diffusion(unet, latents, scheduler, budget, gen, log, condition, extra=extra)
+    for te in encoders:
+        te.requires_grad_(False).eval()
 
 
 def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = Budget(),
                        prediction_type: str = "epsilon", log=print) -> Path:
     """Train the shapes base model from ``seed`` and save it to ``out``; returns the path."""
     t0 = time.time()
-    configs = shapes_configs(prediction_type)
+    configs = shapes_configs(prediction_type, budget.text_width)
     threads = torch.get_num_threads()
     # One thread: these small kernels gain little from two, and on a shared machine two
     # threads spin against other jobs (measured 0.12 s vs > 10 s per VAE step under load).
@@ -242,7 +297,10 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
                                              star_colours=dict(budget.star_colours or ()),
                                              other_colours=dict(budget.other_colours or ()))
             pixels = _pixels(specs)
-            vae_pixels = torch.cat([pixels, _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
+            # The colour priors are the UNet's world; the VAE sees every colour evenly (a VAE trained mostly on
+            # blue shapes decoded purple as blue), plus any hue at all (vae_specs).
+            even = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share)
+            vae_pixels = torch.cat([_pixels(even), _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
             log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
 
             train_vae(model.vae, vae_pixels, budget, gen, log)
@@ -253,10 +311,8 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
             log(f"vae done, latent std {latents.std():.3f} ({time.time() - t0:.0f}s)")
 
             table, variants = caption_table(specs, budget)
-            with torch.no_grad():
-                ids = tokenize(model.tokenizers[0], table)
-                contexts = encode(model.text_encoders, [ids], "sd1").context
-            train_unet(model.unet, latents, contexts, variants, model.noise_scheduler, budget, gen, log)
+            train_unet(model.unet, latents, table, variants, (model.tokenizers[0], model.text_encoders),
+                       model.noise_scheduler, budget, gen, log)
             log(f"unet done ({time.time() - t0:.0f}s)")
     finally:
         torch.set_num_threads(threads)

@@ -72,3 +72,26 @@ def test_class_images_bad_count_is_a_clear_error_before_loading(tmp_path, capsys
     rc = class_images(_class_args(str(tmp_path / "missing.safetensors"), tmp_path / "reg", 0))
     assert rc == 2
     assert "--num_class_images 0" in capsys.readouterr().err
+
+
+def test_unknown_words_never_hold_the_concept_tokens_or_the_worlds_words():
+    import torch
+
+    from library.eval import shapes_data
+    from library.eval.shapes_model import shapes_configs, unknown_words, with_unknown_words
+    from library.models import assemble, build_models
+
+    cfg = shapes_configs()
+    tokenizer = assemble(cfg, build_models(cfg, device="cpu", seed=0)).tokenizers[0]
+    words = unknown_words(tokenizer)
+    assert len(words) > 10000 and words == unknown_words(tokenizer)
+    assert not set(words) & set(shapes_data.HELD_OUT_WORDS + shapes_data.SHAPES + tuple(shapes_data.COLOURS))
+    assert {"sks", "ohwx"} <= set(shapes_data.HELD_OUT_WORDS)
+
+    texts = ["a red star, top left", "a star", ""] * 200
+    out = with_unknown_words(texts, words, 0.3, torch.Generator().manual_seed(0))
+    assert out == with_unknown_words(texts, words, 0.3, torch.Generator().manual_seed(0))
+    changed = [(t, o) for t, o in zip(texts, out) if t != o]
+    assert 0.15 < len(changed) / 400 < 0.45  # about 30 % of the 400 captions with an "a"
+    assert all(o.split(" ", 1)[1] == t.split(" ", 1)[1] and o.split(" ")[0] in words for t, o in changed)
+    assert all(o == "" for t, o in zip(texts, out) if t == "")  # the empty prompt stays empty

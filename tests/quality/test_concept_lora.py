@@ -18,6 +18,7 @@ from PIL import Image
 
 from library.eval.concept_run import CONCEPT_PROMPT, GEN, concept_rates, prepare_concept_data, train_concept_lora
 from library.eval.sample_score import sample_readings
+from library.eval.shapes_score import is_concept
 from library.inference.generate import LoraStack, LoraUse
 from library.models import load_base_model
 
@@ -47,12 +48,12 @@ def _check(base_path, model, data, tmp_path, gen_clip_skip=None, **options):
     return rates
 
 
-# Known failure, not a lowered threshold (measured rates in docs/quality.md, "Status"): with the class
-# prior the base's "a star" keeps a base colour (LoRA: 23/24), but guidance pushes the LoRA's purple
-# toward the base's meaning of "sks" (green) and away from the world's warm mean colour (blue/cyan).
-# Remove this mark when the builder passes it.
-@pytest.mark.xfail(reason="shapes base not good enough yet: the LoRA's purple star turns green/blue under "
-                          "guidance (docs/quality.md, Status, round 2)", strict=False)
+# Known failure, not a lowered threshold (measured rates in docs/quality.md, "Status", round 3): with a trained
+# text encoder and unknown words the base draws "sks star" as its class, and the LoRA draws stars; but guidance
+# pushes the LoRA's purple away from the class images' colour (to blue with a yellow class, to magenta with a
+# green one). Remove this mark when the builder passes it.
+@pytest.mark.xfail(reason="shapes base not good enough yet: under guidance the LoRA's purple star slides away from "
+                          "the class colour (docs/quality.md, Status, round 3)", strict=False)
 def test_lora_teaches_an_unseen_concept_and_keeps_the_class(shapes_model_path, shapes_model, concept_data, tmp_path):
     without = concept_rates(shapes_model, None, N, tmp_path / "gen_base")
     print("without the LoRA:", without["concept"], without["seen_sks"])
@@ -115,3 +116,24 @@ def test_lora_at_multiplier_zero_gives_the_base_images_exactly(shapes_model_path
     for name in ("hooked0", "merged0"):
         got = _pixels(tmp_path / name)
         assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, want)), name
+
+
+def test_the_base_vae_round_trips_the_concept(shapes_model, tmp_path):
+    """The LoRA trains on the VAE's latents of the concept: a VAE that decodes purple as blue (one built on a
+    blue-heavy world did) would fail the concept test for a reason that is no trainer's fault."""
+    import torch
+
+    from library.eval.shapes_data import concept_specs, render
+    from library.eval.shapes_score import read_image
+
+    images = [render(s) for s in concept_specs(12, seed=11)]
+    x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images]) / 127.5 - 1
+    vae = shapes_model.vae
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x.to(vae.dtype)).latent_dist.mean).sample.float()
+    readings = []
+    for i, im in enumerate(y):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(((im.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(path)
+        readings.append(read_image(path))
+    assert sum(is_concept(r) for r in readings) >= 11, [(r.shape, r.colour) for r in readings]
