@@ -7,7 +7,7 @@ the model draw the concept (see tests/quality/ and docs/quality.md).
 The recipe, each part as cheap as the question allows:
 
 * data: ``shapes_data.base_dataset`` (4 shapes x 4 colours x 5 positions, jittered), 64 px,
-  40 % stars, mostly yellow ones (a class prior: "a star" has a colour to commit to); the VAE
+  40 % stars, mostly yellow or green (a class prior: "a star" has a colour to commit to); the VAE
   sees the same shapes in even colours plus ``shapes_data.vae_specs`` (any colour, white
   outlines), never captioned;
 * VAE: the SD1 AutoencoderKL layout at tiny widths, trained as an autoencoder (MSE + a
@@ -53,8 +53,10 @@ class Budget:
 
     images: int = 1000
     star_share: float | None = 0.4  # stars are the hardest shape and the concept test's class
-    # The stars' colour prior: mostly yellow, so the colourless class prompt "a star" has a mode.
-    star_colours: tuple | None = (("yellow", 0.7), ("red", 0.1), ("green", 0.1), ("blue", 0.1))
+    # The stars' colour prior, so the colourless class prompt "a star" has a mode to commit to. Yellow and green:
+    # their mean is purple's complement, so guidance, which pushes the LoRA's concept away from the class images,
+    # keeps its hue (all yellow slid it to blue, all green to magenta: docs/quality.md, round 3).
+    star_colours: tuple | None = (("yellow", 0.45), ("green", 0.35), ("red", 0.1), ("blue", 0.1))
     other_colours: tuple | None = None  # circles, squares, triangles: (colour, weight) pairs, None = even
     vae_steps: int = 1200
     vae_batch: int = 8
