@@ -18,6 +18,7 @@ from library.inference.generate import LoraUse
 
 CONCEPT_PROMPT = "sks star"
 CLASS_PROMPT = "a star"
+CONCEPT_SEED = 11  # the concept images: the same 12 in every run and test
 GEN = dict(steps=20, scale=5.0)
 # A short, plain LoRA run: rank 8, AdamW, cached latents; the concept test's defaults. 300 steps
 # measured best on the first base (150: concept 42 %, 300: 75 %, 450: 0 %); on round 2's base no
@@ -37,7 +38,7 @@ def prepare_concept_data(base: str, root: Path, concept_images: int = 12, class_
 
     concept = root / "img" / "10_sks star"
     concept.mkdir(parents=True, exist_ok=True)
-    for i, spec in enumerate(concept_specs(concept_images, seed=11)):
+    for i, spec in enumerate(concept_specs(concept_images, seed=CONCEPT_SEED)):
         render(spec).save(concept / f"sks_{i:03d}.png")
     make_class_images(load_base_model(base), root / "reg" / "1_star", CLASS_PROMPT, class_images, seed=0,
                       width=64, height=64, steps=GEN["steps"], scale=GEN["scale"], sampler="ddim")

@@ -260,7 +260,8 @@ def train_diffusion(unet, latents, scheduler, budget, gen: torch.Generator, log,
 def train_unet(unet, latents, table, variants, text_model, scheduler, budget: Budget, gen: torch.Generator,
                log) -> None:
     """The SD1 UNet: text contexts of the captions picked per image (some shortened or dropped, some with an
-    unknown word). ``text_model`` (the frozen tokenizer and text encoder) encodes them batch by batch."""
+    unknown word). ``text_model`` (the tokenizer and text encoders) encodes them batch by batch; with
+    ``budget.text_lr`` the encoders train with the UNet, else they stay frozen."""
     tokenizer, encoders = text_model
     words = unknown_words(tokenizer) if budget.unknown_word else []
 

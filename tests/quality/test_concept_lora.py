@@ -123,17 +123,14 @@ def test_the_base_vae_round_trips_the_concept(shapes_model, tmp_path):
     blue-heavy world did) would fail the concept test for a reason that is no trainer's fault."""
     import torch
 
-    from library.eval.shapes_data import concept_specs, render
+    from library.eval.concept_run import CONCEPT_SEED
+    from library.eval.shapes_data import concept_specs
+    from library.eval.shapes_model import _pixels
     from library.eval.shapes_score import read_image
 
-    images = [render(s) for s in concept_specs(12, seed=11)]
-    x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images]) / 127.5 - 1
     vae = shapes_model.vae
     with torch.no_grad():
-        y = vae.decode(vae.encode(x.to(vae.dtype)).latent_dist.mean).sample.float()
-    readings = []
-    for i, im in enumerate(y):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(((im.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(path)
-        readings.append(read_image(path))
+        x = _pixels(concept_specs(12, seed=CONCEPT_SEED)).to(vae.dtype)
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
+    readings = [read_image(((im.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()) for im in y]
     assert sum(is_concept(r) for r in readings) >= 11, [(r.shape, r.colour) for r in readings]
