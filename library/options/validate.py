@@ -46,6 +46,7 @@ def validate(args: Namespace, script: str = "train_network", sources: Optional[D
     _check_precision(args)
     _check_saving(args, sources)
     _check_loss(args)
+    _check_class_images(args, sources)
     if script == "sdxl_train_network":
         _check_text_encoder_cache(args)
     if args.log_with in ("tensorboard", "all") and not args.logging_dir:
@@ -117,16 +118,35 @@ def check_paths(args: Namespace, sources: Optional[Dict[str, str]] = None) -> No
             f"pretrained_model_name_or_path {model} not found{_from(sources, 'pretrained_model_name_or_path')}; "
             f"give a local .safetensors/.ckpt file or a diffusers folder (lorasmith works offline)"
         )
-    for name, kind in (("train_data_dir", "dir"), ("reg_data_dir", "dir"), ("dataset_config", "file"),
-                       ("in_json", "file"), ("vae", "any"), ("network_weights", "file"),
+    filled_reg = args.num_class_images and not args.dataset_config  # a reg folder num_class_images creates
+    for name, kind in (("train_data_dir", "dir"), ("reg_data_dir", None if filled_reg else "dir"),
+                       ("dataset_config", "file"), ("in_json", "file"), ("vae", "any"), ("network_weights", "file"),
                        ("sample_prompts", "file"), ("resume", "dir"), ("log_tracker_config", "file")):
-        _check_path(name, getattr(args, name), kind, sources)
+        if kind is not None:
+            _check_path(name, getattr(args, name), kind, sources)
     thumbnail = args.metadata_thumbnail
     if thumbnail and not thumbnail.startswith("data:"):
         _check_path("metadata_thumbnail", thumbnail, "file", sources)
     for path in args.base_weights or ():
         _check_path("base_weights", path, "file", sources)
     _check_output_dir(args.output_dir, sources)
+    if filled_reg:
+        check_class_image_folder(args.reg_data_dir, sources)
+
+
+def check_class_image_folder(folder: str, sources: Optional[Dict[str, str]] = None) -> None:
+    """num_class_images fills one flat folder: a file there, or a kohya root of NN_name folders, is refused."""
+    from ..data.layouts import detect_layout
+
+    where = _from(sources or {}, "reg_data_dir")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"reg_data_dir {folder} is a file{where}; num_class_images fills a folder (created if missing)")
+    layout = detect_layout(folder)
+    if layout not in ("missing", "empty", "images"):
+        raise UserError(
+            f"reg_data_dir {folder} is a {layout} dataset{where}, but num_class_images fills one flat folder of class "
+            f"images: point reg_data_dir at a folder of their own, or fill one kohya NN_name folder with "
+            f"tools/make_class_images.py --out {os.path.join(folder, '1_<class>')}")
 
 
 def _check_output_dir(path: Optional[str], sources: Dict[str, str]) -> None:
@@ -352,6 +372,21 @@ def check_snr_weighting(zero_terminal_snr, debiased_estimation_loss, v_pred_like
     if v_pred_like_loss:
         raise UserError("--v_pred_like_loss weights by (SNR+1)/SNR, which --zero_terminal_snr drives to "
                         "infinity near the last timestep: drop one of them")
+
+
+def _check_class_images(args: Namespace, sources: Dict[str, str]) -> None:
+    """num_class_images draws class_prompt into reg_data_dir: it needs both, and not a dataset_config."""
+    if not args.num_class_images:
+        return
+    where = _from(sources, "num_class_images")
+    if args.dataset_config:
+        raise UserError(f"num_class_images{where} fills reg_data_dir, which dataset_config replaces; fill a reg "
+                        "subset's image_dir with tools/make_class_images.py instead")
+    if not args.reg_data_dir:
+        raise UserError(f"num_class_images{where} needs --reg_data_dir, the folder the class images go into")
+    if not (args.class_prompt or "").strip():
+        raise UserError(f"num_class_images{where} needs --class_prompt, what the class images show "
+                        "(e.g. \"a photo of a dog\"); it is also their caption")
 
 
 def _check_text_encoder_cache(args: Namespace) -> None:

@@ -96,7 +96,10 @@ def train(args: argparse.Namespace, script: str = "train_network", stop_flag=Non
 
 def _train_locked(args, script, acc, stop_flag, progress_callback) -> TrainResult:
     """The run in named steps: data and model, the step settings, the trainer's parts, the trainer, the loop."""
+    from library.train.class_images import fill_class_images
+
     base_sha256 = _start_base_hash(args) if acc.is_main_process else None
+    fill_class_images(args, script, acc)  # --num_class_images: the reg folder is complete before it is scanned
     dataset, held_out, model = _load_data_and_model(args, script, acc)
     cfg = _step_config(args, acc, model)
     flag = stop_flag or StopFlag().install()

@@ -51,7 +51,7 @@ class TrainModel:
         return [p for p in self.network.parameters() if p.requires_grad]
 
 
-def _load_base(args, script: str, device: torch.device | str = "cpu", vae_ready=None) -> BaseModel:
+def load_base(args, script: str, device: torch.device | str = "cpu", vae_ready=None) -> BaseModel:
     """The base model (``--vae`` and zero-terminal SNR applied); ``vae_ready(vae, family)`` is called as soon as
     the VAE is complete (with ``--vae`` in it), before the UNet and text encoders load."""
     from library.models.vae_file import load_vae_into
@@ -166,7 +166,7 @@ def load_for_training(args, script: str, device: torch.device | str = "cpu", vae
     module = network_module.import_network_module(options.network_module)  # before the model loads: errors are fast
     for note in device_notices(args, device):
         logger.warning(note)
-    base = _load_base(args, script, load_device(args, device), vae_ready)
+    base = load_base(args, script, load_device(args, device), vae_ready)
     base.check_clip_skip(args.clip_skip)
     if options.base_weights:
         network_module.merge_base_weights(module, options.base_weights, list(options.base_weights_multiplier or []),

@@ -1,0 +1,47 @@
+"""``--num_class_images``: fill the reg folder with the base model's class images before training.
+
+Why: kohya expects the user to bring regularisation images; diffusers' DreamBooth draws them from
+the base model, which is what prior preservation means. The main process draws the missing ones
+(library.inference.class_images: image i from seed i, kept whole or not at all, so a fill that was
+interrupted resumes), the other processes wait, and only then is the dataset scanned.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+
+from library.inference.class_images import existing_indices
+
+logger = logging.getLogger("lorasmith.train")
+
+
+def missing_class_images(args) -> int:
+    """How many of the ``num_class_images`` images ``reg_data_dir`` still lacks (0 when the option is off)."""
+    if not args.num_class_images:
+        return 0
+    have = existing_indices(Path(args.reg_data_dir))
+    return sum(1 for i in range(args.num_class_images) if i not in have)
+
+
+def fill_class_images(args, script: str, acc) -> None:
+    """Draw the missing class images with the base model on this run's device, then free it."""
+    if not args.num_class_images:
+        return
+    if acc.is_main_process and missing_class_images(args):
+        import torch
+
+        from library.inference.class_images import make_class_images
+        from library.train.setup_model import load_base
+
+        model = load_base(args, script, device=acc.device)
+        width, height = (args.resolution, args.resolution) if isinstance(args.resolution, int) else args.resolution
+        make_class_images(model, args.reg_data_dir, args.class_prompt, args.num_class_images, seed=0, width=width,
+                          height=height, steps=args.class_image_steps, scale=args.class_image_scale,
+                          sampler="ddim", log=logger.info)
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    acc.wait_for_everyone()
