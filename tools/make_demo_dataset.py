@@ -1,10 +1,15 @@
-"""Draw the small demo dataset shipped in examples/demo (kohya folders, captions, reg images).
+"""Draw the small demo datasets shipped in examples/ (kohya folders, captions, sample prompts).
 
-Procedural and deterministic, so the shipped files can be regenerated and checked:
+Procedural and deterministic, so the shipped files can be regenerated and checked.
+examples/demo (the tiny model's data, used by the tests, the GUI and the ComfyUI node):
 ``img/10_sks shape/`` holds red circles ("sks shape") in several sizes and aspect ratios,
 ``reg/1_shape/`` holds other shapes in other colours (regularisation, class "shape").
+examples/shapes_demo (``--shapes``; scripts/demo.sh trains it on the shapes base model):
+``img/10_sks star/`` holds the quality test's concept, purple stars with a white outline that
+the base never saw; the demo fills its reg folder with the base's own "a star" images.
 
     python tools/make_demo_dataset.py [--out examples/demo]
+    python tools/make_demo_dataset.py --shapes [--out examples/shapes_demo]
 """
 
 from __future__ import annotations
@@ -48,10 +53,37 @@ def draw(shape: str, colour, bg, size, rng: random.Random) -> Image.Image:
     return img
 
 
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def write_shapes_demo(out: str) -> None:
+    """The concept of tests/quality/test_concept_lora.py (same images, same seed) with captions, and the
+    sample prompts whose images the demo reads back step by step (library/eval/sample_progress.py)."""
+    from library.eval.concept_run import CLASS_PROMPT, CONCEPT_PROMPT, CONCEPT_SEED, GEN
+    from library.eval.shapes_data import SIZE, concept_specs, render
+
+    train = os.path.join(out, "img", f"10_{CONCEPT_PROMPT}")
+    os.makedirs(train, exist_ok=True)
+    for i, spec in enumerate(concept_specs(12, seed=CONCEPT_SEED)):
+        _save_png(render(spec), os.path.join(train, f"sks_{i:03d}.png"))
+        atomic.write_text(os.path.join(train, f"sks_{i:03d}.txt"), CONCEPT_PROMPT + "\n")
+    size = f"--w {SIZE} --h {SIZE} --s {GEN['steps']} --l {GEN['scale']:g}"
+    lines = ["# sample prompts, kohya syntax: the concept (4 seeds) and its class (2 seeds)"]
+    lines += [f"{CONCEPT_PROMPT} {size} --d {d}" for d in (1, 2, 3, 4)]
+    lines += [f"{CLASS_PROMPT} {size} --d {d}" for d in (1, 2)]
+    atomic.write_text(os.path.join(out, "prompts.txt"), "\n".join(lines) + "\n")
+    print(f"shapes demo dataset written to {out}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo"))
+    ap.add_argument("--out", default=None, help="default: examples/demo, or examples/shapes_demo with --shapes")
+    ap.add_argument("--shapes", action="store_true", help="the shapes demo (scripts/demo.sh) instead of the tiny one")
     args = ap.parse_args()
+    if args.shapes:
+        write_shapes_demo(args.out or os.path.join(EXAMPLES, "shapes_demo"))
+        return
+    args.out = args.out or os.path.join(EXAMPLES, "demo")
     rng = random.Random(1234)
     train = os.path.join(args.out, "img", "10_sks shape")
     reg = os.path.join(args.out, "reg", "1_shape")

@@ -7,6 +7,7 @@ the repository (models/shapes/), where the quality tests and the demo take it fr
 recorded source hash matches the builder's: run it after any change to the builder.
 
     python tools/make_shapes_model.py [--out shapes.safetensors | --ship] [--seed 0] [--v_parameterization] [--sdxl]
+    python tools/make_shapes_model.py --print_path   # scripts/demo.sh: the shipped or cached model's path only
 
 ``--sdxl`` builds the SDXL-layout model instead (two text encoders, size/crop conditioning;
 library/eval/shapes_model_sdxl.py), cached under shapes-sdxl-<hash>/; --ship is SD1 only.
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--v_parameterization", action="store_true", help="train for v-prediction")
     parser.add_argument("--sdxl", action="store_true", help="build the SDXL-layout model (two text encoders)")
+    parser.add_argument("--print_path", action="store_true",
+                        help="print only the model's path on stdout (progress goes to stderr); for scripts")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default",
                         help="'smoke' trains a few steps only (tests of the machinery); needs --out")
     args = parser.parse_args(argv)
@@ -53,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.ship:
         path = build_shapes_model(shipped_path(args.seed, prediction), seed=args.seed, prediction_type=prediction)
     else:
-        path = cached_shapes_model(seed=args.seed, prediction_type=prediction)
+        log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.print_path else print
+        path = cached_shapes_model(seed=args.seed, prediction_type=prediction, log=log)
+    if args.print_path:
+        print(path)
+        return 0
     size_mb = path.stat().st_size / 1e6
     source = shapes_model_sdxl.source_hash() if args.sdxl else source_hash()
     print(f"shapes model: {path} ({size_mb:.1f} MB, source {source})")
