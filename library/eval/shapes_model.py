@@ -51,7 +51,10 @@ from library.inference.text_encoding import encode, tokenize
 class Budget:
     """How much training each part gets; the defaults fit a few CPU minutes on 2 cores."""
 
-    images: int = 1000
+    images: int = 1000  # the UNet's world
+    # The VAE's images (even colours + any hue): a VAE trained 1200 steps on 2000 + 2000 decoded the purple concept
+    # as blue circles, on 1000 + 1000 it round-trips it (docs/quality.md, round 4). None: as many as ``images``.
+    vae_images: int | None = None
     star_share: float | None = 0.4  # stars are the hardest shape and the concept test's class
     # The stars' colour prior, so the colourless class prompt "a star" has a mode to commit to. Yellow and green:
     # their mean is purple's complement, so guidance, which pushes the LoRA's concept away from the class images,
@@ -302,9 +305,10 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
             pixels = _pixels(specs)
             # The colour priors are the UNet's world; the VAE sees every colour evenly (a VAE trained mostly on
             # blue shapes decoded purple as blue), plus any hue at all (vae_specs).
-            even = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share)
-            vae_pixels = torch.cat([_pixels(even), _pixels(shapes_data.vae_specs(budget.images, seed=seed + 1))])
-            log(f"rendered {len(specs)} + {len(vae_pixels) - len(specs)} images ({time.time() - t0:.0f}s)")
+            n_vae = budget.vae_images or budget.images
+            even = shapes_data.base_dataset(n_vae, seed=seed, star_share=budget.star_share)
+            vae_pixels = torch.cat([_pixels(even), _pixels(shapes_data.vae_specs(n_vae, seed=seed + 1))])
+            log(f"rendered {len(specs)} UNet + {len(vae_pixels)} VAE images ({time.time() - t0:.0f}s)")
 
             train_vae(model.vae, vae_pixels, budget, gen, log)
             normalise_latents(model.vae, pixels, model.vae_scale_factor)
