@@ -55,6 +55,7 @@ class Budget:
     # The VAE's images (even colours + any hue): a VAE trained 1200 steps on 2000 + 2000 decoded the purple concept
     # as blue circles, on 1000 + 1000 it round-trips it (docs/quality.md, round 4). None: as many as ``images``.
     vae_images: int | None = None
+    vae_any_images: int | None = None  # of them in any hue, saturation and outline (vae_specs); None: vae_images
     star_share: float | None = 0.4  # stars are the hardest shape and the concept test's class
     # The stars' colour prior, so the colourless class prompt "a star" has a mode to commit to. Yellow and green:
     # their mean is purple's complement, so guidance, which pushes the LoRA's concept away from the class images,
@@ -307,7 +308,8 @@ def build_shapes_model(out: str | os.PathLike, seed: int = 0, budget: Budget = B
             # blue shapes decoded purple as blue), plus any hue at all (vae_specs).
             n_vae = budget.vae_images or budget.images
             even = shapes_data.base_dataset(n_vae, seed=seed, star_share=budget.star_share)
-            vae_pixels = torch.cat([_pixels(even), _pixels(shapes_data.vae_specs(n_vae, seed=seed + 1))])
+            anyhue = shapes_data.vae_specs(budget.vae_any_images or n_vae, seed=seed + 1)
+            vae_pixels = torch.cat([_pixels(even), _pixels(anyhue)])
             log(f"rendered {len(specs)} UNet + {len(vae_pixels)} VAE images ({time.time() - t0:.0f}s)")
 
             train_vae(model.vae, vae_pixels, budget, gen, log)
