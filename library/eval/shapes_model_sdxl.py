@@ -152,7 +152,8 @@ def _vae_budget(budget: SdxlBudget) -> shapes_model.Budget:
 
 
 def sd1_vae(vae, seed: int, cache_dir, log) -> None:
-    """Load the (cached, else built) SD1 shapes model's VAE weights into ``vae`` (same layout)."""
+    """Load the SD1 shapes model's VAE weights into ``vae`` (same layout): the shipped model while it is current,
+    else the cached one, else built."""
     from library.models import load_base_model
 
     sd1 = load_base_model(str(shapes_model.cached_shapes_model(seed=seed, cache_dir=cache_dir, log=log)))

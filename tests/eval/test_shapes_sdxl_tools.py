@@ -101,6 +101,7 @@ def test_sdxl_build_takes_the_sd1_shapes_vae_from_the_cache(tmp_path):
 
     sd1_path = tmp_path / f"shapes-{shapes_model.source_hash()}" / "shapes_epsilon_seed0.safetensors"
     assert make_shapes(["--out", str(sd1_path), "--budget", "smoke"]) == 0  # stands in for the cached SD1 model
+    sd1_path = shapes_model.cached_shapes_model(cache_dir=tmp_path)  # the shipped model wins while it is current
     out = build_sdxl_shapes_model(tmp_path / "xl.safetensors", budget=replace(SMOKE, vae_from_sd1=True),
                                   cache_dir=tmp_path, log=lambda *a: None)
     sd1, xl = load_base_model(str(sd1_path)).vae.state_dict(), load_base_model(str(out)).vae.state_dict()
