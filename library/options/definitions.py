@@ -166,15 +166,13 @@ OPTIONS = (
            ours=True, level="subset_only"),
     Option("class_prompt", "str", None, "One caption for all regularisation images, e.g. \"a photo of a dog\" (ours).",
            _D, ours=True, level="subset_only"),
-    Option("num_class_images", "int", None,
-           "Before training, fill reg_data_dir up to this many class images of class_prompt, drawn by the base "
-           "model (prior preservation, as diffusers' DreamBooth does; kohya has no such option) (ours). Image i "
-           "comes from seed i; images already there are kept, so an interrupted fill resumes where it stopped.",
-           _D, ours=True, min=1),
-    Option("class_image_steps", "int", 30, "Sampling steps (DDIM) of each class image num_class_images draws (ours).",
-           _D, ours=True, min=1, max=1000),
-    Option("class_image_scale", "float", 7.5, "Guidance scale of the class images num_class_images draws (ours).",
-           _D, ours=True, min=0),
+    Option("num_class_images", "int", None, "Before training, fill reg_data_dir up to this many class images of "
+           "class_prompt drawn by the base model (diffusers' prior preservation) (ours). Image i comes from seed i; "
+           "images already there are kept, so an interrupted fill resumes.", _D, ours=True, min=1),
+    Option("class_image_steps", "int", 30, "DDIM steps of each num_class_images image (ours).", _D, ours=True, min=1,
+           max=1000),
+    Option("class_image_scale", "float", 7.5, "Guidance scale of the num_class_images images (ours).", _D, ours=True,
+           min=0),
     Option("allow_paths_outside_dataset", "bool", False,
            "Let metadata.jsonl / in_json name images outside the dataset folder (../ or absolute paths); their "
            "caches still go inside the dataset folder (ours).", _D, ours=True),

@@ -135,18 +135,11 @@ def check_paths(args: Namespace, sources: Optional[Dict[str, str]] = None) -> No
 
 
 def check_class_image_folder(folder: str, sources: Optional[Dict[str, str]] = None) -> None:
-    """num_class_images fills one flat folder: a file there, or a kohya root of NN_name folders, is refused."""
-    from ..data.layouts import detect_layout
-
-    where = _from(sources or {}, "reg_data_dir")
+    """num_class_images fills a folder: a file there is refused now (its layout is checked by the fill,
+    library/train/class_images.py, before the model loads)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UserError(f"reg_data_dir {folder} is a file{where}; num_class_images fills a folder (created if missing)")
-    layout = detect_layout(folder)
-    if layout not in ("missing", "empty", "images"):
-        raise UserError(
-            f"reg_data_dir {folder} is a {layout} dataset{where}, but num_class_images fills one flat folder of class "
-            f"images: point reg_data_dir at a folder of their own, or fill one kohya NN_name folder with "
-            f"tools/make_class_images.py --out {os.path.join(folder, '1_<class>')}")
+        raise UserError(f"reg_data_dir {folder} is a file{_from(sources or {}, 'reg_data_dir')}; num_class_images "
+                        "fills a folder (created if missing)")
 
 
 def _check_output_dir(path: Optional[str], sources: Dict[str, str]) -> None:

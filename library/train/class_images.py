@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 
+from library.data.layouts import detect_layout
+from library.errors import UserError
 from library.inference.class_images import existing_indices
 
 logger = logging.getLogger("lorasmith.train")
@@ -25,10 +28,21 @@ def missing_class_images(args) -> int:
     return sum(1 for i in range(args.num_class_images) if i not in have)
 
 
+def check_fill_target(folder: str) -> None:
+    """The fill writes one flat folder: a kohya root of NN_name folders (or another layout) is refused."""
+    layout = detect_layout(folder)
+    if layout not in ("missing", "empty", "images"):
+        raise UserError(
+            f"reg_data_dir {folder} is a {layout} dataset, but num_class_images fills one flat folder of class "
+            f"images: point reg_data_dir at a folder of their own, or fill one kohya NN_name folder with "
+            f"tools/make_class_images.py --out {os.path.join(folder, '1_<class>')}")
+
+
 def fill_class_images(args, script: str, acc) -> None:
     """Draw the missing class images with the base model on this run's device, then free it."""
     if not args.num_class_images:
         return
+    check_fill_target(args.reg_data_dir)
     if acc.is_main_process and missing_class_images(args):
         import torch
 

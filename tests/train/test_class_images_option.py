@@ -12,6 +12,7 @@ from library.options import namespace_from
 from library.options.validate import check_paths
 from library.train.entry import main as train_main
 from library.train.entry import train
+from library.train.class_images import check_fill_target
 from tests.train.conftest import base_values
 
 
@@ -72,9 +73,8 @@ def test_dataset_config_and_a_kohya_reg_root_are_refused_with_the_fix(tiny_ckpt,
     with pytest.raises(UserError, match="make_class_images.py"):
         namespace_from(values)
     # a kohya root (NN_name folders) is not one flat folder: refused, naming the folder, before any model loads
-    args = namespace_from(_values(tiny_ckpt, demo_data, tmp_path, reg_data_dir=str(demo_data / "reg")))
     with pytest.raises(UserError, match=r"reg.*kohya.*1_<class>"):
-        check_paths(args)
+        check_fill_target(str(demo_data / "reg"))
     (tmp_path / "afile").write_text("x")
     args = namespace_from(_values(tiny_ckpt, demo_data, tmp_path, reg_data_dir=str(tmp_path / "afile")))
     with pytest.raises(UserError, match="is a file"):
