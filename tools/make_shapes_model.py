@@ -49,14 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship and args.sdxl:
         parser.error("--ship writes the SD1 shapes model only; build the SDXL one into the cache or --out")
     prediction = "v_prediction" if args.v_parameterization else "epsilon"
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.print_path else print
     if args.sdxl:
-        path = _build_sdxl(args, prediction)
+        path = _build_sdxl(args, prediction, log)
     elif args.out:
-        path = build_shapes_model(args.out, seed=args.seed, budget=BUDGETS[args.budget], prediction_type=prediction)
+        path = build_shapes_model(args.out, seed=args.seed, budget=BUDGETS[args.budget], prediction_type=prediction,
+                                  log=log)
     elif args.ship:
-        path = build_shapes_model(shipped_path(args.seed, prediction), seed=args.seed, prediction_type=prediction)
+        path = build_shapes_model(shipped_path(args.seed, prediction), seed=args.seed, prediction_type=prediction,
+                                  log=log)
     else:
-        log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.print_path else print
         path = cached_shapes_model(seed=args.seed, prediction_type=prediction, log=log)
     if args.print_path:
         print(path)
@@ -69,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _build_sdxl(args, prediction: str):
+def _build_sdxl(args, prediction: str, log):
     if args.out:
         return shapes_model_sdxl.build_sdxl_shapes_model(args.out, seed=args.seed, prediction_type=prediction,
-                                                         budget=shapes_model_sdxl.BUDGETS[args.budget])
-    return shapes_model_sdxl.cached_sdxl_shapes_model(seed=args.seed, prediction_type=prediction)
+                                                         budget=shapes_model_sdxl.BUDGETS[args.budget], log=log)
+    return shapes_model_sdxl.cached_sdxl_shapes_model(seed=args.seed, prediction_type=prediction, log=log)
 
 
 if __name__ == "__main__":

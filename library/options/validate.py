@@ -119,27 +119,16 @@ def check_paths(args: Namespace, sources: Optional[Dict[str, str]] = None) -> No
             f"give a local .safetensors/.ckpt file or a diffusers folder (lorasmith works offline)"
         )
     filled_reg = args.num_class_images and not args.dataset_config  # a reg folder num_class_images creates
-    for name, kind in (("train_data_dir", "dir"), ("reg_data_dir", None if filled_reg else "dir"),
+    for name, kind in (("train_data_dir", "dir"), ("reg_data_dir", "new_dir" if filled_reg else "dir"),
                        ("dataset_config", "file"), ("in_json", "file"), ("vae", "any"), ("network_weights", "file"),
                        ("sample_prompts", "file"), ("resume", "dir"), ("log_tracker_config", "file")):
-        if kind is not None:
-            _check_path(name, getattr(args, name), kind, sources)
+        _check_path(name, getattr(args, name), kind, sources)
     thumbnail = args.metadata_thumbnail
     if thumbnail and not thumbnail.startswith("data:"):
         _check_path("metadata_thumbnail", thumbnail, "file", sources)
     for path in args.base_weights or ():
         _check_path("base_weights", path, "file", sources)
     _check_output_dir(args.output_dir, sources)
-    if filled_reg:
-        check_class_image_folder(args.reg_data_dir, sources)
-
-
-def check_class_image_folder(folder: str, sources: Optional[Dict[str, str]] = None) -> None:
-    """num_class_images fills a folder: a file there is refused now (its layout is checked by the fill,
-    library/train/class_images.py, before the model loads)."""
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UserError(f"reg_data_dir {folder} is a file{_from(sources or {}, 'reg_data_dir')}; num_class_images "
-                        "fills a folder (created if missing)")
 
 
 def _check_output_dir(path: Optional[str], sources: Dict[str, str]) -> None:
@@ -401,12 +390,16 @@ def _from(sources: Dict[str, str], name: str) -> str:
 
 
 def _check_path(name: str, path: Optional[str], kind: str, sources: Dict[str, str]) -> None:
+    """kind: "file", "dir", "any", or "new_dir" (a folder the run creates when missing, e.g. the reg folder
+    num_class_images fills; its layout is checked by the fill, library/train/class_images.py)."""
     if path is None:
         return
     where = _from(sources, name)
+    if kind == "new_dir" and not os.path.exists(path):
+        return
     if not os.path.exists(path):
         raise UserError(f"{name} {path} not found{where}; check the path")
-    if kind == "dir" and not os.path.isdir(path):
+    if kind in ("dir", "new_dir") and not os.path.isdir(path):
         raise UserError(f"{name} {path} is a file{where}; it must be a folder")
     if kind == "file" and not os.path.isfile(path):
         raise UserError(f"{name} {path} is a folder{where}; it must be a file")

@@ -50,7 +50,7 @@ def fill_class_images(args, script: str, acc) -> None:
         from library.train.setup_model import load_base
 
         model = load_base(args, script, device=acc.device)
-        width, height = (args.resolution, args.resolution) if isinstance(args.resolution, int) else args.resolution
+        width, height = args.resolution  # (w, h) after option parsing
         make_class_images(model, args.reg_data_dir, args.class_prompt, args.num_class_images, seed=0, width=width,
                           height=height, steps=args.class_image_steps, scale=args.class_image_scale,
                           sampler="ddim", log=logger.info)

@@ -7,7 +7,6 @@ must fail here, in the fast default suite, not silently fall back to a slow buil
 
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -23,7 +22,6 @@ SHIPPED = shipped_path(seed=0, prediction_type="epsilon")
 
 # The demo (scripts/demo.sh) and the quality suite take the shipped model; a fresh clone must never find it
 # missing or stale (a stale one would send the demo into a build of many CPU minutes).
-
 def test_the_shipped_shapes_model_is_current_and_small():
     path = SHIPPED
     assert path.is_file(), f"no shapes model in {path.parent}: {REBUILD}"

@@ -50,8 +50,8 @@ def _check(base_path, model, data, tmp_path, gen_clip_skip=None, **options):
 
 # Known failure, not a lowered threshold (measured rates in docs/quality.md, "Status", rounds 3 and 4): on the
 # shipped base the LoRA draws the concept in about 70 % of images and keeps the class in about 75 %. Round 4 found
-# the limit in the base's VAE: it blurs green stars (a third of the class) into circles, and every VAE variant that keeps
-# them shifts the concept's purple to blue or magenta. Remove this mark when the builder passes it.
+# the limit in the base's VAE: it blurs green stars (a third of the class) into circles, and every VAE variant
+# that keeps them shifts the concept's purple to blue or magenta. Remove this mark when the builder passes it.
 @pytest.mark.xfail(reason="shapes base not good enough yet: its VAE keeps either the green star (the class) or the "
                           "concept's purple, not both (docs/quality.md, Status, round 4)", strict=False)
 def test_lora_teaches_an_unseen_concept_and_keeps_the_class(shapes_model_path, shapes_model, concept_data, tmp_path):
