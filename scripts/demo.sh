@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh requirements.txt
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 DIFFUSERS_OFFLINE=1
+# The shapes model's 64 px kernels are too small to share between threads: one thread trained it at 11.8 it/s
+# where torch's default two gave 8, and two threads crawl when anything else holds a core (docs/quality.md).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 out=output/demo
 mkdir -p "$out"
 model=$(.venv/bin/python tools/make_shapes_model.py --print_path)
