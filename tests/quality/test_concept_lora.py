@@ -50,8 +50,8 @@ def _check(base_path, model, data, tmp_path, gen_clip_skip=None, **options):
 
 def test_lora_teaches_an_unseen_concept_and_keeps_the_class(shapes_model_path, shapes_model, concept_data, tmp_path):
     """The issue's bar on the shipped base: >= 80 % concept with the LoRA, <= 10 % without, >= 80 % of the class
-    in a base colour with it. Measured with 24 images per prompt (docs/quality.md, round 5): concept 92 % / 88 %
-    with LoRA seeds 3 / 4, 0 % without, class 100 %."""
+    in a base colour with it. Measured with 24 images per prompt (docs/quality.md, round 5): concept 88 % / 96 %
+    with LoRA seeds 3 / 4, 0 % without, class 92 % / 96 %."""
     without = concept_rates(shapes_model, None, N, tmp_path / "gen_base")
     print("without the LoRA:", without["concept"], without["seen_sks"])
     assert without["concept"] <= 0.1, without
@@ -167,6 +167,7 @@ def test_the_base_vae_keeps_every_hue(shapes_model):
     """Around the hue circle (plain and outlined stars), not only at the palette: a VAE that learnt the world's
     palette pulled purple 30-110 deg toward blue or red (docs/quality.md, rounds 4 and 5)."""
     import colorsys
+    import math
     import random
 
     from library.eval.shapes_data import ShapeSpec, random_spec
@@ -177,6 +178,6 @@ def test_the_base_vae_keeps_every_hue(shapes_model):
         rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue / 360, 0.78, 0.8))
         specs = [ShapeSpec("star", rgb, s.position, s.x, s.y, s.radius, "white" if i % 2 else None)
                  for i, s in enumerate(random_spec(rng, shapes=("star",)) for _ in range(6))]
-        read = [r.features.get("hue") for r in _round_trip(shapes_model.vae, specs)]
-        errors[hue] = max(abs((h - hue + 180) % 360 - 180) if h is not None else 180.0 for h in read)
+        read = [r.features.get("hue", math.nan) for r in _round_trip(shapes_model.vae, specs)]
+        errors[hue] = max(180.0 if math.isnan(h) else abs((h - hue + 180) % 360 - 180) for h in read)
     assert max(errors.values()) <= 20, errors
