@@ -3,7 +3,7 @@
 Rows: ``sks star`` without the LoRA, ``sks star`` with it, ``a star`` with it (prior
 preservation), and the training images for comparison; 8 seeds per row.
 
-    .venv/bin/python bench/concept_grid.py --out docs/images/quality_grid.png [--steps 150]
+    .venv/bin/python bench/concept_grid.py --out docs/images/quality_grid.png [--steps 1800]
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from library.eval.concept_run import CLASS_PROMPT, CONCEPT_PROMPT, GEN, prepare_concept_data, train_concept_lora  # noqa: E402
+from library.eval.concept_run import (  # noqa: E402
+    CLASS_PROMPT, CONCEPT_PROMPT, GEN, TRAIN_DEFAULTS, prepare_concept_data, train_concept_lora,
+)
 from library.eval.sample_score import sample_readings  # noqa: E402
 from library.eval.shapes_model import cached_shapes_model  # noqa: E402
 from library.inference.generate import LoraUse  # noqa: E402
@@ -29,7 +31,7 @@ from library.models import load_base_model  # noqa: E402
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=int(TRAIN_DEFAULTS["max_train_steps"]))
     p.add_argument("--n", type=int, default=8)
     args = p.parse_args(argv)
     base = str(cached_shapes_model())
