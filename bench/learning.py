@@ -23,7 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from library.eval.concept_run import CONCEPT_PROMPT, GEN, prepare_concept_data, train_concept_lora  # noqa: E402
+from library.eval.concept_run import (  # noqa: E402
+    CONCEPT_PROMPT, GEN, prepare_concept_data, preset_optimizer, train_concept_lora,
+)
 from library.eval.sample_score import sample_readings  # noqa: E402
 from library.eval.shapes_score import is_concept, rate  # noqa: E402
 from library.inference.generate import LoraUse  # noqa: E402
@@ -36,7 +38,7 @@ RANKS = {f"rank {r}": {"optimizer_type": "AdamW", "network_dim": r, "network_alp
 OPTIMIZERS = {
     "AdamW": {"optimizer_type": "AdamW", "learning_rate": "2e-3"},
     "AdamW8bit": {"optimizer_type": "AdamW8bit", "learning_rate": "2e-3"},
-    "Prodigy": {"optimizer_type": "Prodigy", "learning_rate": "1.0"},
+    "Prodigy": preset_optimizer("sdxl_lora_prodigy"),  # the preset's args and cosine schedule
     "Adafactor": {"optimizer_type": "Adafactor", "learning_rate": "2e-3",
                   "optimizer_args": ["relative_step=False", "scale_parameter=False", "warmup_init=False"]},
 }

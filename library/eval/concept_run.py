@@ -33,6 +33,17 @@ TRAIN_DEFAULTS = {
 }
 
 
+def preset_optimizer(name: str = "sdxl_lora_prodigy") -> dict:
+    """The optimizer settings of ``presets/<name>.toml`` as train_argv options: the quality cases and
+    bench/learning.py train Prodigy as the preset a user starts from does (one owner: the preset)."""
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "presets" / f"{name}.toml").read_text())
+    section = data["optimizer_arguments"]
+    keys = ("optimizer_type", "learning_rate", "lr_scheduler", "optimizer_args")
+    return {k: (list(section[k]) if isinstance(section[k], list) else str(section[k])) for k in keys if k in section}
+
+
 def prepare_concept_data(base: str, root: Path, concept_images: int = 12, class_images: int = 12) -> Path:
     """``root/img/10_sks star`` (rendered concept) and ``root/reg/1_star`` (class images from the base)."""
     from library.inference.class_images import make_class_images

@@ -53,24 +53,31 @@ NATIVE_TIME_IDS = (SIZE, SIZE, 0, 0, SIZE, SIZE)  # what inference and a 64 px L
 
 @dataclass(frozen=True)
 class SdxlBudget:
-    """How much training each part gets: smaller than the SD1 build (docs/quality.md)."""
+    """How much training each part gets: the SD1 build's world and recipe (round 5, docs/quality.md), with
+    SDXL's crops and two text encoders."""
 
-    images: int = 800
+    images: int = 2000
     star_share: float | None = 0.4
+    # The stars' colour prior (shapes_model.Budget.star_colours): the class prompt "a star" needs a mode.
+    star_colours: tuple | None = shapes_model.Budget.star_colours
     crop_share: float = 0.2  # images that are crops of an upscaled render, with their size/crop ids
     vae_from_sd1: bool = True  # take the SD1 shapes model's VAE; False: train one here (vae_* below)
     vae_steps: int = 900
     vae_batch: int = 8
     vae_lr: float = 3e-3
-    unet_steps: int = 1500
+    unet_steps: int = 3600
     unet_batch: int = 32
     unet_lr: float = 2e-3
     drop_caption: float = 0.1
-    drop_colour: float = 0.2
+    drop_colour: float = 0.35
     drop_position: float = 0.25
+    unknown_word: float = 0.3  # as shapes_model.Budget: an unknown word in place of "a"
+    text_lr: float = 5e-4  # both text encoders train with the UNet (0: random and frozen)
+    ema_decay: float = 0.998
 
 
-SMOKE = SdxlBudget(images=16, star_share=None, vae_from_sd1=False, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4)
+SMOKE = SdxlBudget(images=16, star_share=None, star_colours=None, vae_from_sd1=False, vae_steps=2, vae_batch=4,
+                   unet_steps=2, unet_batch=4)
 BUDGETS = {"default": SdxlBudget(), "smoke": SMOKE}
 
 
@@ -106,7 +113,8 @@ def cropped_render(spec, rng: random.Random) -> tuple[Image.Image, tuple[int, ..
 
 def training_images(budget: SdxlBudget, seed: int):
     """(specs, pixels [N,3,64,64], time ids [N,6], cropped [N] bool), deterministic from ``seed``."""
-    specs = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share)
+    specs = shapes_data.base_dataset(budget.images, seed=seed, star_share=budget.star_share,
+                                     star_colours=dict(budget.star_colours or ()))
     rng = random.Random(seed + 7)
     images, ids, cropped = [], [], []
     for spec in specs:
@@ -132,18 +140,33 @@ def choose_captions(variants: torch.Tensor, idx: torch.Tensor, cropped: torch.Te
     return chosen, dropped
 
 
-def train_sdxl_unet(unet, latents, contexts, pooled, time_ids, cropped, variants, scheduler, budget: SdxlBudget,
+def train_sdxl_unet(unet, latents, table, variants, time_ids, cropped, text_model, scheduler, budget: SdxlBudget,
                     gen: torch.Generator, log) -> None:
     """Diffusion training with SDXL's added conditioning (pooled text + time ids); a dropped caption is zeros
-    for context and pooled (SDXL's unconditional)."""
+    for context and pooled (SDXL's unconditional). As the SD1 builder (shapes_model.train_unet), some captions
+    get an unknown word, and with ``budget.text_lr`` both text encoders train with the UNet."""
+    tokenizers, encoders = text_model
+    words = shapes_model.unknown_words(tokenizers[0]) if budget.unknown_word else []
+    trained = bool(budget.text_lr)
+    for te in encoders:
+        te.requires_grad_(trained).train(trained)
 
     def condition(idx):
         chosen, dropped = choose_captions(variants, idx, cropped, budget, gen)
+        texts = [table[i] for i in chosen.tolist()]
+        if words:
+            texts = shapes_model.with_unknown_words(texts, words, budget.unknown_word, gen)
         keep = (~dropped).float()
-        return {"encoder_hidden_states": contexts[chosen] * keep.view(-1, 1, 1),
-                "added_cond_kwargs": {"text_embeds": pooled[chosen] * keep.view(-1, 1), "time_ids": time_ids[idx]}}
+        with torch.set_grad_enabled(trained):
+            cond = encode(encoders, [tokenize(tok, texts) for tok in tokenizers], "sdxl")
+        return {"encoder_hidden_states": cond.context * keep.view(-1, 1, 1),
+                "added_cond_kwargs": {"text_embeds": cond.pooled * keep.view(-1, 1), "time_ids": time_ids[idx]}}
 
-    shapes_model.train_diffusion(unet, latents, scheduler, budget, gen, log, condition, label="sdxl unet")
+    extra = tuple((te, budget.text_lr) for te in encoders) if trained else ()
+    shapes_model.train_diffusion(unet, latents, scheduler, budget, gen, log, condition, label="sdxl unet",
+                                 extra=extra)
+    for te in encoders:
+        te.requires_grad_(False).eval()
 
 
 def _vae_budget(budget: SdxlBudget) -> shapes_model.Budget:
@@ -187,11 +210,8 @@ def build_sdxl_shapes_model(out: str | os.PathLike, seed: int = 0, budget: SdxlB
             log(f"vae done, latent std {latents.std():.3f} ({time.time() - t0:.0f}s)")
 
             table, variants = shapes_model.caption_table(specs, budget)
-            with torch.no_grad():
-                ids = [tokenize(tok, table) for tok in model.tokenizers]
-                cond = encode(model.text_encoders, ids, "sdxl")
-            train_sdxl_unet(model.unet, latents, cond.context, cond.pooled, time_ids, cropped, variants,
-                            model.noise_scheduler, budget, gen, log)
+            train_sdxl_unet(model.unet, latents, table, variants, time_ids, cropped,
+                            (model.tokenizers, model.text_encoders), model.noise_scheduler, budget, gen, log)
             log(f"sdxl unet done ({time.time() - t0:.0f}s)")
     finally:
         torch.set_num_threads(threads)
