@@ -7,15 +7,16 @@ micro-conditioning (``add_time_ids`` = original (h, w), crop (top, left), target
 base that has learnt all three lets a LoRA case catch a swapped order, a wrong pooled output
 or a wrong layer (tests/quality/test_concept_cases.py).
 
-Recipe, as library/eval/shapes_model.py's SD1 one (its VAE training and latent normalisation
-are called, not copied) at a smaller budget:
+Recipe, as library/eval/shapes_model.py's SD1 one (its VAE training, latent normalisation,
+diffusion loop and caption helpers are called, not copied), with the same budget:
 
 * VAE: the SD1 shapes model's (same AutoencoderKL layout; built or taken from the cache), its
   latents re-normalised for SDXL's factor 0.13025 — measured: a VAE trained at the SDXL build's
   own smaller budget (900 steps) turned red and yellow orange and stars into blobs on the way
   back (6/16 round trips right vs 16/16), and a UNet cannot draw what its VAE cannot decode;
-* text encoders: the project's tiny SDXL pair (CLIP-L-like, bigG-like with projection),
-  random and frozen; the UNet's cross-attention and its pooled/time embedding learn to read them;
+* text encoders: the project's tiny SDXL pair (CLIP-L-like, bigG-like with projection), trained
+  with the UNet as the SD1 build's CLIP is (some captions with an unknown word in place of "a"):
+  frozen random encoders left the held-out "sks" wherever they happened to put it;
 * UNet: the SDXL block layout (3 levels, cross-attention in the last two, varying transformer
   depth, ``text_time`` additional embedding) at tiny widths, trained on SDXL's DDPM schedule;
 * size/crop conditioning as SDXL trains it: most images are native 64 px (``64, 64, 0, 0, 64, 64``),
