@@ -33,15 +33,16 @@ TRAIN_DEFAULTS = {
 }
 
 
-def preset_optimizer(name: str = "sdxl_lora_prodigy") -> dict:
+def preset_optimizer(name: str = "sdxl_lora_prodigy", script: str = "sdxl_train_network") -> dict:
     """The optimizer settings of ``presets/<name>.toml`` as train_argv options: the quality cases and
-    bench/learning.py train Prodigy as the preset a user starts from does (one owner: the preset)."""
-    import tomllib
+    bench/learning.py train Prodigy as the preset a user starts from does (one owner: the preset, read by
+    the options' own config reader)."""
+    from library.options import read_config_file
 
-    data = tomllib.loads((Path(__file__).resolve().parents[2] / "presets" / f"{name}.toml").read_text())
-    section = data["optimizer_arguments"]
+    values, _ = read_config_file(str(Path(__file__).resolve().parents[2] / "presets" / f"{name}.toml"), script)
     keys = ("optimizer_type", "learning_rate", "lr_scheduler", "optimizer_args")
-    return {k: (list(section[k]) if isinstance(section[k], list) else str(section[k])) for k in keys if k in section}
+    return {k: (list(values[k]) if isinstance(values[k], (list, tuple)) else str(values[k]))
+            for k in keys if values.get(k) is not None}
 
 
 def prepare_concept_data(base: str, root: Path, concept_images: int = 12, class_images: int = 12) -> Path:

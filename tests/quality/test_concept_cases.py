@@ -54,6 +54,19 @@ def _assert_base_draws(model, tmp_path):
     assert min(rates.values()) >= 0.5 and sum(rates.values()) / len(rates) >= 0.75, rates
 
 
+def _concept_case(model_path, data, tmp_path, **train_options):
+    """The main test's checks on another base: nothing draws the concept without the LoRA, the LoRA trained with
+    ``train_options`` (train_concept_lora's: a script, training flags) draws it and keeps the class."""
+    model = load_base_model(model_path)
+    without = concept_rates(model, None, N, tmp_path / "gen_base")
+    _record(tmp_path, "without", without)
+    assert without["concept"] <= 0.1, without
+    lora = train_concept_lora(model_path, data, tmp_path / "out", **train_options)
+    rates = concept_rates(model, lora, N, tmp_path / "gen_lora")
+    _record(tmp_path, "with", rates)
+    _assert_concept(rates)
+
+
 # ---- v-prediction -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -74,22 +87,11 @@ def test_v_prediction_base_draws_the_caption(v_model_path, tmp_path):
     _assert_base_draws(model, tmp_path)
 
 
-def _v_case(v_model_path, v_data, tmp_path, **options):
-    model = load_base_model(v_model_path)
-    without = concept_rates(model, None, N, tmp_path / "gen_base")
-    _record(tmp_path, "without", without)
-    assert without["concept"] <= 0.1, without
-    lora = train_concept_lora(v_model_path, v_data, tmp_path / "out", v_parameterization=None, **options)
-    rates = concept_rates(model, lora, N, tmp_path / "gen_lora")
-    _record(tmp_path, "with", rates)
-    _assert_concept(rates)
-
-
 def test_concept_with_v_parameterization(v_model_path, v_data, tmp_path):
     """v target with kohya's --scale_v_pred_loss_like_noise_pred: the v loss weighed by alpha^2 = SNR / (SNR + 1),
     so each timestep counts as in the epsilon case (docs/quality.md, "v-prediction"). Measured, N = 24: concept
     21/24, class 24/24, 0/24 without (with min_snr_gamma 5 instead: 24/24 and 24/24)."""
-    _v_case(v_model_path, v_data, tmp_path, scale_v_pred_loss_like_noise_pred=None)
+    _concept_case(v_model_path, v_data, tmp_path, v_parameterization=None, scale_v_pred_loss_like_noise_pred=None)
 
 
 # The plain v loss is the epsilon loss times (SNR + 1) / SNR: up to 200x more weight on the high-noise steps
@@ -99,7 +101,7 @@ def test_concept_with_v_parameterization(v_model_path, v_data, tmp_path):
 @pytest.mark.xfail(reason="plain v loss: concept 14/24 (purple 24/24, 9 fattened stars), class 24/24; "
                           "docs/quality.md, v-prediction", strict=False)
 def test_concept_with_v_parameterization_plain_loss(v_model_path, v_data, tmp_path):
-    _v_case(v_model_path, v_data, tmp_path)
+    _concept_case(v_model_path, v_data, tmp_path, v_parameterization=None)
 
 
 # ---- 2-process training -----------------------------------------------------------------------------
@@ -147,22 +149,12 @@ def test_sdxl_base_draws_the_caption(sdxl_model_path, tmp_path):
     _assert_base_draws(model, tmp_path)
 
 
-def _sdxl_case(sdxl_model_path, sdxl_data, tmp_path, **options):
-    model = load_base_model(sdxl_model_path)
-    without = concept_rates(model, None, N, tmp_path / "gen_base")
-    _record(tmp_path, "without", without)
-    assert without["concept"] <= 0.1, without
-    lora = train_concept_lora(sdxl_model_path, sdxl_data, tmp_path / "out", script="sdxl_train_network", **options)
-    rates = concept_rates(model, lora, N, tmp_path / "gen_lora")
-    _record(tmp_path, "with", rates)
-    _assert_concept(rates)
-
-
 def test_concept_sdxl(sdxl_model_path, sdxl_data, tmp_path):
     """SDXL through both text encoders, the pooled vector and the size/crop ids, with LoCon (conv_dim 4): at 64 px
     the SDXL layout's top level (8x8 latents, where a star's notches are) has no attention, so only LoCon puts a
     module there. Measured, N = 24: concept 24/24 with LoRA seeds 3 and 4, class 24/24, 0/24 without."""
-    _sdxl_case(sdxl_model_path, sdxl_data, tmp_path, network_args=["conv_dim=4", "conv_alpha=4"])
+    _concept_case(sdxl_model_path, sdxl_data, tmp_path, script="sdxl_train_network",
+                  network_args=["conv_dim=4", "conv_alpha=4"])
 
 
 # Attention-only LoRA (kohya's default for networks.lora) on the SDXL layout: nothing at the 8x8 level. Measured,
@@ -171,4 +163,4 @@ def test_concept_sdxl(sdxl_model_path, sdxl_data, tmp_path):
 @pytest.mark.xfail(reason="SDXL, attention-only LoRA: concept 19/24 (seed 3) / 11/24 (seed 4), fattened purple "
                           "stars; docs/quality.md, SDXL", strict=False)
 def test_concept_sdxl_attention_only_lora(sdxl_model_path, sdxl_data, tmp_path):
-    _sdxl_case(sdxl_model_path, sdxl_data, tmp_path)
+    _concept_case(sdxl_model_path, sdxl_data, tmp_path, script="sdxl_train_network")
