@@ -7,6 +7,7 @@ must fail here, in the fast default suite, not silently fall back to a slow buil
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -17,17 +18,18 @@ from tools.make_shapes_model import SHIP_LIMIT_MB, main as make_shapes
 REBUILD = "run python tools/make_shapes_model.py --ship"
 
 
-SHIPPED = shipped_path(seed=0, prediction_type="epsilon")
-
-
-# The demo (scripts/demo.sh) and the quality suite take the shipped model; a fresh clone must never find it
-# missing or stale (a stale one would send the demo into a build of many CPU minutes).
-def test_the_shipped_shapes_model_is_current_and_small():
-    path = SHIPPED
-    assert path.is_file(), f"no shapes model in {path.parent}: {REBUILD}"
-    assert built_from(path) == source_hash(), f"the shipped shapes model is stale: {REBUILD}"
+# The demo (scripts/demo.sh) and the quality suite take the shipped models (the epsilon one; the v-prediction one
+# for the v case); a fresh clone must never find one missing or stale (a stale one would send the demo or CI
+# into a build of many CPU minutes).
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_the_shipped_shapes_model_is_current_and_small(prediction_type):
+    path = shipped_path(seed=0, prediction_type=prediction_type)
+    rebuild = REBUILD + (" --v_parameterization" if prediction_type == "v_prediction" else "")
+    assert path.is_file(), f"no shapes model in {path.parent}: {rebuild}"
+    assert built_from(path) == source_hash(), f"the shipped {prediction_type} shapes model is stale: {rebuild}"
     assert path.stat().st_size < SHIP_LIMIT_MB * 1e6
-    assert cached_shapes_model(seed=0, cache_dir="/nonexistent-cache-unused") == path  # taken as is, no build
+    # taken as is, no build
+    assert cached_shapes_model(seed=0, prediction_type=prediction_type, cache_dir="/nonexistent-cache-unused") == path
 
 
 def _fake_model(path: Path, source: str) -> None:

@@ -10,7 +10,6 @@ a case that fails is a bug in that option's maths, not a threshold to lower.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from library.eval.sample_score import sample_readings
 from library.eval.shapes_score import is_concept
 from library.inference.generate import LoraStack, LoraUse
 from library.models import load_base_model
+from tests.quality.opt_in import opt_in
 
 pytestmark = pytest.mark.quality
 
@@ -79,9 +79,10 @@ OPTION_CASES = {
 }
 
 
-# Opt-in: each case trains the main test's 1800 steps and generates 24 images, about 4 CPU minutes, so the eleven
-# cases would take CI's whole 30-minute budget; measured results are in docs/quality.md, Option matrix.
-MATRIX = os.environ.get("LORASMITH_QUALITY_MATRIX") == "1"
+# CI trains these cases: the options whose maths is the trainer's own (the text encoder's layer, the loss weighting,
+# LoCon's conv modules) and one optimizer besides AdamW; the rest are opt-in (tests/quality/opt_in.py). Results of
+# all, and why these: docs/quality.md, Option matrix.
+CI_CASES = {"clip_skip_2", "min_snr_gamma", "locon_conv_dim", "adafactor"}
 
 
 # Measured failures, each with what was checked (docs/quality.md, Option matrix).
@@ -94,10 +95,14 @@ KNOWN_SHORT = {
 }
 
 
-@pytest.mark.skipif(not MATRIX, reason="option matrix is opt-in (LORASMITH_QUALITY_MATRIX=1): about 4 CPU minutes "
-                                       "per case (docs/quality.md, Option matrix)")
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_SHORT[c], strict=False))
-                                  if c in KNOWN_SHORT else c for c in sorted(OPTION_CASES)])
+def _case_marks(case):
+    marks = [] if case in CI_CASES else [opt_in]
+    if case in KNOWN_SHORT:
+        marks.append(pytest.mark.xfail(reason=KNOWN_SHORT[case], strict=False))
+    return marks
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=_case_marks(c)) for c in sorted(OPTION_CASES)])
 def test_concept_across_training_options(case, shapes_model_path, shapes_model, concept_data, tmp_path):
     options = OPTION_CASES[case]
     if options.get("optimizer_type") == "AdamW8bit":
