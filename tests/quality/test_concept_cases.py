@@ -118,12 +118,7 @@ def test_concept_with_v_parameterization_plain_loss(v_model_path, v_data, tmp_pa
 
 # ---- 2-process training -----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def sd1_data(shapes_model_path, tmp_path_factory):
-    return prepare_concept_data(shapes_model_path, tmp_path_factory.mktemp("concept_mp") / "data")
-
-
-def test_concept_with_two_processes(shapes_model_path, sd1_data, tmp_path):
+def test_concept_with_two_processes(shapes_model_path, shapes_model, concept_data, tmp_path):
     """``accelerate launch --multi_gpu --num_processes 2`` (gloo), batch 2 a process = the single run's 4.
     Measured on round 5's base, N = 24: LoRA seed 3 concept 23/24, class 23/24; seed 4 16/24 (7 fattened stars),
     class 24/24, against 19-23/24 for single-process seeds 3-6 (docs/quality.md)."""
@@ -131,9 +126,9 @@ def test_concept_with_two_processes(shapes_model_path, sd1_data, tmp_path):
         pytest.skip("this torch build has no gloo backend")
     # the same global batch as the single-process run: 2 processes x (batch / 2)
     per_process = str(int(TRAIN_DEFAULTS["train_batch_size"]) // 2)
-    lora = train_concept_lora_processes(shapes_model_path, sd1_data, tmp_path / "out", processes=2,
+    lora = train_concept_lora_processes(shapes_model_path, concept_data, tmp_path / "out", processes=2,
                                         train_batch_size=per_process)
-    rates = concept_rates(load_base_model(shapes_model_path), lora, N, tmp_path / "gen_lora")
+    rates = concept_rates(shapes_model, lora, N, tmp_path / "gen_lora")
     _record(tmp_path, "with", rates)
     _assert_concept(rates)
 

@@ -29,17 +29,6 @@ pytestmark = pytest.mark.quality
 N = 12  # images per prompt and setting
 
 
-@pytest.fixture(scope="session")
-def concept_data(shapes_model_path, tmp_path_factory):
-    """The concept folder and the class images, made once (the class images come from the base)."""
-    return prepare_concept_data(shapes_model_path, tmp_path_factory.mktemp("concept") / "data")
-
-
-@pytest.fixture(scope="session")
-def shapes_model(shapes_model_path):
-    return load_base_model(shapes_model_path)
-
-
 def _check(base_path, model, data, tmp_path, gen_clip_skip=None, **options):
     lora = train_concept_lora(base_path, data, tmp_path / "out", **options)
     rates = concept_rates(model, lora, N, tmp_path / "gen_lora", clip_skip=gen_clip_skip)
