@@ -3,7 +3,7 @@
 Rows: ``sks star`` without the LoRA, ``sks star`` with it, ``a star`` with it (prior
 preservation), and the training images for comparison; 8 seeds per row.
 
-    .venv/bin/python bench/concept_grid.py --out docs/images/quality_grid.png [--steps 1800]
+    .venv/bin/python bench/concept_grid.py --out docs/images/quality_grid.png [--steps 900]
 """
 
 from __future__ import annotations

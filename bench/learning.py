@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from library.eval.concept_run import (  # noqa: E402
-    CONCEPT_PROMPT, GEN, prepare_concept_data, preset_optimizer, train_concept_lora,
+    CONCEPT_PROMPT, GEN, ROUND5_RECIPE, prepare_concept_data, preset_optimizer, train_concept_lora,
 )
 from library.eval.sample_score import sample_readings  # noqa: E402
 from library.eval.shapes_score import is_concept, rate  # noqa: E402
@@ -69,8 +69,9 @@ def steps_to_concept(base: str, data: Path, work: Path, options: dict, max_steps
                      script: str = "train_network"):
     """(first step with concept rate >= 0.8 or None, [(step, rate)...], train seconds)."""
     t0 = time.time()
+    recipe = {k: v for k, v in ROUND5_RECIPE.items() if k != "max_train_steps"}  # batch 4 at 2e-3, as measured
     lora = train_concept_lora(base, data, work / "out", script=script, max_train_steps=max_steps,
-                              save_every_n_steps=every, **options)
+                              save_every_n_steps=every, **{**recipe, **options})
     seconds = time.time() - t0
     model = load_base_model(base)
     curve = []

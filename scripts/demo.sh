@@ -2,7 +2,7 @@
 # The README's first command: set up .venv, take the small trained shapes base model (shipped in
 # models/shapes/, or built once into the cache), and train a LoRA that teaches it a concept it never
 # saw (examples/shapes_demo: "sks star" = a purple star with a white outline). The reg folder is
-# filled with the base's own "a star" images first (--num_class_images); samples every 200 steps
+# filled with the base's own "a star" images first (--num_class_images); samples every 100 steps
 # are read back by the shapes scorer, so the concept's arrival is printed step by step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ echo
 echo
 echo "Demo finished. Files in $out/:"
 echo "  LoRA (loads in ComfyUI / A1111 / diffusers): $out/demo_lora.safetensors"
-echo "  checkpoints every 600 steps:                 $out/demo_lora-step*.safetensors (+ *-state folders for --resume)"
+echo "  checkpoints every 300 steps:                 $out/demo_lora-step*.safetensors (+ *-state folders for --resume)"
 echo "  sample images (step 0 = the base model):     $out/sample/"
 echo "  class images drawn by the base model:        $out/class_star/"
 echo "  report (loss curve + samples per checkpoint): $out/demo_lora_report.html"

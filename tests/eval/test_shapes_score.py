@@ -34,6 +34,26 @@ def test_survives_blur_and_noise_like_a_decoded_sample():
     assert _wrong(base_dataset(120, seed=5), degrade, ("shape", "colour", "position")) == []
 
 
+@pytest.mark.parametrize("sigma", [1.5, 2.0, 2.5])
+def test_reads_soft_shapes_by_their_corners(sigma):
+    """Softness fills a star's notches (solidity 0.76-0.88 at 2-2.5 px, which the first scorer's solidity rule read
+    as triangles), but the outline keeps five points: each shape's own harmonic stays clear of the others'."""
+    rng = np.random.default_rng(1)
+    specs = base_dataset(200, seed=3) + concept_specs(40, seed=4)
+
+    def soften(im):
+        a = np.asarray(im.filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32)
+        return np.clip(a + rng.normal(0, 10, a.shape), 0, 255)
+
+    assert _wrong(specs, soften, ("shape",)) == []
+    own = {"triangle": "h3", "square": "h4", "star": "h5"}
+    for spec in specs:
+        f = read_image(soften(render(spec))).features
+        mine = f.get(own.get(spec.shape))
+        others = [f[h] for h in ("h3", "h4", "h5") if h != own.get(spec.shape)]
+        assert (mine is None or mine >= 0.08) and max(others) <= 0.05, (spec, f)
+
+
 def test_concept_is_purple_star_only():
     concept = [read_image(render(s)) for s in concept_specs(10, seed=1)]
     assert rate(concept, is_concept) == 1.0
