@@ -10,7 +10,7 @@ recorded source hash matches the builder's: run it after any change to the build
     python tools/make_shapes_model.py --print_path   # scripts/demo.sh: the shipped or cached model's path only
 
 ``--sdxl`` builds the SDXL-layout model instead (two text encoders, size/crop conditioning;
-library/eval/shapes_model_sdxl.py), cached under shapes-sdxl-<hash>/; --ship is SD1 only.
+library/eval/shapes_model_sdxl.py), cached under shapes-sdxl-<hash>/ or, with --ship, into models/shapes/.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.budget != "default" and not args.out:
         parser.error("--budget smoke needs --out (the cache and the repository hold only the real model)")
-    if args.ship and args.sdxl:
-        parser.error("--ship writes the SD1 shapes model only; build the SDXL one into the cache or --out")
     prediction = "v_prediction" if args.v_parameterization else "epsilon"
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.print_path else print
     if args.sdxl:
@@ -72,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_sdxl(args, prediction: str, log):
-    if args.out:
-        return shapes_model_sdxl.build_sdxl_shapes_model(args.out, seed=args.seed, prediction_type=prediction,
+    if args.out or args.ship:
+        out = args.out or shapes_model_sdxl.shipped_sdxl_path(args.seed, prediction)
+        return shapes_model_sdxl.build_sdxl_shapes_model(out, seed=args.seed, prediction_type=prediction,
                                                          budget=shapes_model_sdxl.BUDGETS[args.budget], log=log)
     return shapes_model_sdxl.cached_sdxl_shapes_model(seed=args.seed, prediction_type=prediction, log=log)
 

@@ -26,7 +26,8 @@ diffusion loop and caption helpers are called, not copied), with the same budget
   pooled vector (diffusers' SDXL pipeline sets ``force_zeros_for_empty_prompt``).
 
 Saved as one original-layout SDXL ``.safetensors`` (``conditioner.embedders.*``) that
-``sdxl_train_network.py`` and library.inference load like any SDXL checkpoint.
+``sdxl_train_network.py`` and library.inference load like any SDXL checkpoint; in fp16 as the SD1
+one (14 MB instead of 28), so that it ships in the repository beside it (``--sdxl --ship``).
 """
 
 from __future__ import annotations
@@ -219,12 +220,21 @@ def build_sdxl_shapes_model(out: str | os.PathLike, seed: int = 0, budget: SdxlB
     meta = {"lorasmith.shapes": f"sdxl seed={seed} source={source_hash()} budget={asdict(budget)}"}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_base_model(model, out, metadata=meta)
+    save_base_model(model, out, dtype=shapes_model.SAVE_DTYPE, metadata=meta)
     return out
 
 
+def shipped_sdxl_path(seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Where ``tools/make_shapes_model.py --sdxl --ship`` writes the model kept in the repository."""
+    return shapes_model.SHIPPED_DIR / f"shapes_sdxl_{prediction_type}_seed{seed}.safetensors"
+
+
 def cached_sdxl_shapes_model(seed: int = 0, prediction_type: str = "epsilon", cache_dir=None, log=print) -> Path:
-    """The SDXL shapes model for ``seed``, built once per source hash and reused (atomic save)."""
+    """The SDXL shapes model for ``seed``: the shipped one while this builder made it (same source hash), else
+    built once per source hash into the cache and reused (atomic save)."""
+    shipped = shipped_sdxl_path(seed, prediction_type)
+    if shipped.is_file() and shapes_model.built_from(shipped) == source_hash():
+        return shipped
     folder = Path(cache_dir or shapes_model.default_cache_dir()) / f"shapes-sdxl-{source_hash()}"
     path = folder / f"shapes_sdxl_{prediction_type}_seed{seed}.safetensors"
     if not path.exists():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from library.eval import shapes_model
+from library.eval import shapes_model, shapes_model_sdxl
 from library.eval.shapes_model import built_from, cached_shapes_model, shipped_path, source_hash
 from tools.make_shapes_model import SHIP_LIMIT_MB, main as make_shapes
 
@@ -32,6 +32,16 @@ def test_the_shipped_shapes_model_is_current_and_small(prediction_type):
     assert cached_shapes_model(seed=0, prediction_type=prediction_type, cache_dir="/nonexistent-cache-unused") == path
 
 
+# The SDXL quality cases take the shipped SDXL base (fp16, 14 MB): stale, CI would spend 18 CPU minutes building it.
+def test_the_shipped_sdxl_shapes_model_is_current_and_small():
+    path = shapes_model_sdxl.shipped_sdxl_path(seed=0)
+    rebuild = REBUILD + " --sdxl"
+    assert path.is_file(), f"no SDXL shapes model in {path.parent}: {rebuild}"
+    assert built_from(path) == shapes_model_sdxl.source_hash(), f"the shipped SDXL shapes model is stale: {rebuild}"
+    assert path.stat().st_size < SHIP_LIMIT_MB * 1e6
+    assert shapes_model_sdxl.cached_sdxl_shapes_model(seed=0, cache_dir="/nonexistent-cache-unused") == path
+
+
 def _fake_model(path: Path, source: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"x": torch.zeros(1)}, str(path), metadata={"lorasmith.shapes": f"seed=0 source={source} budget={{}}"})
@@ -46,8 +56,18 @@ def test_a_stale_shipped_model_is_not_used(tmp_path, monkeypatch):
     assert cached_shapes_model(seed=0, cache_dir=tmp_path / "cache") == cached
 
 
+def test_a_stale_shipped_sdxl_model_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(shapes_model, "SHIPPED_DIR", tmp_path / "shipped")
+    _fake_model(shapes_model_sdxl.shipped_sdxl_path(), "0123456789abcdef")
+    folder = tmp_path / "cache" / f"shapes-sdxl-{shapes_model_sdxl.source_hash()}"
+    cached = folder / "shapes_sdxl_epsilon_seed0.safetensors"
+    _fake_model(cached, shapes_model_sdxl.source_hash())
+    assert shapes_model_sdxl.cached_sdxl_shapes_model(seed=0, cache_dir=tmp_path / "cache") == cached
+
+
 def test_ship_takes_no_other_budget_or_out(tmp_path, capsys):
-    for argv in (["--ship", "--budget", "smoke"], ["--ship", "--out", str(tmp_path / "x.safetensors")]):
+    for argv in (["--ship", "--budget", "smoke"], ["--ship", "--out", str(tmp_path / "x.safetensors")],
+                 ["--sdxl", "--ship", "--budget", "smoke"]):
         try:
             make_shapes(argv)
         except SystemExit as e:

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from library.eval.concept_run import (
-    CONCEPT_PROMPT, GEN, concept_rates, prepare_concept_data, preset_optimizer, train_concept_lora,
+    CONCEPT_PROMPT, GEN, concept_rates, draws_the_concept_without_lora, misses_the_bar, prepare_concept_data,
+    preset_optimizer, train_concept_lora,
 )
 from library.eval.sample_score import sample_readings
 from library.eval.shapes_score import is_concept
@@ -33,8 +34,7 @@ def _check(base_path, model, data, tmp_path, gen_clip_skip=None, **options):
     rates = concept_rates(model, lora, N, tmp_path / "gen_lora", clip_skip=gen_clip_skip)
     (tmp_path / "rates.json").write_text(json.dumps(rates, indent=1))
     print("with the LoRA:", rates["concept"], rates["class_base_colour"], rates["seen_sks"], rates["seen_class"])
-    assert rates["concept"] >= 0.8, rates
-    assert rates["class_base_colour"] >= 0.8, rates
+    assert not misses_the_bar(rates), misses_the_bar(rates)
     return rates
 
 
@@ -44,7 +44,7 @@ def test_lora_teaches_an_unseen_concept_and_keeps_the_class(shapes_model_path, s
     class 23/24 with LoRA seed 3 (the test's 12: 10 and 11), 0/24 without."""
     without = concept_rates(shapes_model, None, N, tmp_path / "gen_base")
     print("without the LoRA:", without["concept"], without["seen_sks"])
-    assert without["concept"] <= 0.1, without
+    assert not draws_the_concept_without_lora(without), draws_the_concept_without_lora(without)
     _check(shapes_model_path, shapes_model, concept_data, tmp_path)
 
 
