@@ -178,8 +178,9 @@ def test_sdxl_base_draws_the_caption(sdxl_model, tmp_path):
 @sdxl_group
 def test_concept_sdxl(sdxl_base, tmp_path):
     """SDXL through both text encoders, the pooled vector and the size/crop ids, with LoCon (conv_dim 4): at 64 px
-    the SDXL layout's top level (8x8 latents, where a star's notches are) has no attention, so only LoCon puts a
-    module there. Measured, N = 24: concept 24/24 and class 24/24 with LoRA seeds 3 and 4; 0/24 without."""
+    the SDXL layout's top level (8x8 latents, where a star's notches are) has no attention, and LoCon's convolution
+    modules are the only ones there. Measured, N = 24: concept 24/24 and class 24/24 with LoRA seeds 3 and 4; 0/24
+    without."""
     _concept_case(sdxl_base, tmp_path, script="sdxl_train_network", network_args=["conv_dim=4", "conv_alpha=4"])
 
 
